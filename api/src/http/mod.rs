@@ -1,0 +1,573 @@
+//! The HTTP API: every endpoint of the old product, basket, payment and notification services, at their
+//! own paths and under the gateway's `/api/...` paths, plus `/health` and `/openapi.json`.
+
+pub mod baskets;
+pub mod notifications;
+pub mod openapi;
+pub mod payments;
+pub mod products;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use kassa_engine::{Command, Engine, IdempotencyKey, Page, Request as EngineRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Actor;
+use crate::error::{ApiError, ErrorInfo};
+use crate::wire;
+
+/// Settings of the HTTP API (the `[api]` table of the config file).
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub body_limit_bytes: usize,
+    /// Page size when a list request has no `limit`.
+    pub page_limit_default: usize,
+    /// Largest `limit` accepted (at most the engine's page maximum, 1000).
+    pub page_limit_max: usize,
+    /// Page size of the notification lists when no `limit` is given (the old default).
+    pub notification_limit_default: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit_bytes: 64 * 1024,
+            page_limit_default: 100,
+            page_limit_max: 1000,
+            notification_limit_default: 10,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub cfg: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn currency(&self) -> kassa_engine::Currency {
+        self.engine.currency()
+    }
+}
+
+/// A JSON response as Go's `encoding/json` writes it, with Gin's content type.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+    match wire::to_go_json(value) {
+        Ok(body) => {
+            let mut r = Response::new(Body::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "response could not be serialized");
+            let mut r = Response::new(Body::from(
+                r#"{"error":"Internal Server Error","message":"response could not be serialized"}"#,
+            ));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    }
+}
+
+pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+pub fn created<T: Serialize + ?Sized>(value: &T) -> Response {
+    json_response(StatusCode::CREATED, value)
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// The caller, if the gateway's auth layer identified one.
+pub struct Caller(pub Option<Actor>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller(parts.extensions.get::<Actor>().cloned()))
+    }
+}
+
+impl Caller {
+    pub fn actor(&self) -> Option<&Actor> {
+        self.0.as_ref()
+    }
+}
+
+/// Path segments, with rejections (bad UTF-8, wrong type) as 400 envelopes.
+pub struct P<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(P(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid path: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// A path segment used as a key (user id, payment id, category, ...): bounded length, no control chars.
+pub fn segment<'a>(value: &'a str, what: &str, max: usize) -> Result<&'a str, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::bad_request(format!("{what} is required")));
+    }
+    if value.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{what} is longer than {max} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} contains control characters"
+        )));
+    }
+    Ok(value)
+}
+
+pub const ID_MAX: usize = 128;
+pub const TEXT_MAX: usize = 256;
+
+/// Query parameters, with rejections as 400 envelopes.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Q(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "invalid query: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct PageParams {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+impl PageParams {
+    /// The page asked for: `limit` in 1..=max (default when absent), `offset` in 0..=100000.
+    pub fn page(&self, cfg: &ApiConfig, default_limit: usize) -> Result<Page, ApiError> {
+        let max = cfg.page_limit_max.min(kassa_engine::query::PAGE_LIMIT_MAX);
+        let limit = match self.limit.as_deref() {
+            None | Some("") => default_limit.min(max),
+            Some(text) => match text.parse::<usize>() {
+                Ok(v) if (1..=max).contains(&v) => v,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "limit must be a whole number between 1 and {max}"
+                    )));
+                }
+            },
+        };
+        let offset_max = kassa_engine::query::PAGE_OFFSET_MAX;
+        let offset = match self.offset.as_deref() {
+            None | Some("") => 0,
+            Some(text) => match text.parse::<usize>() {
+                Ok(v) if v <= offset_max => v,
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "offset must be a whole number between 0 and {offset_max}"
+                    )));
+                }
+            },
+        };
+        Ok(Page::new(offset, limit))
+    }
+}
+
+/// A write: the raw body (bounded) and the idempotency key, if the client sent one.
+pub struct Write {
+    pub body: Bytes,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+
+fn idempotency_key(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let mut values = parts.headers.get_all(IDEMPOTENCY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request("Idempotency-Key must be sent once"));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > IDEMPOTENCY_KEY_MAX
+        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+impl FromRequest<AppState> for Write {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let limit = state.cfg.body_limit_bytes;
+        let too_large = || {
+            ApiError::status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit} bytes"),
+            )
+        };
+        if let Some(len) = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && len > limit as u64
+        {
+            return Err(too_large());
+        }
+        let key = idempotency_key(&parts)?;
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "request body could not be read: {e}"
+                )));
+            }
+        };
+        let idempotency = key.map(|key| {
+            let scope = parts
+                .extensions
+                .get::<Actor>()
+                .map_or_else(|| "anonymous".to_string(), |a| a.subject.clone());
+            let fingerprint = wire::fnv1a(&[
+                parts.method.as_str().as_bytes(),
+                parts.uri.path().as_bytes(),
+                &body,
+            ]);
+            IdempotencyKey {
+                scope,
+                key,
+                fingerprint,
+            }
+        });
+        Ok(Write { body, idempotency })
+    }
+}
+
+impl Write {
+    fn is_blank(&self) -> bool {
+        self.body.iter().all(u8::is_ascii_whitespace)
+    }
+
+    /// The body as JSON; empty or malformed bodies are 400 ("Invalid request body").
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.is_blank() {
+            return Err(ApiError::invalid_body("request body is empty"));
+        }
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::invalid_body(e.to_string()))
+    }
+
+    /// Like `json`, but an empty body means all defaults (for actions whose body is optional).
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.is_blank() {
+            Ok(T::default())
+        } else {
+            self.json()
+        }
+    }
+
+    /// The engine request for `command`, carrying this write's idempotency key.
+    pub fn request(&self, command: Command) -> EngineRequest {
+        EngineRequest {
+            command,
+            idempotency: self.idempotency.clone(),
+        }
+    }
+}
+
+/// One HTTP route: the method and path (axum syntax, which is also OpenAPI's) plus what the OpenAPI
+/// document says about it. The router and the document are both built from this table.
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Schema name of the request body, if the route takes one.
+    pub request: Option<&'static str>,
+    /// Status and schema name of the success response.
+    pub status: u16,
+    pub response: &'static str,
+    pub query: &'static [&'static str],
+    pub handler: MethodRouter<AppState>,
+}
+
+pub(crate) fn def<H, T>(
+    method: Method,
+    path: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    handler: H,
+) -> RouteDef
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+    RouteDef {
+        method,
+        path,
+        tag,
+        summary,
+        request: None,
+        status: 200,
+        response: "Object",
+        query: &[],
+        handler: on(filter, handler),
+    }
+}
+
+impl RouteDef {
+    pub(crate) fn body(mut self, schema: &'static str) -> Self {
+        self.request = Some(schema);
+        self
+    }
+    pub(crate) fn returns(mut self, status: u16, schema: &'static str) -> Self {
+        self.status = status;
+        self.response = schema;
+        self
+    }
+    pub(crate) fn query(mut self, params: &'static [&'static str]) -> Self {
+        self.query = params;
+        self
+    }
+}
+
+/// The gateway path under which a service path is also served (`/products/1` → `/api/products/1`).
+pub fn gateway_alias(path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix("/api/v1/notifications") {
+        return Some(format!("/api/notifications{rest}"));
+    }
+    ["/products", "/baskets", "/payments"]
+        .iter()
+        .find(|p| path.starts_with(*p))
+        .map(|_| format!("/api{path}"))
+}
+
+/// Every route of the API, each service route once (its alias is added by `all_routes`).
+pub fn route_table() -> Vec<RouteDef> {
+    let mut routes = vec![
+        def(
+            Method::GET,
+            "/health",
+            "system",
+            "Service health (RFC 3339 timestamp without fraction)",
+            health,
+        )
+        .returns(200, "Health"),
+        def(
+            Method::GET,
+            "/api/v1/health",
+            "system",
+            "Service health (full RFC 3339 timestamp)",
+            health_v1,
+        )
+        .returns(200, "Health"),
+        def(
+            Method::GET,
+            "/openapi.json",
+            "system",
+            "This OpenAPI document",
+            openapi::serve,
+        ),
+    ];
+    routes.extend(products::routes());
+    routes.extend(baskets::routes());
+    routes.extend(payments::routes());
+    routes.extend(notifications::routes());
+    routes
+}
+
+/// (method, path) of every route the router serves, aliases included.
+pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
+    let mut out = Vec::new();
+    for r in route_table() {
+        if let Some(alias) = gateway_alias(r.path) {
+            let copy = RouteDef {
+                method: r.method.clone(),
+                path: r.path,
+                tag: r.tag,
+                summary: r.summary,
+                request: r.request,
+                status: r.status,
+                response: r.response,
+                query: r.query,
+                handler: r.handler.clone(),
+            };
+            out.push((r.method.clone(), alias, copy));
+        }
+        out.push((r.method.clone(), r.path.to_string(), r));
+    }
+    out
+}
+
+/// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
+pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
+    let state = AppState {
+        engine,
+        cfg: Arc::new(cfg),
+    };
+    let mut service = Router::new();
+    let mut notification = Router::new();
+    for (_, path, r) in all_routes() {
+        if path.contains("/notifications") {
+            notification = notification.route(&path, r.handler);
+        } else {
+            service = service.route(&path, r.handler);
+        }
+    }
+    let notification = notification.layer(axum::middleware::map_response(notification_envelope));
+    service
+        .merge(notification)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+}
+
+/// The notification service's error envelope is `{"error": <text>}`.
+async fn notification_envelope(response: Response) -> Response {
+    match response.extensions().get::<ErrorInfo>() {
+        Some(info) => {
+            #[derive(Serialize)]
+            struct Envelope<'a> {
+                error: &'a str,
+            }
+            json_response(
+                response.status(),
+                &Envelope {
+                    error: &info.message,
+                },
+            )
+        }
+        None => response,
+    }
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(256).collect();
+    ApiError::not_found(format!("no route for {method} {path}"))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(256).collect();
+    ApiError::status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {path}"),
+    )
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    service: &'static str,
+    status: &'static str,
+    timestamp: String,
+    version: &'static str,
+}
+
+fn health_of(state: &AppState, timestamp: String) -> Response {
+    let open = state.engine.is_open();
+    let body = Health {
+        service: "kassa",
+        status: if open { "healthy" } else { "unhealthy" },
+        timestamp,
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    json_response(
+        if open {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    health_of(
+        &state,
+        wire::rfc3339_seconds(kassa_engine::model::now_micros()),
+    )
+}
+
+async fn health_v1(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    health_of(&state, wire::rfc3339(kassa_engine::model::now_micros()))
+}
+
+/// A `(key, value)` list serialized as a JSON object, in its order.
+pub struct Pairs<'a>(pub &'a [(String, String)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A JSON object of strings from a request, kept in the client's order, bounded.
+pub fn pairs_from(
+    map: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Option<Vec<(String, String)>>, ApiError> {
+    let Some(map) = map else { return Ok(None) };
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        match v {
+            serde_json::Value::String(s) => out.push((k, s)),
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "metadata/data value of '{k}' must be a string"
+                )));
+            }
+        }
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,633 @@
+//! Notification service endpoints (contract §5.2), under `/api/v1/notifications`. Errors use this
+//! service's envelope `{"error": <text>}` (rewritten by a layer in `http`), with real statuses.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use kassa_engine::model::Notification;
+use kassa_engine::{Command, NotificationFilter, NotificationInput, Page, Reply};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::products::unexpected;
+use super::{
+    ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def,
+    json_response, ok, pairs_from, segment,
+};
+use crate::auth::{Need, authorize};
+use crate::error::ApiError;
+use crate::wire;
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationJson<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    title: &'a str,
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    status: &'a str,
+    priority: &'a str,
+    channel: &'a str,
+    template_id: &'a str,
+    #[schema(value_type = Object)]
+    data: Pairs<'a>,
+    created_at: String,
+    updated_at: String,
+    sent_at: Option<String>,
+    read_at: Option<String>,
+    expires_at: Option<String>,
+    /// When a scheduled notification is due.
+    send_at: Option<String>,
+}
+
+impl<'a> NotificationJson<'a> {
+    fn new(n: &'a Notification) -> NotificationJson<'a> {
+        NotificationJson {
+            id: &n.id,
+            user_id: &n.user_id,
+            title: &n.title,
+            message: &n.message,
+            kind: &n.kind,
+            status: &n.status,
+            priority: &n.priority,
+            channel: &n.channel,
+            template_id: &n.template_id,
+            data: Pairs(&n.data),
+            created_at: wire::rfc3339(n.created_at),
+            updated_at: wire::rfc3339(n.updated_at),
+            sent_at: n.sent_at.map(wire::rfc3339),
+            read_at: n.read_at.map(wire::rfc3339),
+            expires_at: n.expires_at.map(wire::rfc3339),
+            send_at: n.send_at.map(wire::rfc3339),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SingleEnvelope<'a> {
+    success: bool,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification: Option<NotificationJson<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListEnvelope<'a> {
+    success: bool,
+    message: String,
+    notifications: Vec<NotificationJson<'a>>,
+    total: u64,
+    unread_count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatsEnvelope {
+    success: bool,
+    message: &'static str,
+    stats: NotificationStats,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationStats {
+    total_notifications: u64,
+    unread_notifications: u64,
+    sent_notifications: u64,
+    failed_notifications: u64,
+    pending_notifications: u64,
+    by_type: BTreeMap<String, u64>,
+    by_channel: BTreeMap<String, u64>,
+    by_status: BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateNotificationBody {
+    user_id: Option<String>,
+    title: Option<String>,
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    channel: Option<String>,
+    priority: Option<String>,
+    template_id: Option<String>,
+    #[schema(value_type = Object)]
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+    /// RFC 3339; required for `/schedule`.
+    send_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct BulkNotificationBody {
+    user_ids: Option<Vec<String>>,
+    title: Option<String>,
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    channel: Option<String>,
+    priority: Option<String>,
+    template_id: Option<String>,
+    #[schema(value_type = Object)]
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateNotificationBody {
+    status: Option<String>,
+    title: Option<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReadAllBody {
+    user_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListParams {
+    user_id: Option<String>,
+    limit: Option<String>,
+    offset: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// The most notifications one bulk call creates.
+pub const BULK_USERS_MAX: usize = 1000;
+
+pub fn routes() -> Vec<RouteDef> {
+    const LIST: &[&str] = &["user_id", "limit", "offset", "status", "type"];
+    let t = "notifications";
+    vec![
+        def(
+            Method::POST,
+            "/api/v1/notifications",
+            t,
+            "Create a notification",
+            create,
+        )
+        .body("CreateNotificationBody")
+        .returns(201, "SingleEnvelope"),
+        def(
+            Method::GET,
+            "/api/v1/notifications",
+            t,
+            "A user's notifications, newest first",
+            list,
+        )
+        .returns(200, "ListEnvelope")
+        .query(LIST),
+        def(
+            Method::GET,
+            "/api/v1/notifications/unread",
+            t,
+            "A user's unread notifications",
+            unread,
+        )
+        .returns(200, "ListEnvelope")
+        .query(&["user_id", "limit", "offset"]),
+        def(
+            Method::GET,
+            "/api/v1/notifications/stats",
+            t,
+            "A user's notification statistics",
+            stats,
+        )
+        .returns(200, "StatsEnvelope")
+        .query(&["user_id"]),
+        def(
+            Method::POST,
+            "/api/v1/notifications/read-all",
+            t,
+            "Mark all of a user's notifications read",
+            read_all,
+        )
+        .body("ReadAllBody")
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/bulk",
+            t,
+            "Create one notification per user (admin)",
+            bulk,
+        )
+        .body("BulkNotificationBody")
+        .returns(201, "ListEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/schedule",
+            t,
+            "Create a notification to be sent at send_at",
+            schedule,
+        )
+        .body("CreateNotificationBody")
+        .returns(201, "SingleEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/cleanup",
+            t,
+            "Delete expired notifications (admin)",
+            cleanup,
+        )
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::GET,
+            "/api/v1/notifications/{id}",
+            t,
+            "Get a notification",
+            get,
+        )
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::PUT,
+            "/api/v1/notifications/{id}",
+            t,
+            "Update status, title or message",
+            update,
+        )
+        .body("UpdateNotificationBody")
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::DELETE,
+            "/api/v1/notifications/{id}",
+            t,
+            "Delete a notification",
+            delete,
+        )
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/{id}/send",
+            t,
+            "Send a notification",
+            send,
+        )
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/{id}/read",
+            t,
+            "Mark a notification read",
+            read,
+        )
+        .returns(200, "SingleEnvelope"),
+        def(
+            Method::POST,
+            "/api/v1/notifications/{id}/retry",
+            t,
+            "Retry a failed notification",
+            retry,
+        )
+        .returns(200, "SingleEnvelope"),
+    ]
+}
+
+fn single(status: StatusCode, message: &str, n: &Notification) -> axum::response::Response {
+    json_response(
+        status,
+        &SingleEnvelope {
+            success: true,
+            message,
+            notification: Some(NotificationJson::new(n)),
+        },
+    )
+}
+
+fn plain(message: &str) -> axum::response::Response {
+    ok(&SingleEnvelope {
+        success: true,
+        message,
+        notification: None,
+    })
+}
+
+fn notification_reply(reply: Reply, status: StatusCode, message: &str) -> ApiResult {
+    match reply {
+        Reply::Notification(n) => Ok(single(status, message, &n)),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ApiError::invalid_body(format!("{field} is required"))),
+    }
+}
+
+fn time_field(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(v) => wire::parse_time(v)
+            .map(Some)
+            .map_err(|e| ApiError::invalid_body(format!("{field}: {e}"))),
+    }
+}
+
+fn input_from(
+    body: CreateNotificationBody,
+) -> Result<(NotificationInput, Option<String>), ApiError> {
+    let input = NotificationInput {
+        user_id: required(body.user_id, "user_id")?,
+        title: required(body.title, "title")?,
+        message: required(body.message, "message")?,
+        kind: required(body.kind, "type")?,
+        channel: required(body.channel, "channel")?,
+        priority: body.priority.unwrap_or_default(),
+        template_id: body.template_id.unwrap_or_default(),
+        data: pairs_from(body.data)?.unwrap_or_default(),
+        expires_at: time_field(body.expires_at.as_deref(), "expires_at")?,
+    };
+    Ok((input, body.send_at))
+}
+
+/// Loads a notification and checks the caller owns it.
+fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Notification, ApiError> {
+    let id = segment(id, "notification id", ID_MAX)?;
+    let n = s
+        .engine
+        .notification(id)?
+        .ok_or_else(|| ApiError::not_found(format!("notification not found: {id}")))?;
+    authorize(caller.actor(), Need::Owner(&n.user_id))?;
+    Ok(n)
+}
+
+fn query_user<'a>(caller: &Caller, user_id: &'a Option<String>) -> Result<&'a str, ApiError> {
+    let user_id = user_id
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::bad_request("User ID is required"))?;
+    super::baskets::user(caller, user_id)
+}
+
+async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    let (input, _) = input_from(w.json()?)?;
+    segment(&input.user_id, "user_id", ID_MAX)?;
+    authorize(caller.actor(), Need::Owner(&input.user_id))?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::CreateNotification(input)))
+        .await?;
+    notification_reply(
+        reply,
+        StatusCode::CREATED,
+        "Notification created successfully",
+    )
+}
+
+async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    let (input, send_at) = input_from(w.json()?)?;
+    segment(&input.user_id, "user_id", ID_MAX)?;
+    authorize(caller.actor(), Need::Owner(&input.user_id))?;
+    let send_at = time_field(send_at.as_deref(), "send_at")?
+        .ok_or_else(|| ApiError::invalid_body("send_at is required"))?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::ScheduleNotification { input, send_at }))
+        .await?;
+    notification_reply(
+        reply,
+        StatusCode::CREATED,
+        "Notification scheduled successfully",
+    )
+}
+
+async fn bulk(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let body: BulkNotificationBody = w.json()?;
+    let users = body
+        .user_ids
+        .ok_or_else(|| ApiError::invalid_body("user_ids is required"))?;
+    if users.len() > BULK_USERS_MAX {
+        return Err(ApiError::invalid_body(format!(
+            "at most {BULK_USERS_MAX} user_ids per call"
+        )));
+    }
+    for u in &users {
+        segment(u, "user_id", ID_MAX)?;
+    }
+    let template = CreateNotificationBody {
+        user_id: Some("bulk".into()),
+        title: body.title,
+        message: body.message,
+        kind: body.kind,
+        channel: body.channel,
+        priority: body.priority,
+        template_id: body.template_id,
+        data: body.data,
+        expires_at: body.expires_at,
+        send_at: None,
+    };
+    let (template, _) = input_from(template)?;
+    let created = s.engine.bulk_notifications(&users, template).await?;
+    let notifications: Vec<NotificationJson> = created.iter().map(NotificationJson::new).collect();
+    let n = notifications.len() as u64;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &ListEnvelope {
+            success: true,
+            message: format!("Created {n} notifications"),
+            notifications,
+            total: n,
+            unread_count: 0,
+        },
+    ))
+}
+
+async fn cleanup(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    match s
+        .engine
+        .execute(w.request(Command::CleanupNotifications))
+        .await?
+    {
+        Reply::Count(n) => Ok(plain(&format!("Cleaned up {n} expired notifications"))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    let body: ReadAllBody = w.json()?;
+    let user_id = body
+        .user_id
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::invalid_body("user_id is required"))?;
+    let user_id = super::baskets::user(&caller, &user_id)?.to_string();
+    match s
+        .engine
+        .execute(w.request(Command::MarkAllNotificationsRead { user_id }))
+        .await?
+    {
+        Reply::Count(n) => Ok(plain(&format!("Marked {n} notifications as read"))),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
+    let user_id = query_user(&caller, &q.user_id)?;
+    let page = PageParams {
+        limit: q.limit.clone(),
+        offset: q.offset.clone(),
+    }
+    .page(&s.cfg, s.cfg.notification_limit_default)?;
+    let filter = NotificationFilter {
+        status: q.status.clone().filter(|v| !v.is_empty()),
+        kind: q.kind.clone().filter(|v| !v.is_empty()),
+        unread_only: false,
+    };
+    let result = s.engine.notifications_for_user(user_id, &filter, page)?;
+    // `total` counts all of the user's notifications, as the old service did.
+    let total = if filter.status.is_some() || filter.kind.is_some() {
+        s.engine
+            .notifications_for_user(user_id, &NotificationFilter::default(), Page::first(0))?
+            .total
+    } else {
+        result.total
+    };
+    Ok(ok(&ListEnvelope {
+        success: true,
+        message: "Notifications retrieved successfully".into(),
+        notifications: result.items.iter().map(NotificationJson::new).collect(),
+        total,
+        unread_count: result.unread,
+    }))
+}
+
+async fn unread(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
+    let user_id = query_user(&caller, &q.user_id)?;
+    let page = PageParams {
+        limit: q.limit.clone(),
+        offset: q.offset.clone(),
+    }
+    .page(&s.cfg, s.cfg.notification_limit_default)?;
+    let filter = NotificationFilter {
+        unread_only: true,
+        ..Default::default()
+    };
+    let result = s.engine.notifications_for_user(user_id, &filter, page)?;
+    Ok(ok(&ListEnvelope {
+        success: true,
+        message: "Unread notifications retrieved successfully".into(),
+        notifications: result.items.iter().map(NotificationJson::new).collect(),
+        total: result.total,
+        unread_count: result.unread,
+    }))
+}
+
+async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
+    let user_id = query_user(&caller, &q.user_id)?;
+    let mut st = NotificationStats {
+        total_notifications: 0,
+        unread_notifications: 0,
+        sent_notifications: 0,
+        failed_notifications: 0,
+        pending_notifications: 0,
+        by_type: BTreeMap::new(),
+        by_channel: BTreeMap::new(),
+        by_status: BTreeMap::new(),
+    };
+    let step = kassa_engine::query::PAGE_LIMIT_MAX;
+    let mut offset = 0;
+    while offset <= kassa_engine::query::PAGE_OFFSET_MAX {
+        let page = s.engine.notifications_for_user(
+            user_id,
+            &NotificationFilter::default(),
+            Page::new(offset, step),
+        )?;
+        for n in &page.items {
+            st.total_notifications += 1;
+            if n.read_at.is_none() {
+                st.unread_notifications += 1;
+            }
+            match n.status.as_str() {
+                "sent" => st.sent_notifications += 1,
+                "failed" => st.failed_notifications += 1,
+                "pending" => st.pending_notifications += 1,
+                _ => {}
+            }
+            *st.by_type.entry(n.kind.clone()).or_default() += 1;
+            *st.by_channel.entry(n.channel.clone()).or_default() += 1;
+            *st.by_status.entry(n.status.clone()).or_default() += 1;
+        }
+        if page.items.len() < step {
+            break;
+        }
+        offset += step;
+    }
+    Ok(ok(&StatsEnvelope {
+        success: true,
+        message: "Notification statistics retrieved successfully",
+        stats: st,
+    }))
+}
+
+async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    Ok(single(
+        StatusCode::OK,
+        "Notification retrieved successfully",
+        &n,
+    ))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    let body: UpdateNotificationBody = w.json()?;
+    let command = Command::UpdateNotification {
+        id: n.id.clone(),
+        status: body.status.unwrap_or_default(),
+        title: body.title.unwrap_or_default(),
+        message: body.message.unwrap_or_default(),
+    };
+    let reply = s.engine.execute(w.request(command)).await?;
+    notification_reply(reply, StatusCode::OK, "Notification updated successfully")
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    s.engine
+        .execute(w.request(Command::DeleteNotification { id: n.id.clone() }))
+        .await?;
+    Ok(plain("Notification deleted successfully"))
+}
+
+async fn send(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::SendNotification { id: n.id.clone() }))
+        .await?;
+    notification_reply(reply, StatusCode::OK, "Notification sent successfully")
+}
+
+async fn read(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::MarkNotificationRead { id: n.id.clone() }))
+        .await?;
+    notification_reply(reply, StatusCode::OK, "Notification marked as read")
+}
+
+async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+    let n = owned(&s, &caller, &id)?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::RetryNotification { id: n.id.clone() }))
+        .await?;
+    notification_reply(reply, StatusCode::OK, "Notification retried successfully")
+}

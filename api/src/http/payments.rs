@@ -1,0 +1,917 @@
+//! Payment service endpoints (contract §4.5).
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use kassa_engine::model::{MICROS_PER_SECOND, Payment, PaymentItem, now_micros};
+use kassa_engine::{Command, Currency, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::products::unexpected;
+use super::{
+    ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def,
+    ok, pairs_from, segment,
+};
+use crate::auth::{Need, authorize};
+use crate::error::ApiError;
+use crate::wire::{self, Money, MoneyText};
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentItemJson {
+    id: String,
+    product_id: u64,
+    name: String,
+    quantity: i64,
+    #[schema(value_type = f64)]
+    price: Money,
+    #[schema(value_type = f64)]
+    subtotal: Money,
+    category: String,
+    created_at: String,
+}
+
+impl PaymentItemJson {
+    fn new(i: &PaymentItem, c: Currency) -> PaymentItemJson {
+        PaymentItemJson {
+            id: i.id.clone(),
+            product_id: i.product_id,
+            name: i.name.clone(),
+            quantity: i.quantity,
+            price: Money::new(i.price, c),
+            subtotal: Money::new(i.subtotal(), c),
+            category: i.category.clone(),
+            created_at: wire::rfc3339(i.created_at),
+        }
+    }
+}
+
+/// A payment as the old API showed it, plus refund and failure details at the end.
+#[derive(Serialize, ToSchema)]
+pub struct PaymentJson<'a> {
+    id: &'a str,
+    user_id: &'a str,
+    basket_id: &'a str,
+    #[schema(value_type = f64)]
+    amount: Money,
+    currency: &'a str,
+    status: &'static str,
+    method: &'a str,
+    provider: &'a str,
+    provider_id: &'a str,
+    description: &'a str,
+    #[schema(value_type = Object)]
+    metadata: Pairs<'a>,
+    items: Vec<PaymentItemJson>,
+    created_at: String,
+    updated_at: String,
+    processed_at: Option<String>,
+    expires_at: Option<String>,
+    #[schema(value_type = f64)]
+    refunded_amount: Money,
+    refund_reason: &'a str,
+    failure_reason: &'a str,
+}
+
+fn currency_of(p: &Payment, shop: Currency) -> Currency {
+    Currency::from_code(&p.currency).unwrap_or(shop)
+}
+
+impl<'a> PaymentJson<'a> {
+    pub fn new(p: &'a Payment, shop: Currency) -> PaymentJson<'a> {
+        let c = currency_of(p, shop);
+        PaymentJson {
+            id: &p.id,
+            user_id: &p.user_id,
+            basket_id: &p.basket_id,
+            amount: Money::new(p.amount, c),
+            currency: &p.currency,
+            status: p.status.as_str(),
+            method: &p.method,
+            provider: &p.provider,
+            provider_id: &p.provider_id,
+            description: &p.description,
+            metadata: Pairs(&p.metadata),
+            items: p.items.iter().map(|i| PaymentItemJson::new(i, c)).collect(),
+            created_at: wire::rfc3339(p.created_at),
+            updated_at: wire::rfc3339(p.updated_at),
+            processed_at: p.processed_at.map(wire::rfc3339),
+            expires_at: p.expires_at.map(wire::rfc3339),
+            refunded_amount: Money::new(p.refunded_amount, c),
+            refund_reason: &p.refund_reason,
+            failure_reason: &p.failure_reason,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreatePaymentBody {
+    user_id: Option<String>,
+    /// Optional; the payment is always for the user's current basket.
+    basket_id: Option<String>,
+    method: Option<String>,
+    provider: Option<String>,
+    currency: Option<String>,
+    description: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdatePaymentBody {
+    payment_id: Option<String>,
+    status: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct ProcessPaymentBody {
+    payment_id: Option<String>,
+    provider_id: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct RefundPaymentBody {
+    payment_id: Option<String>,
+    /// Absent or 0 = the full amount.
+    #[schema(value_type = f64)]
+    amount: Option<MoneyText>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PaymentStatsJson {
+    total_payments: u64,
+    #[schema(value_type = f64)]
+    total_amount: Money,
+    completed_payments: u64,
+    failed_payments: u64,
+    pending_payments: u64,
+    #[schema(value_type = f64)]
+    average_amount: Money,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AnalyticsJson {
+    total_payments: u64,
+    #[schema(value_type = f64)]
+    total_revenue: Money,
+    success_rate: f64,
+    #[schema(value_type = f64)]
+    average_amount: Money,
+    top_payment_method: String,
+    top_provider: String,
+    daily_transactions: u64,
+    #[schema(value_type = f64)]
+    monthly_revenue: Money,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SummaryJson {
+    total_payments: u64,
+    #[schema(value_type = f64)]
+    total_revenue: Money,
+    pending_payments: u64,
+    completed_payments: u64,
+    failed_payments: u64,
+    refunded_payments: u64,
+    success_rate: f64,
+    #[schema(value_type = f64)]
+    average_amount: Money,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MethodsJson {
+    methods: Vec<String>,
+    count: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProvidersJson {
+    providers: Vec<String>,
+    count: usize,
+}
+
+pub fn routes() -> Vec<RouteDef> {
+    const PAGED: &[&str] = &["limit", "offset"];
+    let t = "payments";
+    vec![
+        def(
+            Method::POST,
+            "/payments",
+            t,
+            "Check out the user's basket: reserves stock, creates a pending payment",
+            create,
+        )
+        .body("CreatePaymentBody")
+        .returns(201, "PaymentJson"),
+        def(
+            Method::GET,
+            "/payments",
+            t,
+            "All payments, newest first (admin)",
+            list_all,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(Method::GET, "/payments/{id}", t, "Get a payment", get).returns(200, "PaymentJson"),
+        def(
+            Method::PUT,
+            "/payments/{id}",
+            t,
+            "Administrative status change (admin)",
+            update,
+        )
+        .body("UpdatePaymentBody")
+        .returns(200, "PaymentJson"),
+        def(
+            Method::POST,
+            "/payments/{id}/process",
+            t,
+            "Complete a pending payment: sells the stock, clears the basket",
+            process,
+        )
+        .body("ProcessPaymentBody")
+        .returns(200, "PaymentJson"),
+        def(
+            Method::POST,
+            "/payments/{id}/refund",
+            t,
+            "Refund a completed payment (admin)",
+            refund,
+        )
+        .body("RefundPaymentBody")
+        .returns(200, "PaymentJson"),
+        def(
+            Method::POST,
+            "/payments/{id}/cancel",
+            t,
+            "Cancel a pending payment: releases the stock",
+            cancel,
+        )
+        .returns(200, "PaymentJson"),
+        def(
+            Method::POST,
+            "/payments/{id}/retry",
+            t,
+            "Retry a failed payment",
+            retry,
+        )
+        .returns(200, "PaymentJson"),
+        def(
+            Method::GET,
+            "/payments/{id}/items",
+            t,
+            "A payment's items",
+            items,
+        )
+        .returns(200, "PaymentItemJsonList"),
+        def(
+            Method::GET,
+            "/payments/user/{user_id}",
+            t,
+            "A user's payments, newest first",
+            by_user,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/stats/{user_id}",
+            t,
+            "A user's payment statistics",
+            user_stats,
+        )
+        .returns(200, "PaymentStatsJson"),
+        def(
+            Method::GET,
+            "/payments/status/{status}",
+            t,
+            "Payments with a status (admin)",
+            by_status,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/date/{start}/{end}",
+            t,
+            "Payments created in a time range (admin)",
+            by_date,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/amount/{min}/{max}",
+            t,
+            "Payments in an amount range (admin)",
+            by_amount,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/method/{method}",
+            t,
+            "Payments by method (admin)",
+            by_method,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/provider/{provider}",
+            t,
+            "Payments by provider (admin)",
+            by_provider,
+        )
+        .returns(200, "PaymentJsonList")
+        .query(PAGED),
+        def(
+            Method::GET,
+            "/payments/analytics",
+            t,
+            "Payment analytics (admin)",
+            analytics,
+        )
+        .returns(200, "AnalyticsJson"),
+        def(
+            Method::GET,
+            "/payments/methods",
+            t,
+            "Distinct payment methods (admin)",
+            methods,
+        )
+        .returns(200, "MethodsJson"),
+        def(
+            Method::GET,
+            "/payments/providers",
+            t,
+            "Distinct providers (admin)",
+            providers,
+        )
+        .returns(200, "ProvidersJson"),
+        def(
+            Method::GET,
+            "/payments/summary",
+            t,
+            "Payment summary (admin)",
+            summary,
+        )
+        .returns(200, "SummaryJson"),
+    ]
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("failed to get payment: payment not found: {id}"))
+}
+
+/// Loads a payment and checks the caller owns it.
+fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
+    let id = segment(id, "payment id", ID_MAX)?;
+    let payment = s.engine.payment(id)?.ok_or_else(|| not_found(id))?;
+    authorize(caller.actor(), Need::Owner(&payment.user_id))?;
+    Ok(payment)
+}
+
+fn payment_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
+    match reply {
+        Reply::Payment(p) => Ok(super::json_response(
+            status,
+            &PaymentJson::new(&p, s.currency()),
+        )),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn list_reply(s: &AppState, payments: &[Payment]) -> ApiResult {
+    let c = s.currency();
+    let list: Vec<PaymentJson> = payments.iter().map(|p| PaymentJson::new(p, c)).collect();
+    Ok(ok(&list))
+}
+
+fn same_payment(body: Option<&str>, path: &str) -> Result<(), ApiError> {
+    match body {
+        Some(b) if !b.is_empty() && b != path => Err(ApiError::invalid_body(format!(
+            "payment_id '{b}' in the body does not match the path"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The engine answers a missing payment with its own text; keep the old envelope text.
+fn engine_err(id: &str) -> impl Fn(kassa_engine::EngineError) -> ApiError + '_ {
+    move |e| {
+        if e.kind == kassa_engine::ErrorKind::NotFound && e.message.starts_with("payment not found")
+        {
+            not_found(id)
+        } else {
+            e.into()
+        }
+    }
+}
+
+async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
+    let body: CreatePaymentBody = w.json()?;
+    let user_id = body.user_id.unwrap_or_default();
+    if user_id.is_empty() {
+        return Err(ApiError::invalid_body("user_id is required"));
+    }
+    let user_id = segment(&user_id, "user_id", ID_MAX)?.to_string();
+    authorize(caller.actor(), Need::Owner(&user_id))?;
+    let method = body.method.unwrap_or_default();
+    if method.is_empty() {
+        return Err(ApiError::invalid_body("method is required"));
+    }
+    let provider = body.provider.unwrap_or_default();
+    if provider.is_empty() {
+        return Err(ApiError::invalid_body("provider is required"));
+    }
+    let input = PaymentInput {
+        user_id,
+        basket_id: body.basket_id.unwrap_or_default(),
+        method,
+        provider,
+        currency: body.currency.unwrap_or_default(),
+        description: body.description.unwrap_or_default(),
+        metadata: pairs_from(body.metadata)?.unwrap_or_default(),
+    };
+    let reply = s
+        .engine
+        .execute(w.request(Command::CreatePayment(input)))
+        .await?;
+    payment_reply(&s, reply, StatusCode::CREATED)
+}
+
+async fn list_all(State(s): State<AppState>, caller: Caller, Q(p): Q<PageParams>) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    list_reply(&s, &s.engine.payments(&PaymentFilter::default(), page)?)
+}
+
+async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
+    let p = owned(&s, &caller, &id)?;
+    Ok(ok(&PaymentJson::new(&p, s.currency())))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let id = segment(&id, "payment id", ID_MAX)?.to_string();
+    authorize(caller.actor(), Need::Admin)?;
+    let body: UpdatePaymentBody = w.json()?;
+    same_payment(body.payment_id.as_deref(), &id)?;
+    let status_text = body.status.unwrap_or_default();
+    if status_text.is_empty() {
+        return Err(ApiError::invalid_body("status is required"));
+    }
+    let status = PaymentStatus::parse(&status_text)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {status_text}")))?;
+    let metadata = pairs_from(body.metadata)?;
+    if s.engine.payment(&id)?.is_none() {
+        return Err(not_found(&id));
+    }
+    let reply = s
+        .engine
+        .execute(w.request(Command::UpdatePayment {
+            payment_id: id.clone(),
+            status,
+            metadata,
+        }))
+        .await
+        .map_err(engine_err(&id))?;
+    payment_reply(&s, reply, StatusCode::OK)
+}
+
+async fn process(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let payment = owned(&s, &caller, &id)?;
+    let body: ProcessPaymentBody = w.json_or_default()?;
+    same_payment(body.payment_id.as_deref(), &payment.id)?;
+    let command = Command::ProcessPayment {
+        payment_id: payment.id.clone(),
+        provider_id: body.provider_id.unwrap_or_default(),
+    };
+    let reply = s
+        .engine
+        .execute(w.request(command))
+        .await
+        .map_err(engine_err(&payment.id))?;
+    payment_reply(&s, reply, StatusCode::OK)
+}
+
+async fn refund(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let id = segment(&id, "payment id", ID_MAX)?.to_string();
+    authorize(caller.actor(), Need::Admin)?;
+    let body: RefundPaymentBody = w.json_or_default()?;
+    same_payment(body.payment_id.as_deref(), &id)?;
+    let amount = match &body.amount {
+        Some(a) => {
+            let minor = a
+                .minor(s.currency())
+                .map_err(|e| ApiError::invalid_body(e.to_string()))?;
+            if minor < 0 {
+                return Err(ApiError::invalid_body("refund amount cannot be negative"));
+            }
+            (minor > 0).then_some(minor)
+        }
+        None => None,
+    };
+    if s.engine.payment(&id)?.is_none() {
+        return Err(not_found(&id));
+    }
+    let command = Command::RefundPayment {
+        payment_id: id.clone(),
+        amount,
+        reason: body.reason.unwrap_or_default(),
+    };
+    let reply = s
+        .engine
+        .execute(w.request(command))
+        .await
+        .map_err(engine_err(&id))?;
+    payment_reply(&s, reply, StatusCode::OK)
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(id): P<String>,
+    w: Write,
+) -> ApiResult {
+    let payment = owned(&s, &caller, &id)?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::CancelPayment {
+            payment_id: payment.id.clone(),
+        }))
+        .await
+        .map_err(engine_err(&payment.id))?;
+    payment_reply(&s, reply, StatusCode::OK)
+}
+
+async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+    let payment = owned(&s, &caller, &id)?;
+    let reply = s
+        .engine
+        .execute(w.request(Command::RetryPayment {
+            payment_id: payment.id.clone(),
+        }))
+        .await
+        .map_err(engine_err(&payment.id))?;
+    payment_reply(&s, reply, StatusCode::OK)
+}
+
+async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
+    let p = owned(&s, &caller, &id)?;
+    let c = currency_of(&p, s.currency());
+    let items: Vec<PaymentItemJson> = p.items.iter().map(|i| PaymentItemJson::new(i, c)).collect();
+    Ok(ok(&items))
+}
+
+async fn by_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(user_id): P<String>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let user_id = super::baskets::user(&caller, &user_id)?;
+    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    list_reply(&s, &s.engine.payments_by_user(user_id, page)?)
+}
+
+/// Every payment of a user (bounded by the engine's deepest page).
+pub(crate) fn all_of_user(s: &AppState, user_id: &str) -> Result<Vec<Payment>, ApiError> {
+    let mut out = Vec::new();
+    let step = kassa_engine::query::PAGE_LIMIT_MAX;
+    while out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
+        let page = s
+            .engine
+            .payments_by_user(user_id, Page::new(out.len(), step))?;
+        let n = page.len();
+        out.extend(page);
+        if n < step {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn rounded_average(sum: i64, count: u64) -> i64 {
+    if count == 0 {
+        return 0;
+    }
+    let (sum, count) = (i128::from(sum), i128::from(count));
+    i64::try_from((2 * sum + count * sum.signum()) / (2 * count)).unwrap_or(i64::MAX)
+}
+
+/// Stats over a set of payments (the old definitions: sums over every status).
+pub(crate) struct Tally {
+    pub total: u64,
+    pub amount: i64,
+    pub completed: u64,
+    pub failed: u64,
+    pub pending: u64,
+}
+
+pub(crate) fn tally(payments: &[Payment]) -> Tally {
+    let mut t = Tally {
+        total: 0,
+        amount: 0,
+        completed: 0,
+        failed: 0,
+        pending: 0,
+    };
+    for p in payments {
+        t.total += 1;
+        t.amount = t.amount.saturating_add(p.amount);
+        match p.status {
+            PaymentStatus::Completed => t.completed += 1,
+            PaymentStatus::Failed => t.failed += 1,
+            PaymentStatus::Pending => t.pending += 1,
+            _ => {}
+        }
+    }
+    t
+}
+
+pub(crate) fn average(t: &Tally) -> i64 {
+    rounded_average(t.amount, t.total)
+}
+
+async fn user_stats(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
+    let user_id = super::baskets::user(&caller, &user_id)?;
+    let t = tally(&all_of_user(&s, user_id)?);
+    let c = s.currency();
+    Ok(ok(&PaymentStatsJson {
+        total_payments: t.total,
+        total_amount: Money::new(t.amount, c),
+        completed_payments: t.completed,
+        failed_payments: t.failed,
+        pending_payments: t.pending,
+        average_amount: Money::new(average(&t), c),
+    }))
+}
+
+fn filtered(s: &AppState, caller: &Caller, filter: PaymentFilter, p: &PageParams) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    list_reply(s, &s.engine.payments(&filter, page)?)
+}
+
+async fn by_status(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(status): P<String>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let status = PaymentStatus::parse(&status).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "invalid payment status: {}",
+            status.chars().take(64).collect::<String>()
+        ))
+    })?;
+    filtered(
+        &s,
+        &caller,
+        PaymentFilter {
+            status: Some(status),
+            ..Default::default()
+        },
+        &p,
+    )
+}
+
+async fn by_date(
+    State(s): State<AppState>,
+    caller: Caller,
+    P((start, end)): P<(String, String)>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    filtered(
+        &s,
+        &caller,
+        PaymentFilter {
+            created_from: Some(from),
+            created_to: Some(to),
+            ..Default::default()
+        },
+        &p,
+    )
+}
+
+async fn by_amount(
+    State(s): State<AppState>,
+    caller: Caller,
+    P((min, max)): P<(String, String)>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let c = s.currency();
+    let min = kassa_engine::money::parse_minor(&min, c).map_err(|_| {
+        ApiError::labelled(
+            StatusCode::BAD_REQUEST,
+            "Invalid min amount",
+            "Min amount must be a valid number",
+        )
+    })?;
+    let max = kassa_engine::money::parse_minor(&max, c).map_err(|_| {
+        ApiError::labelled(
+            StatusCode::BAD_REQUEST,
+            "Invalid max amount",
+            "Max amount must be a valid number",
+        )
+    })?;
+    filtered(
+        &s,
+        &caller,
+        PaymentFilter {
+            amount_min: Some(min),
+            amount_max: Some(max),
+            ..Default::default()
+        },
+        &p,
+    )
+}
+
+async fn by_method(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(method): P<String>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let method = segment(&method, "method", TEXT_MAX)?.to_string();
+    filtered(
+        &s,
+        &caller,
+        PaymentFilter {
+            method: Some(method),
+            ..Default::default()
+        },
+        &p,
+    )
+}
+
+async fn by_provider(
+    State(s): State<AppState>,
+    caller: Caller,
+    P(provider): P<String>,
+    Q(p): Q<PageParams>,
+) -> ApiResult {
+    let provider = segment(&provider, "provider", TEXT_MAX)?.to_string();
+    filtered(
+        &s,
+        &caller,
+        PaymentFilter {
+            provider: Some(provider),
+            ..Default::default()
+        },
+        &p,
+    )
+}
+
+/// Aggregates over every payment (an admin report; the scan is bounded by the data set).
+struct Report {
+    total: u64,
+    by_status: HashMap<PaymentStatus, u64>,
+    revenue: i64,
+    completed: u64,
+    methods: HashMap<String, u64>,
+    providers: HashMap<String, u64>,
+    daily: u64,
+    monthly_revenue: i64,
+}
+
+fn month_start(now: i64) -> i64 {
+    let day = now.div_euclid(86_400 * MICROS_PER_SECOND);
+    let today = wire::rfc3339(day * 86_400 * MICROS_PER_SECOND);
+    wire::parse_time(&format!("{}-01", &today[..7])).unwrap_or(0)
+}
+
+fn report(s: &AppState) -> Result<Report, ApiError> {
+    let now = now_micros();
+    let day_ago = now - 86_400 * MICROS_PER_SECOND;
+    let month = month_start(now);
+    let mut r = Report {
+        total: 0,
+        by_status: HashMap::new(),
+        revenue: 0,
+        completed: 0,
+        methods: HashMap::new(),
+        providers: HashMap::new(),
+        daily: 0,
+        monthly_revenue: 0,
+    };
+    s.engine.for_each_payment(&mut |p| {
+        r.total += 1;
+        *r.by_status.entry(p.status).or_default() += 1;
+        *r.methods.entry(p.method.clone()).or_default() += 1;
+        *r.providers.entry(p.provider.clone()).or_default() += 1;
+        if p.created_at >= day_ago {
+            r.daily += 1;
+        }
+        if p.status == PaymentStatus::Completed {
+            r.completed += 1;
+            r.revenue = r.revenue.saturating_add(p.amount);
+            if p.created_at >= month {
+                r.monthly_revenue = r.monthly_revenue.saturating_add(p.amount);
+            }
+        }
+        true
+    })?;
+    Ok(r)
+}
+
+impl Report {
+    fn success_rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.completed as f64 / self.total as f64 * 100.0
+        }
+    }
+    fn count(&self, s: PaymentStatus) -> u64 {
+        self.by_status.get(&s).copied().unwrap_or(0)
+    }
+}
+
+/// Most frequent value; ties go to the alphabetically first, so the answer is stable.
+fn top(counts: &HashMap<String, u64>) -> String {
+    counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(k, _)| k.clone())
+        .unwrap_or_default()
+}
+
+fn sorted_keys(counts: HashMap<String, u64>) -> Vec<String> {
+    let mut keys: Vec<String> = counts.into_keys().collect();
+    keys.sort();
+    keys
+}
+
+async fn analytics(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let r = report(&s)?;
+    let c = s.currency();
+    Ok(ok(&AnalyticsJson {
+        total_payments: r.total,
+        total_revenue: Money::new(r.revenue, c),
+        success_rate: r.success_rate(),
+        average_amount: Money::new(rounded_average(r.revenue, r.completed), c),
+        top_payment_method: top(&r.methods),
+        top_provider: top(&r.providers),
+        daily_transactions: r.daily,
+        monthly_revenue: Money::new(r.monthly_revenue, c),
+    }))
+}
+
+async fn methods(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let methods = sorted_keys(report(&s)?.methods);
+    Ok(ok(&MethodsJson {
+        count: methods.len(),
+        methods,
+    }))
+}
+
+async fn providers(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let providers = sorted_keys(report(&s)?.providers);
+    Ok(ok(&ProvidersJson {
+        count: providers.len(),
+        providers,
+    }))
+}
+
+async fn summary(State(s): State<AppState>, caller: Caller) -> ApiResult {
+    authorize(caller.actor(), Need::Admin)?;
+    let r = report(&s)?;
+    let c = s.currency();
+    Ok(ok(&SummaryJson {
+        total_payments: r.total,
+        total_revenue: Money::new(r.revenue, c),
+        pending_payments: r.count(PaymentStatus::Pending),
+        completed_payments: r.completed,
+        failed_payments: r.count(PaymentStatus::Failed),
+        refunded_payments: r.count(PaymentStatus::Refunded),
+        success_rate: r.success_rate(),
+        average_amount: Money::new(rounded_average(r.revenue, r.completed), c),
+    }))
+}

@@ -1,0 +1,455 @@
+//! Wire formats shared by HTTP and gRPC: RFC 3339 times from micros, Go duration strings, exact money
+//! in JSON (decimal text in, decimal text out, never through a float) and Go-compatible JSON output.
+
+use std::fmt::Write as _;
+use std::io;
+
+use kassa_engine::money::{self, Currency};
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn write_date_time(out: &mut String, micros: i64) -> i64 {
+    let secs = micros.div_euclid(MICROS_PER_SECOND);
+    let frac = micros.rem_euclid(MICROS_PER_SECOND);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(SECONDS_PER_DAY));
+    let sod = secs.rem_euclid(SECONDS_PER_DAY);
+    let _ = write!(
+        out,
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    );
+    frac
+}
+
+/// RFC 3339 in UTC with the fraction trimmed of trailing zeros (Go's `time.RFC3339Nano`).
+pub fn rfc3339(micros: i64) -> String {
+    let mut out = String::with_capacity(27);
+    let frac = write_date_time(&mut out, micros);
+    if frac != 0 {
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// RFC 3339 in UTC without a fraction (the old `/health` and gRPC timestamps).
+pub fn rfc3339_seconds(micros: i64) -> String {
+    let mut out = String::with_capacity(20);
+    write_date_time(&mut out, micros);
+    out.push('Z');
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid time '{0}': expected RFC 3339 (2024-05-01T10:20:30Z) or a date (2024-05-01)")]
+pub struct TimeError(pub String);
+
+fn digits(text: &str, at: usize, len: usize) -> Option<i64> {
+    let part = text.get(at..at + len)?;
+    if !part.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    part.parse().ok()
+}
+
+/// Parses RFC 3339 (`2024-05-01T10:20:30.5Z`, `…+02:00`) or a bare date (midnight UTC) into micros.
+pub fn parse_time(text: &str) -> Result<i64, TimeError> {
+    parse_time_inner(text).ok_or_else(|| TimeError(text.chars().take(64).collect()))
+}
+
+fn parse_time_inner(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (y, mo, d) = (
+        digits(text, 0, 4)?,
+        digits(text, 5, 2)? as u32,
+        digits(text, 8, 2)? as u32,
+    );
+    let month_days = [
+        31,
+        if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
+            29
+        } else {
+            28
+        },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo) || d == 0 || d > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    let day_micros = days_from_civil(y, mo, d).checked_mul(SECONDS_PER_DAY * MICROS_PER_SECOND)?;
+    if b.len() == 10 {
+        return Some(day_micros);
+    }
+    if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, mi, s) = (
+        digits(text, 11, 2)?,
+        digits(text, 14, 2)?,
+        digits(text, 17, 2)?,
+    );
+    if h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut frac_micros = 0i64;
+    if let Some(f) = rest.strip_prefix('.') {
+        let n = f.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 9 {
+            return None;
+        }
+        // Sub-microsecond digits are dropped (times are kept in micros).
+        let mut v = 0i64;
+        for i in 0..6 {
+            v = v * 10
+                + f.as_bytes()
+                    .get(i)
+                    .filter(|c| i < n && c.is_ascii_digit())
+                    .map_or(0, |c| i64::from(c - b'0'));
+        }
+        frac_micros = v;
+        rest = &f[n..];
+    }
+    let offset_secs = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && rest.as_bytes()[3] == b':' =>
+        {
+            let (oh, om) = (digits(rest, 1, 2)?, digits(rest, 4, 2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let v = oh * 3600 + om * 60;
+            if rest.starts_with('-') { -v } else { v }
+        }
+        _ => return None,
+    };
+    let secs = h * 3600 + mi * 60 + s - offset_secs;
+    day_micros.checked_add(secs * MICROS_PER_SECOND + frac_micros)
+}
+
+/// Go's `time.Duration.String()` for a span in micros: `23h59m58.123456s`, `1.5ms`, `0s`.
+pub fn go_duration(micros: i64) -> String {
+    if micros == 0 {
+        return "0s".into();
+    }
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let frac = |value: u64, unit: u64| -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            whole.to_string()
+        } else {
+            let width = unit.ilog10() as usize;
+            format!(
+                "{whole}.{}",
+                format!("{rest:0width$}").trim_end_matches('0')
+            )
+        }
+    };
+    if abs < 1000 {
+        return format!("{sign}{abs}µs");
+    }
+    if abs < 1_000_000 {
+        return format!("{sign}{}ms", frac(abs, 1000));
+    }
+    let total_secs = abs / 1_000_000;
+    let (h, m) = (total_secs / 3600, total_secs % 3600 / 60);
+    let s = frac(abs % 60_000_000, 1_000_000);
+    if h > 0 {
+        format!("{sign}{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{sign}{m}m{s}s")
+    } else {
+        format!("{sign}{s}s")
+    }
+}
+
+/// A money amount for JSON output: the exact decimal as a JSON number (`29.99`, `150`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+impl Money {
+    pub fn new(minor: i64, currency: Currency) -> Money {
+        Money { minor, currency }
+    }
+}
+
+/// A sum that may exceed i64 (e.g. Σ price × stock), formatted exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WideMoney {
+    pub minor: i128,
+    pub currency: Currency,
+}
+
+pub fn format_minor_wide(minor: i128, currency: Currency) -> String {
+    if let Ok(small) = i64::try_from(minor) {
+        return money::format_minor(small, currency);
+    }
+    let scale = i128::from(currency.scale());
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    let (int_part, frac) = (abs / scale as u128, abs % scale as u128);
+    if frac == 0 {
+        return format!("{sign}{int_part}");
+    }
+    let width = usize::from(currency.exponent());
+    format!(
+        "{sign}{int_part}.{}",
+        format!("{frac:0width$}").trim_end_matches('0')
+    )
+}
+
+impl Serialize for WideMoney {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(format_minor_wide(self.minor, self.currency))
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = money::format_minor(self.minor, self.currency);
+        let raw = RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// A money amount as the client wrote it: the JSON number's exact text, converted later with the shop
+/// currency (`money::parse_minor`). Strings, booleans and other types are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoneyText(pub String);
+
+impl<'de> Deserialize<'de> for MoneyText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw: Box<RawValue> = Deserialize::deserialize(d)?;
+        let text = raw.get().trim();
+        match text.as_bytes().first() {
+            Some(b'-' | b'0'..=b'9') => Ok(MoneyText(text.to_string())),
+            _ => Err(de::Error::custom(format!(
+                "expected a decimal number, found {}",
+                text.chars().take(32).collect::<String>()
+            ))),
+        }
+    }
+}
+
+impl MoneyText {
+    pub fn minor(&self, currency: Currency) -> Result<i64, money::MoneyError> {
+        money::parse_minor(&self.0, currency)
+    }
+}
+
+/// Minor units from a proto `double`: the shortest decimal that round-trips the double is parsed
+/// exactly, so `29.99` is 2999 and `29.999` is refused instead of rounded.
+pub fn minor_from_f64(value: f64, currency: Currency) -> Result<i64, money::MoneyError> {
+    // Rust's `Display` for f64 is the shortest round-trip text and never uses an exponent.
+    money::parse_minor(&format!("{value}"), currency)
+}
+
+/// Nearest double to an exact amount (for proto `double` fields).
+pub fn f64_from_minor(minor: i64, currency: Currency) -> f64 {
+    money::format_minor(minor, currency).parse().unwrap_or(0.0)
+}
+
+/// Go's `encoding/json` escapes `&`, `<` and `>` in strings; this formatter does the same so that the
+/// bytes match the old services (e.g. `"Home \u0026 Kitchen"`).
+struct GoFormatter;
+
+impl serde_json::ser::Formatter for GoFormatter {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let esc = match c {
+                '&' => "\\u0026",
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            writer.write_all(esc.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// Serializes like Go's `encoding/json` (compact, HTML-escaped).
+pub fn to_go_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
+/// FNV-1a, 64 bit: a stable hash (idempotency fingerprints are persisted, so the hash must not change
+/// between builds the way `DefaultHasher` may).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separator so that ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_format_and_parse() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_714_558_830_123_456),
+            "2024-05-01T10:20:30.123456Z"
+        );
+        assert_eq!(rfc3339(1_714_558_830_120_000), "2024-05-01T10:20:30.12Z");
+        assert_eq!(
+            rfc3339_seconds(1_714_558_830_123_456),
+            "2024-05-01T10:20:30Z"
+        );
+        assert_eq!(
+            parse_time("2024-05-01T10:20:30.123456Z"),
+            Ok(1_714_558_830_123_456)
+        );
+        assert_eq!(
+            parse_time("2024-05-01T12:20:30+02:00"),
+            Ok(1_714_558_830_000_000)
+        );
+        assert_eq!(parse_time("2024-05-01"), Ok(1_714_521_600_000_000));
+        for bad in [
+            "",
+            "2024-13-01",
+            "2024-02-30",
+            "2024-05-01T25:00:00Z",
+            "yesterday",
+            "2024-05-01T10:20:30",
+            "2024-05-01T10:20:30.Z",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        for micros in [
+            0,
+            951_782_400_000_000,
+            4_102_444_800_000_001,
+            1_714_558_830_123_456,
+        ] {
+            assert_eq!(parse_time(&rfc3339(micros)), Ok(micros));
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(86_398_123_456), "23h59m58.123456s");
+        assert_eq!(go_duration(3_600_000_000), "1h0m0s");
+        assert_eq!(go_duration(61_500_000), "1m1.5s");
+        assert_eq!(go_duration(1_500), "1.5ms");
+        assert_eq!(go_duration(7), "7µs");
+        assert_eq!(go_duration(-2_000_000), "-2s");
+    }
+
+    #[test]
+    fn money_is_exact() {
+        let usd = Currency::USD;
+        assert_eq!(
+            serde_json::to_string(&Money::new(249_999, usd)).unwrap(),
+            "2499.99"
+        );
+        assert_eq!(
+            serde_json::to_string(&Money::new(15_000, usd)).unwrap(),
+            "150"
+        );
+        let t: MoneyText = serde_json::from_str("29.99").unwrap();
+        assert_eq!(t.minor(usd), Ok(2999));
+        assert!(serde_json::from_str::<MoneyText>("\"29.99\"").is_err());
+        let t: MoneyText = serde_json::from_str("0.1").unwrap();
+        assert_eq!(t.minor(usd), Ok(10));
+        assert!(
+            serde_json::from_str::<MoneyText>("1.999")
+                .unwrap()
+                .minor(usd)
+                .is_err()
+        );
+        assert_eq!(minor_from_f64(29.99, usd), Ok(2999));
+        assert!(minor_from_f64(0.1 + 0.2, usd).is_err());
+        assert!(minor_from_f64(f64::NAN, usd).is_err());
+        assert!(minor_from_f64(1e300, usd).is_err());
+        assert_eq!(f64_from_minor(2999, usd), 29.99);
+        assert_eq!(
+            format_minor_wide(i128::from(i64::MAX) * 10 + 5, usd),
+            "922337203685477580.75"
+        );
+        assert_eq!(format_minor_wide(-1234, usd), "-12.34");
+    }
+
+    #[test]
+    fn go_json_escapes_html() {
+        assert_eq!(
+            to_go_json(&"Home & Kitchen <b>").unwrap(),
+            br#""Home \u0026 Kitchen \u003cb\u003e""#.to_vec()
+        );
+    }
+}

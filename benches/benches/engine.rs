@@ -1,0 +1,136 @@
+//! W6: the engine in-process, no network. Durable commands/s with group commit (many concurrent
+//! submitters; 1 and 2 shards; store choices Auto, all-fjall, all-redb) and point reads/s on one core.
+//!
+//! `cargo bench -p kassa-bench --bench engine`; `kassa-bench import-engine` turns the results into
+//! figures of a run (one iteration = one command or one read, so ops/s = 1e9 / mean ns).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt;
+use kassa_bench::engine_import::{DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP};
+use kassa_engine::{Command, Durability, Engine, EngineConfig, ProductInput, StoreChoice};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// Commands in flight at once: enough for the journal to batch many commands per fdatasync.
+const IN_FLIGHT: usize = 512;
+const DURABLE_PRODUCTS: u64 = 100;
+const DURABLE_USERS: u64 = 16_384;
+const READ_PRODUCTS: u64 = 100_000;
+
+fn product(id: u64) -> ProductInput {
+    ProductInput {
+        name: format!("Bench product {id}"),
+        description: "Seeded by kassa-bench".into(),
+        price: 199 + (id as i64 * 37) % 99_800,
+        stock: 1_000_000_000,
+        category: format!("cat-{:05}", id / 100),
+        image_url: String::new(),
+    }
+}
+
+fn open(dir: &std::path::Path, store: StoreChoice, shards: usize, durability: Durability) -> Engine {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.shards = shards;
+    cfg.store = store;
+    cfg.durability = durability;
+    match Engine::open(cfg) {
+        Ok(e) => e,
+        Err(e) => panic!("engine open in {}: {e}", dir.display()),
+    }
+}
+
+/// Runs `count` commands with `IN_FLIGHT` outstanding and returns how many failed.
+fn drive(engine: &Engine, commands: impl Iterator<Item = Command>) -> u64 {
+    futures::executor::block_on(
+        futures::stream::iter(commands)
+            .map(|c| {
+                let engine = engine.clone();
+                async move { engine.execute(c).await }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .fold(0u64, |failed, r| async move { failed + u64::from(r.is_err()) }),
+    )
+}
+
+fn seed(engine: &Engine, products: u64) {
+    let failed = drive(engine, (1..=products).map(|id| Command::CreateProductWithId { id, input: product(id) }));
+    assert_eq!(failed, 0, "seeding {products} products failed {failed} times");
+}
+
+fn durable(c: &mut Criterion) {
+    let mut group = c.benchmark_group(DURABLE_GROUP);
+    group.throughput(Throughput::Elements(1));
+    for (bench, shards, _) in DURABLE_BENCHES {
+        let store = match bench.split('_').next() {
+            Some("fjall") => StoreChoice::Fjall,
+            Some("redb") => StoreChoice::Redb,
+            _ => StoreChoice::Auto,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = open(dir.path(), store, *shards, Durability::Sync);
+        seed(&engine, DURABLE_PRODUCTS);
+        let next = AtomicU64::new(0);
+        let failures = AtomicU64::new(0);
+        group.bench_function(*bench, |b| {
+            b.iter_custom(|iters| {
+                let first = next.fetch_add(iters, Ordering::Relaxed);
+                let commands = (first..first + iters).map(|i| Command::AddItem {
+                    user_id: format!("u{}", i % DURABLE_USERS),
+                    product_id: 1 + (i / DURABLE_USERS) % DURABLE_PRODUCTS,
+                    quantity: 1,
+                });
+                let started = Instant::now();
+                failures.fetch_add(drive(&engine, commands), Ordering::Relaxed);
+                started.elapsed()
+            });
+        });
+        engine.shutdown();
+        let failed = failures.load(Ordering::Relaxed);
+        assert_eq!(failed, 0, "{bench}: {failed} durable commands failed");
+    }
+    group.finish();
+}
+
+fn reads(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Seeding is not what is measured here: let it answer before the fsync.
+    let engine = open(dir.path(), StoreChoice::Auto, 2, Durability::Async);
+    seed(&engine, READ_PRODUCTS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(engine.product(READ_PRODUCTS), Ok(Some(_))) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut group = c.benchmark_group(READS_GROUP);
+    group.throughput(Throughput::Elements(1));
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut missing = 0u64;
+    group.bench_function(READS_BENCH, |b| {
+        b.iter(|| {
+            let id = rng.random_range(1..=READ_PRODUCTS);
+            match engine.product(black_box(id)) {
+                Ok(Some(p)) => {
+                    black_box(p);
+                }
+                _ => missing += 1,
+            }
+        });
+    });
+    group.finish();
+    engine.shutdown();
+    assert_eq!(missing, 0, "{missing} seeded products were not found");
+}
+
+fn config() -> Criterion {
+    Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = engine;
+    config = config();
+    targets = durable, reads
+}
+criterion_main!(engine);

@@ -1,0 +1,459 @@
+//! One whole run: fdatasync cost, the references, Kassa's workloads, the ratios and the checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::BenchError;
+use crate::dist::KeyDist;
+use crate::grpc::{self, AddItemGrpc, BrowseGrpc, CheckoutGrpc};
+use crate::kassa::{self, KassaOptions, KassaProcess};
+use crate::load::{self, Mode, Op, RunSpec, RunStats};
+use crate::refs::{self, PgBrowse, PgCheckout, RedisFsync};
+use crate::report::{Check, GatewayCost, Kind, KassaInfo, Measurement, RunConfig, RunResult, SCHEMA_VERSION};
+use crate::sys::{self, Machine};
+use crate::workloads::{self, AddItemHttp, Browse, BrowseHttp, Catalog, CheckoutHttp, FixedGet, HttpTarget, SeedMix, user_slice, users};
+
+/// Everything a run needs to know.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub kassa_binary: PathBuf,
+    /// This binary (it serves the ceiling reference as a separate process, like Kassa).
+    pub bench_binary: PathBuf,
+    pub work_dir: PathBuf,
+    pub connections: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub products: usize,
+    pub users: usize,
+    pub shards: usize,
+    pub auth: bool,
+    pub pg_url: String,
+    pub redis_url: String,
+    pub flash_buyers: usize,
+    pub flash_rounds: u32,
+    pub flash_stock: i64,
+    pub request_timeout: Duration,
+    pub fsync_samples: u64,
+    pub open_loop: bool,
+    pub gateway_cost: bool,
+    /// Only the references (no Kassa process): measures what this machine allows.
+    pub references_only: bool,
+    pub quick: bool,
+    pub command: String,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Starts `kassa-bench ceiling` and returns it with its address.
+async fn start_ceiling(bin: &PathBuf) -> Result<(Child, SocketAddr), BenchError> {
+    let mut child = Command::new(bin)
+        .args(["ceiling", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Process(format!("ceiling server {}: {e}", bin.display())))?;
+    let stdout = child.stdout.take().ok_or_else(|| BenchError::Process("ceiling: no stdout".into()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| BenchError::Process("ceiling server not ready in 10 s".into()))??
+        .ok_or_else(|| BenchError::Process("ceiling server exited".into()))?;
+    let addr = line
+        .trim()
+        .strip_prefix("ceiling listening http=")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| BenchError::Process(format!("ceiling server said {line:?}")))?;
+    Ok((child, addr))
+}
+
+struct Runner<'a> {
+    cfg: &'a BenchConfig,
+    result: RunResult,
+}
+
+impl Runner<'_> {
+    fn spec(&self, mode: Mode) -> RunSpec {
+        match mode {
+            Mode::Closed => RunSpec::closed(self.cfg.warmup, self.cfg.duration),
+            Mode::Open { rate_per_s } => RunSpec::open(rate_per_s, self.cfg.warmup, self.cfg.duration),
+        }
+    }
+
+    async fn measure<W: Op>(&mut self, id: &str, title: &str, kind: Kind, transport: &str, unit: &str, mode: Mode, workers: Vec<W>) -> RunStats {
+        let n = workers.len();
+        eprintln!("kassa-bench: {id} ({title}), {n} connections, {:?} ...", self.cfg.duration);
+        let stats = load::run(&self.spec(mode), workers).await;
+        let m = Measurement::from_stats(id, title, kind, transport, unit, n, mode, &stats);
+        eprintln!(
+            "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}",
+            m.ops_per_s,
+            m.requests_per_s,
+            m.latency.p99_us as f64 / 1000.0,
+            stats.errors
+        );
+        self.result.measurements.push(m);
+        stats
+    }
+
+    fn rate(&self, id: &str) -> f64 {
+        self.result.measurement(id).map_or(0.0, |m| m.ops_per_s)
+    }
+}
+
+async fn pg_workers_checkout(cfg: &BenchConfig) -> Result<Vec<PgCheckout>, BenchError> {
+    let mut v = Vec::with_capacity(cfg.connections);
+    for w in 0..cfg.connections {
+        v.push(PgCheckout::connect(&cfg.pg_url, format!("pgu_{w}"), cfg.products, w as u64).await?);
+    }
+    Ok(v)
+}
+
+async fn grpc_channels(addr: SocketAddr, cfg: &BenchConfig) -> Result<Vec<tonic::transport::Channel>, BenchError> {
+    let mut v = Vec::with_capacity(cfg.connections);
+    for _ in 0..cfg.connections {
+        v.push(grpc::connect(addr, cfg.request_timeout).await.map_err(|e| BenchError::Process(format!("grpc {addr}: {e}")))?);
+    }
+    Ok(v)
+}
+
+/// The server configuration of a benchmark run. The gateway's default rate limits (100 requests per minute
+/// per client, like the old gateway) would turn the load into 429s, so they are raised far beyond the load;
+/// the limiter still runs on every request. `layers = false` switches every gateway layer off.
+pub fn bench_config_toml(layers: bool) -> String {
+    let class = "{ limit = 100000000, window_ms = 1000, burst = 100000000 }";
+    let mut text = String::from("[gateway]\n");
+    if !layers {
+        text.push_str("layers_enabled = false\n");
+    }
+    text.push_str("\n[gateway.rate_limit]\n");
+    for name in ["api", "admin", "health", "default"] {
+        text.push_str(&format!("{name} = {class}\n"));
+    }
+    text
+}
+
+/// Starts Kassa with the benchmark configuration; if this build refuses it (no `[gateway]` section yet),
+/// starts it with its defaults and says so in the notes.
+async fn start_with_bench_config(result: &mut RunResult, mut opts: KassaOptions) -> Result<(KassaProcess, KassaOptions), BenchError> {
+    let path = opts.log_file.with_file_name("bench.toml");
+    std::fs::write(&path, bench_config_toml(true))?;
+    opts.config = Some(path);
+    match KassaProcess::start(&opts).await {
+        Ok(server) => Ok((server, opts)),
+        Err(e) => {
+            result.notes.push(format!("kassa refused the benchmark config (rate limits at their defaults): {e}"));
+            opts.config = None;
+            let server = KassaProcess::start(&opts).await?;
+            Ok((server, opts))
+        }
+    }
+}
+
+/// Runs everything and returns the result document (also on partial failure of single workloads: those
+/// show as errors in their measurement).
+pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
+    if cfg.pg_url.is_empty() || cfg.redis_url.is_empty() {
+        return Err(BenchError::Config(
+            "the references need PostgreSQL and Redis: set KASSA_PG_URL and KASSA_REDIS_URL \
+             (eval \"$(deploy/local/services.sh up)\")"
+                .into(),
+        ));
+    }
+    std::fs::create_dir_all(&cfg.work_dir)?;
+    let mut r = Runner {
+        cfg,
+        result: RunResult {
+            schema_version: SCHEMA_VERSION,
+            started_at_us: now_us(),
+            command: cfg.command.clone(),
+            quick: cfg.quick,
+            machine: Machine::probe(),
+            config: RunConfig {
+                connections: cfg.connections,
+                duration_s: cfg.duration.as_secs_f64(),
+                warmup_s: cfg.warmup.as_secs_f64(),
+                products: cfg.products,
+                users: cfg.users,
+                flash_buyers: cfg.flash_buyers,
+                flash_rounds: cfg.flash_rounds,
+            },
+            ..RunResult::default()
+        },
+    };
+
+    let fsync_dir = cfg.work_dir.clone();
+    let samples = cfg.fsync_samples;
+    let fsync = tokio::task::spawn_blocking(move || sys::measure_fdatasync(&fsync_dir, samples, 4096))
+        .await
+        .map_err(|e| BenchError::Process(e.to_string()))??;
+    eprintln!("kassa-bench: one fdatasync on {}: p50 {} us, p99 {} us", cfg.work_dir.display(), fsync.p50_us, fsync.p99_us);
+    r.result.fdatasync = fsync;
+
+    let conns = cfg.connections;
+    // References.
+    {
+        let (mut ceiling, addr) = start_ceiling(&cfg.bench_binary).await?;
+        let target = HttpTarget { addr, bearer: None, timeout: cfg.request_timeout };
+        let workers = (0..conns).map(|_| FixedGet::new(&target, refs::CEILING_PATH)).collect();
+        r.measure("ceiling", "minimal axum JSON handler", Kind::Reference, "http", "request", Mode::Closed, workers).await;
+        let _ = ceiling.start_kill();
+        let _ = ceiling.wait().await;
+    }
+    refs::pg_setup(&cfg.pg_url, cfg.products).await?;
+    let workers = pg_workers_checkout(cfg).await?;
+    r.measure("pg_checkout", "PostgreSQL checkout transaction", Kind::Reference, "postgres", "transaction", Mode::Closed, workers).await;
+    let mut workers = Vec::with_capacity(conns);
+    for w in 0..conns {
+        workers.push(PgBrowse::connect(&cfg.pg_url, cfg.products, w as u64).await?);
+    }
+    r.measure("pg_browse", "PostgreSQL product point select", Kind::Reference, "postgres", "query", Mode::Closed, workers).await;
+    let mut workers = Vec::with_capacity(conns);
+    for w in 0..conns {
+        workers.push(RedisFsync::connect(&cfg.redis_url, &format!("ru_{w}"), cfg.products, w as u64).await?);
+    }
+    let appendfsync = workers[0].appendfsync().await.unwrap_or_else(|e| format!("unknown ({e})"));
+    if appendfsync != "always" {
+        r.result.notes.push(format!("the Redis reference runs with appendfsync {appendfsync}, not always"));
+    }
+    r.measure("redis_fsync", "Redis HSET, appendfsync always", Kind::Reference, "redis", "write", Mode::Closed, workers).await;
+
+    if cfg.references_only {
+        r.result.notes.push("references only: Kassa was not started".into());
+        finish(&mut r.result);
+        r.result.finished_at_us = now_us();
+        return Ok(r.result);
+    }
+
+    // Kassa.
+    let data_dir = cfg.work_dir.join("kassa-data");
+    let opts = KassaOptions {
+        binary: cfg.kassa_binary.clone(),
+        data_dir: data_dir.clone(),
+        shards: cfg.shards,
+        auth: cfg.auth,
+        config: None,
+        log_file: cfg.work_dir.join("kassa.log"),
+        ready_timeout: Duration::from_secs(120),
+    };
+    let (server, opts) = start_with_bench_config(&mut r.result, opts).await?;
+    let bearer = if cfg.auth { Some(kassa::token(&opts, "admin", "bench").await?) } else { None };
+    let target = HttpTarget { addr: server.http, bearer, timeout: cfg.request_timeout };
+    eprintln!("kassa-bench: kassa pid {} on http={} grpc={}; seeding {} products", server.pid, server.http, server.grpc, cfg.products);
+    let outcome = kassa_workloads(&mut r, &server, &target).await;
+    let peak = server.peak_rss_kib();
+    let pid = server.pid;
+    if let Err(e) = &outcome {
+        eprintln!("kassa-bench: kassa workloads failed: {e}\nlast server log lines:\n{}", server.log_tail(20));
+    }
+    server.stop(Duration::from_secs(30)).await?;
+    let (catalog, seed_s) = outcome?;
+    r.result.kassa = Some(KassaInfo {
+        binary: cfg.kassa_binary.display().to_string(),
+        pid,
+        shards: cfg.shards,
+        auth: cfg.auth,
+        peak_rss_kib: peak,
+        seed_products: cfg.products,
+        seed_s,
+        seed_products_per_s: if seed_s > 0.0 { cfg.products as f64 / seed_s } else { 0.0 },
+    });
+
+    if cfg.gateway_cost {
+        gateway_cost(&mut r, &opts, &catalog).await;
+    }
+    finish(&mut r.result);
+    r.result.finished_at_us = now_us();
+    Ok(r.result)
+}
+
+async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &HttpTarget) -> Result<(Catalog, f64), BenchError> {
+    let cfg = r.cfg;
+    let conns = cfg.connections;
+    let (catalog, seed_s) = workloads::seed_products(target, cfg.products, conns).await?;
+    eprintln!("kassa-bench: seeded {} products in {seed_s:.1} s", cfg.products);
+    let w1_users = users("w1u", cfg.users);
+    workloads::seed_baskets(target, &w1_users, conns).await?;
+
+    let slice = |all: &[String], w: usize| user_slice(all, w, conns);
+    let workers = (0..conns).map(|w| SeedMix::new(target, catalog.clone(), slice(&w1_users, w), w as u64)).collect();
+    r.measure("w1_http", "W1 seed mix (6 requests)", Kind::Workload, "http", "iteration", Mode::Closed, workers).await;
+    for (id, title, what) in [
+        ("w2_http_uniform", "W2 get product, uniform", Browse::ById(KeyDist::Uniform)),
+        ("w2_http_zipf", "W2 get product, zipfian", Browse::ById(KeyDist::Zipf)),
+        ("w2_http_category", "W2 list by category (100/category)", Browse::ByCategory),
+    ] {
+        let workers = (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), what, w as u64)).collect();
+        r.measure(id, title, Kind::Workload, "http", "request", Mode::Closed, workers).await;
+    }
+    let w3_users = users("w3u", cfg.users);
+    let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&w3_users, w), w as u64)).collect();
+    r.measure("w3_http", "W3 add item (durable)", Kind::Workload, "http", "request", Mode::Closed, workers).await;
+    let w4_users = users("w4u", cfg.users);
+    let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&w4_users, w), w as u64)).collect();
+    r.measure("w4_http", "W4 checkout (add, pay, process)", Kind::Workload, "http", "checkout", Mode::Closed, workers).await;
+
+    // W7: gRPC.
+    match grpc_channels(server.grpc, cfg).await {
+        Ok(channels) => {
+            let workers = channels.iter().enumerate().map(|(w, c)| BrowseGrpc::new(c.clone(), catalog.clone(), KeyDist::Uniform, w as u64)).collect();
+            r.measure("w7_grpc_browse", "W7 GetProduct, uniform", Kind::Workload, "grpc", "request", Mode::Closed, workers).await;
+            let g3 = users("g3u", cfg.users);
+            let workers = channels.iter().enumerate().map(|(w, c)| AddItemGrpc::new(c.clone(), catalog.clone(), slice(&g3, w), w as u64)).collect();
+            r.measure("w7_grpc_add_item", "W7 AddItem (durable)", Kind::Workload, "grpc", "request", Mode::Closed, workers).await;
+            let g4 = users("g4u", cfg.users);
+            let workers = channels.iter().enumerate().map(|(w, c)| CheckoutGrpc::new(c.clone(), catalog.clone(), slice(&g4, w), w as u64)).collect();
+            r.measure("w7_grpc_checkout", "W7 checkout (AddItem, CreatePayment, ProcessPayment)", Kind::Workload, "grpc", "checkout", Mode::Closed, workers)
+                .await;
+        }
+        Err(e) => r.result.notes.push(format!("W7 not measured: {e}")),
+    }
+
+    // Open loop at half of the closed-loop maximum: the latency targets.
+    if cfg.open_loop {
+        let half = |r: &Runner<'_>, id: &str| r.rate(id) / 2.0;
+        let rate = half(r, "w2_http_uniform");
+        if rate > 0.0 {
+            let workers = (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
+            r.measure("w2_http_open", "W2 get product at half max", Kind::Workload, "http", "request", Mode::Open { rate_per_s: rate }, workers).await;
+        }
+        let rate = half(r, "w3_http");
+        if rate > 0.0 {
+            let o3 = users("o3u", cfg.users);
+            let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&o3, w), 100 + w as u64)).collect();
+            r.measure("w3_http_open", "W3 add item at half max", Kind::Workload, "http", "request", Mode::Open { rate_per_s: rate }, workers).await;
+        }
+        let rate = half(r, "w4_http");
+        if rate > 0.0 {
+            let o4 = users("o4u", cfg.users);
+            let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&o4, w), 100 + w as u64)).collect();
+            r.measure("w4_http_open", "W4 checkout at half max", Kind::Workload, "http", "checkout", Mode::Open { rate_per_s: rate }, workers).await;
+        }
+    }
+
+    // W5: flash sale.
+    for round in 1..=cfg.flash_rounds {
+        eprintln!("kassa-bench: W5 flash sale round {round}: {} buyers for {} units", cfg.flash_buyers, cfg.flash_stock);
+        match workloads::flash_sale(target, target, round, cfg.flash_stock, cfg.flash_buyers).await {
+            Ok(sale) => {
+                eprintln!("kassa-bench: W5 round {round}: sold {}, 409s {}, exact {}, clean {}", sale.sold, sale.rejected_409, sale.exact, sale.clean);
+                r.result.flash_sales.push(sale);
+            }
+            Err(e) => r.result.notes.push(format!("W5 round {round} could not run: {e}")),
+        }
+    }
+    Ok((catalog, seed_s))
+}
+
+/// W2 by id with the gateway layers switched off (`[gateway] layers_enabled = false`), against the same data.
+async fn gateway_cost(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog) {
+    let cfg = r.cfg;
+    let on = r.rate("w2_http_uniform");
+    let config = cfg.work_dir.join("layers-off.toml");
+    let mut cost = GatewayCost { layers_on_per_s: on, ..GatewayCost::default() };
+    if let Err(e) = std::fs::write(&config, bench_config_toml(false)) {
+        cost.note = format!("cannot write {}: {e}", config.display());
+        r.result.gateway_cost = Some(cost);
+        return;
+    }
+    let mut off_opts = opts.clone();
+    off_opts.config = Some(config);
+    off_opts.log_file = cfg.work_dir.join("kassa-layers-off.log");
+    off_opts.ready_timeout = Duration::from_secs(60);
+    match KassaProcess::start(&off_opts).await {
+        Ok(server) => {
+            let target = HttpTarget { addr: server.http, bearer: None, timeout: cfg.request_timeout };
+            let workers = (0..cfg.connections).map(|w| BrowseHttp::new(&target, catalog.clone(), Browse::ById(KeyDist::Uniform), w as u64)).collect();
+            let stats =
+                r.measure("w2_http_uniform_layers_off", "W2 get product, gateway layers off", Kind::Workload, "http", "request", Mode::Closed, workers).await;
+            let off = stats.ops_per_s();
+            if stats.ops_ok == 0 {
+                cost.note = format!("layers-off run failed: {}", stats.errors);
+            } else {
+                cost.layers_off_per_s = Some(off);
+                cost.loss = Some(1.0 - on / off);
+                cost.note = "same data directory, restarted with --config layers_enabled = false".into();
+            }
+            let _ = server.stop(Duration::from_secs(30)).await;
+        }
+        Err(e) => {
+            cost.note = format!("kassa would not start with [gateway] layers_enabled = false (option missing?): {e}");
+        }
+    }
+    r.result.gateway_cost = Some(cost);
+}
+
+/// Ratios and checks from the measurements.
+pub fn finish(r: &mut RunResult) {
+    r.ratios.clear();
+    r.checks.clear();
+    r.add_ratio("W1 requests/s / ceiling", "w1_http", "ceiling", true, Some(0.6));
+    r.add_ratio("W2 by id (uniform) / ceiling", "w2_http_uniform", "ceiling", true, Some(0.6));
+    r.add_ratio("W2 by id (zipfian) / ceiling", "w2_http_zipf", "ceiling", true, Some(0.6));
+    r.add_ratio("W2 by category / ceiling", "w2_http_category", "ceiling", true, Some(0.6));
+    r.add_ratio("W3 add item / redis-fsync", "w3_http", "redis_fsync", false, Some(1.0));
+    r.add_ratio("W4 checkouts / pg-checkout", "w4_http", "pg_checkout", false, Some(10.0));
+    r.add_ratio("W2 by id / pg-browse (information)", "w2_http_uniform", "pg_browse", false, None);
+    r.add_ratio("W7 GetProduct / ceiling (information)", "w7_grpc_browse", "ceiling", true, None);
+    r.add_ratio("W7 AddItem / redis-fsync (information)", "w7_grpc_add_item", "redis_fsync", false, None);
+    r.add_ratio("W7 checkouts / pg-checkout (information)", "w7_grpc_checkout", "pg_checkout", false, None);
+    r.ratios.retain(|x| r.measurements.iter().any(|m| m.id == x.numerator) && r.measurements.iter().any(|m| m.id == x.denominator));
+
+    let fsync_ms = r.fdatasync.p50_us as f64 / 1000.0;
+    let latency_checks = [
+        ("W2 p99 at half of max throughput", "w2_http_open", 2.0),
+        ("W3 p99 at half of max throughput", "w3_http_open", 2.0 * fsync_ms + 2.0),
+        ("W4 p99 at half of max throughput", "w4_http_open", 2.0 * fsync_ms + 2.0),
+    ];
+    for (name, id, bound_ms) in latency_checks {
+        if let Some(m) = r.measurement(id) {
+            let p99_ms = m.latency.p99_us as f64 / 1000.0;
+            let service = m.service_latency.map_or(String::new(), |s| format!(", {:.2} ms from actual send", s.p99_us as f64 / 1000.0));
+            let check = Check {
+                name: name.into(),
+                target: format!("p99 <= {bound_ms:.2} ms"),
+                measured: format!("p99 {p99_ms:.2} ms from intended send{service}, at {:.0}/s, {} failed", m.target_rate_per_s.unwrap_or(0.0), m.ops_failed),
+                met: Some(p99_ms <= bound_ms && m.ops_failed == 0),
+            };
+            r.checks.push(check);
+        }
+    }
+    if !r.flash_sales.is_empty() {
+        let exact = r.flash_sales.iter().all(|s| s.exact);
+        let clean = r.flash_sales.iter().all(|s| s.clean);
+        let sold: Vec<String> = r.flash_sales.iter().map(|s| format!("{}/{}", s.sold, s.stock_initial)).collect();
+        r.checks.push(Check {
+            name: "W5 flash sale".into(),
+            target: "exactly the stock sold, every round; failures are clean 409s".into(),
+            measured: format!("sold {} in {} rounds; all failures 409: {clean}", sold.join(", "), r.flash_sales.len()),
+            met: Some(exact && clean),
+        });
+    }
+    if let Some(g) = &r.gateway_cost {
+        r.checks.push(Check {
+            name: "gateway cost (W2, layers on vs off)".into(),
+            target: "<= 10% throughput loss".into(),
+            measured: g.loss.map_or_else(|| g.note.clone(), |l| format!("{:.1}% loss", l * 100.0)),
+            met: g.loss.map(|l| l <= 0.10),
+        });
+    }
+    if let Some(k) = &r.kassa {
+        r.checks.push(Check {
+            name: "memory".into(),
+            target: "RSS <= 1 GiB with 1M products and 1M baskets".into(),
+            measured: format!(
+                "peak RSS {} with {} products (not the 1M/1M target size)",
+                k.peak_rss_kib.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0)),
+                k.seed_products
+            ),
+            met: None,
+        });
+    }
+}

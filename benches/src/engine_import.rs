@@ -1,0 +1,77 @@
+//! W6: imports the criterion results of `benches/engine.rs` into a run's result document.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::report::{Check, EngineFigure, RunResult};
+
+/// Criterion ids of benches/engine.rs: (group, function, shards or cores the figure is divided by, note).
+pub const DURABLE_BENCHES: &[(&str, usize, &str)] = &[
+    ("auto_1shard", 1, "store Auto (redb catalog, fjall state), 1 shard"),
+    ("auto_2shards", 2, "store Auto, 2 shards"),
+    ("fjall_1shard", 1, "all fjall, 1 shard"),
+    ("fjall_2shards", 2, "all fjall, 2 shards"),
+    ("redb_1shard", 1, "all redb, 1 shard"),
+    ("redb_2shards", 2, "all redb, 2 shards"),
+];
+pub const DURABLE_GROUP: &str = "w6_durable";
+pub const READS_GROUP: &str = "w6_reads";
+pub const READS_BENCH: &str = "product_by_id_100k";
+
+#[derive(Deserialize)]
+struct Estimate {
+    point_estimate: f64,
+}
+
+#[derive(Deserialize)]
+struct Estimates {
+    mean: Estimate,
+}
+
+/// Mean nanoseconds per iteration of one criterion benchmark, if it ran.
+pub fn mean_ns(criterion_dir: &Path, group: &str, bench: &str) -> Option<f64> {
+    let path = criterion_dir.join(group).join(bench).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let e: Estimates = serde_json::from_str(&text).ok()?;
+    (e.mean.point_estimate > 0.0).then_some(e.mean.point_estimate)
+}
+
+/// Adds the W6 figures and their checks. Returns how many benchmarks were found.
+pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
+    r.engine.clear();
+    r.checks.retain(|c| !c.name.starts_with("W6"));
+    let mut found = 0;
+    let mut best_per_shard: f64 = 0.0;
+    for (bench, shards, note) in DURABLE_BENCHES {
+        if let Some(ns) = mean_ns(criterion_dir, DURABLE_GROUP, bench) {
+            found += 1;
+            // One iteration = one durable command, so 1e9 / ns is commands per second over all shards.
+            let total = 1e9 / ns;
+            let per_shard = total / *shards as f64;
+            best_per_shard = best_per_shard.max(per_shard);
+            r.engine.push(EngineFigure { id: format!("{bench} durable commands/s"), ops_per_s: total, note: (*note).into() });
+            r.engine.push(EngineFigure { id: format!("{bench} per shard"), ops_per_s: per_shard, note: "durable commands/s / shards".into() });
+        }
+    }
+    if found > 0 {
+        r.checks.push(Check {
+            name: "W6 durable commands/s per shard".into(),
+            target: ">= 200000".into(),
+            measured: format!("best {best_per_shard:.0}"),
+            met: Some(best_per_shard >= 200_000.0),
+        });
+    }
+    if let Some(ns) = mean_ns(criterion_dir, READS_GROUP, READS_BENCH) {
+        found += 1;
+        let per_core = 1e9 / ns;
+        r.engine.push(EngineFigure { id: "point reads/s per core".into(), ops_per_s: per_core, note: "engine.product(id), 100k catalog, one thread".into() });
+        r.checks.push(Check {
+            name: "W6 point reads/s per core".into(),
+            target: ">= 1000000".into(),
+            measured: format!("{per_core:.0}"),
+            met: Some(per_core >= 1_000_000.0),
+        });
+    }
+    found
+}

@@ -1,0 +1,374 @@
+//! The result of a run: a JSON document (schema below, version [`SCHEMA_VERSION`]) and a readable table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hist::LatencySummary;
+use crate::load::{Mode, RunStats};
+use crate::sys::{FsyncCost, Machine};
+use crate::workloads::FlashSale;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Reference,
+    Workload,
+}
+
+/// One measured load: a reference or a Kassa workload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Measurement {
+    /// Stable key, e.g. `ceiling`, `w2_http_uniform`, `w4_http_open`.
+    pub id: String,
+    pub title: String,
+    pub kind: Kind,
+    /// `http`, `grpc`, `postgres` or `redis`.
+    pub transport: String,
+    /// `closed` or `open`.
+    pub mode: String,
+    pub target_rate_per_s: Option<f64>,
+    pub connections: usize,
+    pub duration_s: f64,
+    /// What one operation is: `request`, `iteration`, `checkout`, `transaction`, `write`.
+    pub unit: String,
+    pub ops: u64,
+    pub ops_failed: u64,
+    pub ops_per_s: f64,
+    pub requests: u64,
+    pub requests_per_s: f64,
+    /// Closed loop: per operation. Open loop: from the intended send time (no coordinated omission).
+    pub latency: LatencySummary,
+    /// Open loop only: from the actual send.
+    pub service_latency: Option<LatencySummary>,
+    pub errors: BTreeMap<String, u64>,
+    pub error_samples: BTreeMap<String, String>,
+    /// Open loop only: due operations never started.
+    pub missed: Option<u64>,
+}
+
+impl Measurement {
+    pub fn from_stats(id: &str, title: &str, kind: Kind, transport: &str, unit: &str, connections: usize, mode: Mode, stats: &RunStats) -> Measurement {
+        let (mode_name, rate, service, missed) = match mode {
+            Mode::Closed => ("closed", None, None, None),
+            Mode::Open { rate_per_s } => ("open", Some(rate_per_s), Some(stats.service.summary()), Some(stats.missed)),
+        };
+        Measurement {
+            id: id.into(),
+            title: title.into(),
+            kind,
+            transport: transport.into(),
+            mode: mode_name.into(),
+            target_rate_per_s: rate,
+            connections,
+            duration_s: stats.window_s,
+            unit: unit.into(),
+            ops: stats.ops_ok,
+            ops_failed: stats.ops_failed,
+            ops_per_s: stats.ops_per_s(),
+            requests: stats.requests,
+            requests_per_s: stats.requests_per_s(),
+            latency: stats.latencies.summary(),
+            service_latency: service,
+            errors: stats.errors.counts.clone(),
+            error_samples: stats.errors.samples.clone(),
+            missed,
+        }
+    }
+}
+
+/// A headline ratio: Kassa's figure over a reference's, with the target of BENCHMARKS.md.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ratio {
+    pub name: String,
+    pub numerator: String,
+    pub denominator: String,
+    pub value: Option<f64>,
+    /// The ratio must be at least this.
+    pub target_min: Option<f64>,
+    pub met: Option<bool>,
+}
+
+/// A target that is not a ratio (latency bounds, exact flash sale, gateway cost).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KassaInfo {
+    pub binary: String,
+    pub pid: u32,
+    pub shards: usize,
+    pub auth: bool,
+    pub peak_rss_kib: Option<u64>,
+    pub seed_products: usize,
+    pub seed_s: f64,
+    pub seed_products_per_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct GatewayCost {
+    pub layers_on_per_s: f64,
+    pub layers_off_per_s: Option<f64>,
+    /// 1 - on/off: the share of throughput the gateway layers cost.
+    pub loss: Option<f64>,
+    pub note: String,
+}
+
+/// A W6 (in-process engine) figure, imported from the criterion run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EngineFigure {
+    pub id: String,
+    pub ops_per_s: f64,
+    pub note: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub connections: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub products: usize,
+    pub users: usize,
+    pub flash_buyers: usize,
+    pub flash_rounds: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub schema_version: u32,
+    pub started_at_us: i64,
+    pub finished_at_us: i64,
+    pub command: String,
+    pub quick: bool,
+    pub machine: Machine,
+    pub config: RunConfig,
+    pub fdatasync: FsyncCost,
+    pub kassa: Option<KassaInfo>,
+    pub measurements: Vec<Measurement>,
+    pub flash_sales: Vec<FlashSale>,
+    pub gateway_cost: Option<GatewayCost>,
+    pub ratios: Vec<Ratio>,
+    pub checks: Vec<Check>,
+    pub engine: Vec<EngineFigure>,
+    pub notes: Vec<String>,
+}
+
+impl RunResult {
+    pub fn measurement(&self, id: &str) -> Option<&Measurement> {
+        self.measurements.iter().find(|m| m.id == id)
+    }
+
+    /// Adds `numerator / denominator` (ops/s, or requests/s when `requests` is set) as a ratio.
+    pub fn add_ratio(&mut self, name: &str, numerator: &str, denominator: &str, requests: bool, target_min: Option<f64>) {
+        let rate = |m: &Measurement| if requests { m.requests_per_s } else { m.ops_per_s };
+        let value = match (self.measurement(numerator), self.measurement(denominator)) {
+            (Some(n), Some(d)) if rate(d) > 0.0 => Some(rate(n) / rate(d)),
+            _ => None,
+        };
+        let met = match (value, target_min) {
+            (Some(v), Some(t)) => Some(v >= t),
+            _ => None,
+        };
+        self.ratios.push(Ratio { name: name.into(), numerator: numerator.into(), denominator: denominator.into(), value, target_min, met });
+    }
+
+    /// Checks a document read back from disk for the invariants every writer keeps.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(format!("schema_version {} (expected {SCHEMA_VERSION})", self.schema_version));
+        }
+        if self.finished_at_us < self.started_at_us {
+            return Err("finished before it started".into());
+        }
+        for m in &self.measurements {
+            if !(m.ops_per_s.is_finite() && m.ops_per_s >= 0.0) {
+                return Err(format!("{}: ops_per_s {}", m.id, m.ops_per_s));
+            }
+            if m.mode != "closed" && m.mode != "open" {
+                return Err(format!("{}: mode {}", m.id, m.mode));
+            }
+            if (m.mode == "open") != m.target_rate_per_s.is_some() {
+                return Err(format!("{}: an open-loop run needs its target rate, a closed one none", m.id));
+            }
+            let l = &m.latency;
+            if l.count > 0 && !(l.p50_us <= l.p99_us && l.p99_us <= l.p999_us && l.p999_us <= l.max_us) {
+                return Err(format!("{}: percentiles out of order {l:?}", m.id));
+            }
+        }
+        for r in &self.ratios {
+            for id in [&r.numerator, &r.denominator] {
+                if self.measurement(id).is_none() {
+                    return Err(format!("ratio {} names unknown measurement {id}", r.name));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn opt_f(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.digits$}"))
+}
+
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "n/a",
+    }
+}
+
+/// The human-readable table (markdown, so that BENCHMARKS.md can quote it verbatim).
+pub fn render_table(r: &RunResult) -> String {
+    let mut out = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        out,
+        "machine: {} cpus ({}), {:.1} GiB, kernel {}, load {:.2} at start",
+        m.nproc,
+        m.cpu_model,
+        m.mem_total_kib as f64 / 1024.0 / 1024.0,
+        m.kernel,
+        m.loadavg_1m_at_start
+    );
+    let f = &r.fdatasync;
+    let _ = writeln!(
+        out,
+        "fdatasync ({} B appends, {} samples): p50 {} ms, p99 {} ms, max {} ms",
+        f.bytes_per_write,
+        f.samples,
+        ms(f.p50_us),
+        ms(f.p99_us),
+        ms(f.max_us)
+    );
+    if let Some(k) = &r.kassa {
+        let rss = k.peak_rss_kib.map_or_else(|| "n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+        let _ = writeln!(
+            out,
+            "kassa: {} shards, auth {}, peak RSS {rss}, seeded {} products in {:.1} s ({:.0}/s)",
+            k.shards,
+            if k.auth { "on" } else { "off" },
+            k.seed_products,
+            k.seed_s,
+            k.seed_products_per_s
+        );
+    }
+    let c = &r.config;
+    let _ = writeln!(out, "connections {}, duration {} s (+{} s warm-up) per measurement\n", c.connections, c.duration_s, c.warmup_s);
+    let _ = writeln!(out, "| id | what | mode | ops/s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|");
+    for x in &r.measurements {
+        let mode = match x.target_rate_per_s {
+            Some(rate) => format!("open @{rate:.0}/s"),
+            None => format!("closed x{}", x.connections),
+        };
+        let mut errors: Vec<String> = x.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Some(missed) = x.missed.filter(|m| *m > 0) {
+            errors.push(format!("missed={missed}"));
+        }
+        let errors = if errors.is_empty() { "-".to_owned() } else { errors.join(", ") };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.0} {}/s | {:.0} | {} | {} | {} | {} | {} |",
+            x.id,
+            x.title,
+            mode,
+            x.ops_per_s,
+            x.unit,
+            x.requests_per_s,
+            ms(x.latency.p50_us),
+            ms(x.latency.p99_us),
+            ms(x.latency.p999_us),
+            ms(x.latency.max_us),
+            errors
+        );
+    }
+    if !r.ratios.is_empty() {
+        let _ = writeln!(out, "\n| ratio | value | target | met |");
+        let _ = writeln!(out, "|---|---:|---:|---|");
+        for x in &r.ratios {
+            let _ = writeln!(out, "| {} | {} | {} | {} |", x.name, opt_f(x.value, 3), x.target_min.map_or("-".into(), |t| format!(">= {t}")), yes_no(x.met));
+        }
+    }
+    if !r.checks.is_empty() {
+        let _ = writeln!(out, "\n| check | target | measured | met |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for x in &r.checks {
+            let _ = writeln!(out, "| {} | {} | {} | {} |", x.name, x.target, x.measured, yes_no(x.met));
+        }
+    }
+    if !r.flash_sales.is_empty() {
+        let _ = writeln!(out, "\n| W5 round | buyers | stock | sold | 409s | other failures | stock after | sold field | exact | clean | checkouts/s | p99 ms |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|");
+        for s in &r.flash_sales {
+            let other: Vec<String> = s.other_failures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+                s.round,
+                s.buyers,
+                s.stock_initial,
+                s.sold,
+                s.rejected_409,
+                if other.is_empty() { "-".into() } else { other.join(", ") },
+                s.stock_after.map_or("n/a".into(), |v| v.to_string()),
+                s.sold_field_after.map_or("n/a".into(), |v| v.to_string()),
+                if s.exact { "yes" } else { "NO" },
+                if s.clean { "yes" } else { "NO" },
+                s.checkouts_per_s,
+                ms(s.latency.p99_us)
+            );
+        }
+    }
+    if let Some(g) = &r.gateway_cost {
+        let _ = writeln!(
+            out,
+            "\ngateway cost (W2 by id, layers on vs off): on {:.0}/s, off {}, loss {} ({})",
+            g.layers_on_per_s,
+            opt_f(g.layers_off_per_s, 0),
+            g.loss.map_or("n/a".into(), |l| format!("{:.1}%", l * 100.0)),
+            g.note
+        );
+    }
+    if !r.engine.is_empty() {
+        let _ = writeln!(out, "\n| W6 engine (in-process) | ops/s | note |");
+        let _ = writeln!(out, "|---|---:|---|");
+        for e in &r.engine {
+            let _ = writeln!(out, "| {} | {:.0} | {} |", e.id, e.ops_per_s, e.note);
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "\nnote: {n}");
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH-MM-SSZ` for a Unix time (UTC), safe in file names.
+pub fn utc_stamp(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+

@@ -1,0 +1,93 @@
+//! Smoke test: a tiny `--quick`-like run of the real binary against a real Kassa process and the real
+//! references (PostgreSQL and Redis from deploy/local/services.sh). `benches/run.sh --test` starts the
+//! services and builds Kassa first; without them this test fails and says what is missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use kassa_bench::report::RunResult;
+
+fn kassa_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("KASSA_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from);
+    target.join("release").join("kassa")
+}
+
+#[test]
+fn quick_run_against_real_kassa_and_references() {
+    let pg = std::env::var("KASSA_PG_URL").unwrap_or_default();
+    let redis = std::env::var("KASSA_REDIS_URL").unwrap_or_default();
+    assert!(
+        !pg.is_empty() && !redis.is_empty(),
+        "KASSA_PG_URL and KASSA_REDIS_URL must be set: run `eval \"$(deploy/local/services.sh up)\"` first, \
+         or use `benches/run.sh --test`, which does"
+    );
+    let kassa = kassa_binary();
+    assert!(kassa.exists(), "no kassa binary at {}: `cargo build --release -p kassa` (or set KASSA_BIN)", kassa.display());
+
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_kassa-bench"))
+        .args(["run", "--quick", "--connections", "4", "--duration-s", "1", "--warmup-s", "0.2", "--products", "300", "--users", "40"])
+        .args(["--flash-buyers", "150", "--flash-rounds", "2", "--fsync-samples", "20"])
+        .arg("--kassa-bin")
+        .arg(&kassa)
+        .arg("--out-dir")
+        .arg(out.path())
+        .env("KASSA_PG_URL", &pg)
+        .env("KASSA_REDIS_URL", &redis)
+        .output()
+        .expect("run kassa-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kassa-bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let json = std::fs::read_dir(out.path())
+        .expect("out dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a result json");
+    assert!(json.with_extension("md").exists(), "the table is written beside the json");
+    let r: RunResult = serde_json::from_str(&std::fs::read_to_string(&json).expect("read")).expect("schema");
+    r.validate().expect("valid result");
+
+    for id in [
+        "ceiling",
+        "pg_checkout",
+        "pg_browse",
+        "redis_fsync",
+        "w1_http",
+        "w2_http_uniform",
+        "w2_http_zipf",
+        "w2_http_category",
+        "w3_http",
+        "w4_http",
+        "w7_grpc_browse",
+        "w7_grpc_add_item",
+        "w7_grpc_checkout",
+        "w2_http_open",
+        "w3_http_open",
+        "w4_http_open",
+    ] {
+        let m = r.measurement(id).unwrap_or_else(|| panic!("{id} was not measured\n{stdout}\n{stderr}"));
+        assert!(m.ops > 0, "{id}: nothing succeeded: {:?} {:?}", m.errors, m.error_samples);
+        assert_eq!(m.ops_failed, 0, "{id}: failures {:?} {:?}", m.errors, m.error_samples);
+        assert!(m.latency.p50_us > 0 && m.latency.p50_us <= m.latency.max_us, "{id}: {:?}", m.latency);
+    }
+    for name in ["W1 requests/s / ceiling", "W3 add item / redis-fsync", "W4 checkouts / pg-checkout"] {
+        let ratio = r.ratios.iter().find(|x| x.name == name).unwrap_or_else(|| panic!("ratio {name} missing"));
+        assert!(ratio.value.is_some_and(|v| v > 0.0), "{name}: {ratio:?}");
+    }
+    assert_eq!(r.flash_sales.len(), 2);
+    for sale in &r.flash_sales {
+        assert_eq!(sale.sold, 100, "round {}: {sale:?}", sale.round);
+        assert!(sale.exact && sale.clean, "round {}: {sale:?}", sale.round);
+        assert_eq!(sale.rejected_409, 50, "buyers beyond the stock are turned away with 409");
+    }
+    let kassa = r.kassa.as_ref().expect("kassa info");
+    assert!(kassa.peak_rss_kib.is_some_and(|k| k > 1000), "{kassa:?}");
+    assert!(r.fdatasync.p50_us > 0);
+    assert!(stdout.contains("| ceiling |"), "table printed:\n{stdout}");
+}

@@ -1,0 +1,536 @@
+//! The `Engine` handle: opens (recovers) the shards, routes commands to their owners, serves reads
+//! straight from the stores, checkpoints, and shuts down cleanly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::command::{Command, EngineError, Reply, Request};
+use crate::core::{Core, CoreConfig, fnv1a, shard_of_product, shard_of_user};
+use crate::event::Event;
+use crate::feed::CursorBook;
+use crate::journal::{self, DurableWatch, IoMode, JournalConfig, JournalWriter};
+use crate::model::{Notification, Payment, now_micros};
+use crate::money::Currency;
+use crate::shard::{Durability, Mail, Shard, ShardStats, StoreCatalog};
+use crate::store::{Keyspace, StoreError};
+use crate::views::{self, StoreChoice, Views};
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// 0 = one per available core.
+    pub shards: usize,
+    pub durability: Durability,
+    pub store: StoreChoice,
+    /// Block cache budget of all stores together.
+    pub cache_bytes: u64,
+    pub journal_io: IoMode,
+    pub segment_bytes_max: u64,
+    pub checkpoint_interval: Duration,
+    pub pin_threads: bool,
+    pub currency: Currency,
+    pub restock_on_refund: bool,
+    pub low_stock_threshold: i64,
+    /// Mailbox bound per shard: callers wait (back-pressure) rather than queue without limit.
+    pub mailbox_capacity: usize,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            shards: 0,
+            durability: Durability::Sync,
+            store: StoreChoice::Auto,
+            cache_bytes: 256 << 20,
+            journal_io: IoMode::Auto,
+            segment_bytes_max: 64 << 20,
+            checkpoint_interval: Duration::from_secs(10),
+            pin_threads: true,
+            currency: Currency::USD,
+            restock_on_refund: true,
+            low_stock_threshold: 10,
+            mailbox_capacity: 65_536,
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.shards }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("journal: {0}")]
+    Journal(#[from] journal::JournalError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(#[from] views::DecodeError),
+    #[error("{0}")]
+    Layout(String),
+    #[error("corrupt record in shard {shard} at lsn {lsn}: {reason}")]
+    Corrupt { shard: usize, lsn: u64, reason: String },
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    mailboxes: Vec<Sender<Mail>>,
+    views: Vec<Views>,
+    durable: Vec<DurableWatch>,
+    stats: Vec<Arc<ShardStats>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    round_robin: AtomicU32,
+    closed: AtomicBool,
+    cursors: CursorBook,
+    recovery: Duration,
+    io_backend: &'static str,
+}
+
+/// A handle to a running engine: cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// What recovery did, for logs and metrics.
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    pub shards: usize,
+    pub recovery: Duration,
+    pub io_backend: &'static str,
+}
+
+fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard:03}"))
+}
+
+/// The shard count is fixed when the data directory is created: ids and users are placed by it.
+fn check_layout(cfg: &EngineConfig, shards: usize) -> Result<(), OpenError> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let marker = cfg.data_dir.join("SHARDS");
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => {
+            let existing: usize = text.trim().parse().map_err(|_| OpenError::Layout(format!("unreadable {}", marker.display())))?;
+            if existing != shards {
+                return Err(OpenError::Layout(format!(
+                    "data directory {} was created with {existing} shards; start with --shards {existing}",
+                    cfg.data_dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = cfg.data_dir.join("SHARDS.tmp");
+            std::fs::write(&tmp, format!("{shards}\n"))?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &marker)?;
+            std::fs::File::open(&cfg.data_dir)?.sync_all()?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Rebuilds one shard's memory from its stores plus the journal after each store's LSN.
+fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &JournalWriter, dir: &Path) -> Result<(), OpenError> {
+    let corrupt = |reason: String| OpenError::Corrupt { shard: index, lsn: 0, reason };
+    let mut failure: Option<OpenError> = None;
+    let mut load = |store: &Arc<dyn crate::store::Store>, ks: Keyspace, decode: &dyn Fn(&[u8]) -> Result<Event, views::DecodeError>| {
+        store.for_each(ks, &mut |_, v| match decode(v) {
+            Ok(event) => {
+                core.load(&event);
+                true
+            }
+            Err(e) => {
+                failure = Some(corrupt(e.to_string()));
+                false
+            }
+        })
+    };
+    use crate::event::{BasketCause, ProductCause};
+    load(&views.catalog, Keyspace::Products, &|v| {
+        Ok(Event::ProductPut { product: views::decode_product(v)?, cause: ProductCause::Created })
+    })?;
+    load(&views.catalog, Keyspace::Reservations, &|v| Ok(Event::ReservationPut { reservation: views::decode_reservation(v)? }))?;
+    load(&views.state, Keyspace::Baskets, &|v| Ok(Event::BasketPut { basket: views::decode_basket(v)?, cause: BasketCause::Created }))?;
+    load(&views.state, Keyspace::Payments, &|v| Ok(Event::PaymentPut { payment: views::decode_payment(v)? }))?;
+    load(&views.state, Keyspace::Notifications, &|v| Ok(Event::NotificationPut { notification: views::decode_notification(v)? }))?;
+    load(&views.state, Keyspace::Idempotency, &|v| Ok(Event::IdempotencyPut { record: views::decode_idempotency(v)? }))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let catalog_lsn = views.catalog.applied_lsn()?;
+    let state_lsn = views.state.applied_lsn()?;
+    let durable_end = journal.next_lsn() - 1;
+    if catalog_lsn.max(state_lsn) > durable_end {
+        return Err(OpenError::Layout(format!(
+            "shard {index}: stores applied up to lsn {} but the journal ends at {durable_end}",
+            catalog_lsn.max(state_lsn)
+        )));
+    }
+    let from = catalog_lsn.min(state_lsn) + 1;
+    let mut writes = crate::views::Writes::default();
+    let mut replayed = 0u64;
+    for record in journal::read_all(dir, from)? {
+        let event = Event::decode(&record.payload).map_err(|reason| OpenError::Corrupt { shard: index, lsn: record.lsn, reason })?;
+        let store_lsn = if event.view() == crate::views::View::Catalog { catalog_lsn } else { state_lsn };
+        if record.lsn > store_lsn {
+            core.apply(record.lsn, &event, &mut writes);
+            replayed += 1;
+        }
+    }
+    writes.apply_to(views)?;
+    tracing::info!(shard = index, replayed, from_lsn = from, next_lsn = journal.next_lsn(), "shard recovered");
+    core.set_next_lsn(journal.next_lsn());
+    core.check_invariants().map_err(|reason| OpenError::Corrupt { shard: index, lsn: 0, reason })?;
+    Ok(())
+}
+
+impl Engine {
+    /// Opens the engine: recovers every shard (stores + journal replay), starts the shard threads and the
+    /// checkpointer, and re-drives unfinished checkouts.
+    pub fn open(cfg: EngineConfig) -> Result<Engine, OpenError> {
+        let started = Instant::now();
+        let n = cfg.shard_count();
+        assert!((1..=1024).contains(&n), "shard count in 1..=1024");
+        check_layout(&cfg, n)?;
+        let mut core_cfg = CoreConfig::new(n as u32);
+        core_cfg.currency = cfg.currency;
+        core_cfg.restock_on_refund = cfg.restock_on_refund;
+        core_cfg.low_stock_threshold = cfg.low_stock_threshold;
+
+        let mut views = Vec::with_capacity(n);
+        let mut journals = Vec::with_capacity(n);
+        let mut cores = Vec::with_capacity(n);
+        let seed = u64::from(rand::random::<u32>());
+        let mut io_backend = "portable";
+        for i in 0..n {
+            let dir = shard_dir(&cfg.data_dir, i);
+            std::fs::create_dir_all(&dir)?;
+            let v = Views::open(&dir, cfg.store, cfg.cache_bytes / n as u64)?;
+            let journal_dir = dir.join("journal");
+            let journal = JournalWriter::open(JournalConfig {
+                dir: journal_dir.clone(),
+                segment_bytes_max: cfg.segment_bytes_max,
+                io: cfg.journal_io,
+            })?;
+            io_backend = journal.io_backend_name();
+            let mut core = Core::new(i as u32, core_cfg.clone(), 1, seed);
+            recover_shard(i, &mut core, &v, &journal, &journal_dir)?;
+            views.push(v);
+            journals.push(journal);
+            cores.push(core);
+        }
+        let catalog = Arc::new(StoreCatalog { views: views.clone() });
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded::<Mail>(cfg.mailbox_capacity)).unzip();
+        let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let durable: Vec<DurableWatch> = journals.iter().map(JournalWriter::durable_watch).collect();
+        let cores_ids = core_affinity::get_core_ids().unwrap_or_default();
+        let mut threads = Vec::with_capacity(n);
+        for (i, ((core, journal), inbox)) in cores.into_iter().zip(journals).zip(receivers).enumerate() {
+            stats[i].durable_lsn.store(journal.durable_lsn(), Ordering::Relaxed);
+            let shard = Shard {
+                core,
+                journal,
+                views: views[i].clone(),
+                catalog: catalog.clone(),
+                inbox,
+                peers: senders.clone(),
+                durability: cfg.durability,
+                stats: stats[i].clone(),
+                tick_interval: Duration::from_millis(100),
+            };
+            let pin = cfg.pin_threads.then(|| cores_ids.get(i % cores_ids.len().max(1)).copied()).flatten();
+            let handle = std::thread::Builder::new().name(format!("kassa-shard-{i}")).spawn(move || {
+                if let Some(core_id) = pin {
+                    core_affinity::set_for_current(core_id);
+                }
+                shard.run();
+            })?;
+            threads.push(handle);
+        }
+        let cursors = CursorBook::open(&cfg.data_dir.join("feed-cursors"), n)?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                mailboxes: senders,
+                views,
+                durable,
+                stats,
+                threads: Mutex::new(threads),
+                checkpointer: Mutex::new(None),
+                round_robin: AtomicU32::new(0),
+                closed: AtomicBool::new(false),
+                cursors,
+                recovery: started.elapsed(),
+                io_backend,
+            }),
+        };
+        engine.start_checkpointer();
+        tracing::info!(shards = n, recovery_ms = engine.inner.recovery.as_millis() as u64, io = io_backend, "engine open");
+        Ok(engine)
+    }
+
+    fn start_checkpointer(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.cfg.checkpoint_interval;
+        let handle = std::thread::Builder::new()
+            .name("kassa-checkpoint".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                loop {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(inner) = weak.upgrade() else { return };
+                    if inner.closed.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if last.elapsed() >= interval {
+                        Engine { inner }.checkpoint_quietly();
+                        last = Instant::now();
+                    }
+                }
+            })
+            .expect("spawn checkpointer");
+        *self.inner.checkpointer.lock() = Some(handle);
+    }
+
+    fn checkpoint_quietly(&self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+
+    /// Makes every store durable and lets each shard drop journal segments nobody needs any more.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        for (i, v) in self.inner.views.iter().enumerate() {
+            let lsn = v.catalog.persist()?.min(v.state.persist()?);
+            let cursor_min = self.inner.cursors.min(i);
+            let _ = self.inner.mailboxes[i].send(Mail::Checkpointed { lsn, cursor_min });
+        }
+        Ok(())
+    }
+
+    pub fn info(&self) -> EngineInfo {
+        EngineInfo { shards: self.shards(), recovery: self.inner.recovery, io_backend: self.inner.io_backend }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inner.mailboxes.len()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.inner.cfg.currency
+    }
+
+    pub fn stats(&self) -> &[Arc<ShardStats>] {
+        &self.inner.stats
+    }
+
+    pub(crate) fn views(&self) -> &[Views] {
+        &self.inner.views
+    }
+
+    pub(crate) fn durable_watch(&self, shard: usize) -> DurableWatch {
+        self.inner.durable[shard].clone()
+    }
+
+    pub(crate) fn cursors(&self) -> &CursorBook {
+        &self.inner.cursors
+    }
+
+    pub(crate) fn shard_dir(&self, shard: usize) -> PathBuf {
+        shard_dir(&self.inner.cfg.data_dir, shard)
+    }
+
+    pub fn is_open(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn n(&self) -> u32 {
+        self.inner.mailboxes.len() as u32
+    }
+
+    /// Which shard owns a command; `None` for commands that go to every shard.
+    fn route(&self, request: &Request) -> Result<Option<u32>, EngineError> {
+        let n = self.n();
+        let c = &request.command;
+        if let Some(user) = c.user_id() {
+            return Ok(match c {
+                Command::MarkAllNotificationsRead { .. } => None,
+                _ => Some(shard_of_user(user, n)),
+            });
+        }
+        Ok(Some(match c {
+            Command::CreateProduct(_) => match &request.idempotency {
+                // A retry must reach the shard that holds the first outcome.
+                Some(k) => (fnv1a(format!("{}\0{}", k.scope, k.key).as_bytes()) % u64::from(n)) as u32,
+                None => self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+            },
+            Command::CreateProductWithId { id, .. } | Command::UpdateProduct { id, .. } | Command::DeleteProduct { id } => {
+                shard_of_product(*id, n)
+            }
+            Command::ProcessPayment { payment_id, .. }
+            | Command::CancelPayment { payment_id }
+            | Command::RefundPayment { payment_id, .. }
+            | Command::RetryPayment { payment_id }
+            | Command::UpdatePayment { payment_id, .. } => self
+                .locate(Keyspace::Payments, payment_id)
+                .ok_or_else(|| EngineError::not_found(format!("payment not found: {payment_id}")))?,
+            Command::UpdateNotification { id, .. }
+            | Command::SendNotification { id }
+            | Command::MarkNotificationRead { id }
+            | Command::RetryNotification { id } => {
+                self.locate(Keyspace::Notifications, id).ok_or_else(|| EngineError::not_found(format!("notification not found: {id}")))?
+            }
+            Command::DeleteNotification { id } => match self.locate(Keyspace::Notifications, id) {
+                Some(s) => s,
+                None => return Err(EngineError::not_found(format!("notification not found: {id}"))),
+            },
+            Command::CleanupNotifications => return Ok(None),
+            _ => unreachable!("user commands are routed above"),
+        }))
+    }
+
+    /// Finds the shard whose state store holds `id` in `ks`.
+    fn locate(&self, ks: Keyspace, id: &str) -> Option<u32> {
+        if id.is_empty() || id.len() > 128 {
+            return None;
+        }
+        self.inner.views.iter().position(|v| matches!(v.state.get(ks, id.as_bytes()), Ok(Some(_)))).map(|i| i as u32)
+    }
+
+    fn send(&self, shard: u32, request: Request) -> Result<tokio::sync::oneshot::Receiver<Result<Reply, EngineError>>, EngineError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(EngineError::unavailable("engine is shutting down"));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.mailboxes[shard as usize]
+            .send(Mail::Client { request, reply: tx })
+            .map_err(|_| EngineError::unavailable("shard is not running"))?;
+        Ok(rx)
+    }
+
+    /// Executes one command and waits for its outcome (after it is durable, in sync mode).
+    pub async fn execute(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
+        let request = request.into();
+        match self.route(&request)? {
+            Some(shard) => {
+                let rx = self.send(shard, request)?;
+                rx.await.map_err(|_| EngineError::unavailable("shard stopped before answering"))?
+            }
+            None => {
+                let mut receivers = Vec::with_capacity(self.shards());
+                for shard in 0..self.n() {
+                    receivers.push(self.send(shard, request.clone())?);
+                }
+                let mut total = 0;
+                for rx in receivers {
+                    match rx.await.map_err(|_| EngineError::unavailable("shard stopped before answering"))?? {
+                        Reply::Count(c) => total += c,
+                        other => return Ok(other),
+                    }
+                }
+                Ok(Reply::Count(total))
+            }
+        }
+    }
+
+    /// `execute` for callers without an async runtime (tests, benchmarks, tools).
+    pub fn execute_blocking(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
+        futures::executor::block_on(self.execute(request))
+    }
+
+    /// Creates one notification per user (each on its owner's shard); failures for single users are
+    /// skipped, as the old bulk endpoint did, and the created ones are returned.
+    pub async fn bulk_notifications(
+        &self,
+        user_ids: &[String],
+        template: crate::command::NotificationInput,
+    ) -> Result<Vec<Notification>, EngineError> {
+        let mut receivers = Vec::with_capacity(user_ids.len());
+        for user in user_ids {
+            let mut input = template.clone();
+            input.user_id.clone_from(user);
+            let command = Command::CreateNotification(input);
+            let shard = shard_of_user(user, self.n());
+            receivers.push(self.send(shard, command.into())?);
+        }
+        let mut created = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            if let Ok(Ok(Reply::Notification(n))) = rx.await {
+                created.push(n);
+            }
+        }
+        Ok(created)
+    }
+
+    /// Reads one payment straight from its owner's store.
+    pub fn payment(&self, id: &str) -> Result<Option<Payment>, EngineError> {
+        self.read_state(Keyspace::Payments, id, views::decode_payment)
+    }
+
+    pub fn notification(&self, id: &str) -> Result<Option<Notification>, EngineError> {
+        self.read_state(Keyspace::Notifications, id, views::decode_notification)
+    }
+
+    fn read_state<T>(&self, ks: Keyspace, id: &str, decode: fn(&[u8]) -> Result<T, views::DecodeError>) -> Result<Option<T>, EngineError> {
+        if id.is_empty() || id.len() > 128 {
+            return Ok(None);
+        }
+        for v in &self.inner.views {
+            if let Some(bytes) = v.state.get(ks, id.as_bytes()).map_err(store_error)? {
+                return decode(&bytes).map(Some).map_err(store_error);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stops accepting commands, lets every shard make its work durable, checkpoints, joins the threads.
+    pub fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut waits = Vec::new();
+        for mailbox in &self.inner.mailboxes {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if mailbox.send(Mail::Shutdown { done: tx }).is_ok() {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+        for handle in self.inner.threads.lock().drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.inner.checkpointer.lock().take() {
+            let _ = handle.join();
+        }
+        tracing::info!("engine stopped");
+    }
+
+    /// Seconds since the last checkpoint of the least recently checkpointed shard (for metrics).
+    pub fn checkpoint_age(&self) -> Duration {
+        let now = now_micros() as u64;
+        let oldest = self.inner.stats.iter().map(|s| s.checkpoint_at_micros.load(Ordering::Relaxed)).min().unwrap_or(0);
+        if oldest == 0 { Duration::ZERO } else { Duration::from_micros(now.saturating_sub(oldest)) }
+    }
+}
+
+pub(crate) fn store_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::internal(format!("storage error: {e}"))
+}

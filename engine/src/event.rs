@@ -1,0 +1,92 @@
+//! Journal records: the outcomes of commands. A follower applies them without re-running business rules.
+//! Each record carries the full new state of one entity; its `version` is the LSN of the change, so it
+//! grows with every change, also across delete and re-create.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
+
+/// Why a product record changed (for the change feed's consumers: stock events, cache invalidation).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductCause {
+    Created,
+    Updated,
+    Reserved,
+    Sold,
+    Released,
+    Restocked,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BasketCause {
+    Created,
+    ItemAdded,
+    ItemUpdated,
+    ItemRemoved,
+    Cleared,
+    /// Cleared because a payment for it completed.
+    Purchased,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BasketGone {
+    Deleted,
+    /// Expired 24 h after creation.
+    Abandoned,
+}
+
+/// One journal record.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ProductPut { product: Product, cause: ProductCause },
+    ProductDeleted { id: u64, version: u64 },
+    ReservationPut { reservation: Reservation },
+    BasketPut { basket: Basket, cause: BasketCause },
+    BasketDeleted { user_id: String, basket_id: String, version: u64, why: BasketGone },
+    PaymentPut { payment: Payment },
+    NotificationPut { notification: Notification },
+    NotificationDeleted { id: String, user_id: String, version: u64 },
+    IdempotencyPut { record: IdempotencyRecord },
+    IdempotencyDeleted { scope: String, key: String },
+}
+
+/// Journal record kind for events (the envelope's `kind` field).
+pub const EVENT_KIND: u16 = 1;
+/// Schema version of [`Event`]; bump with an explicit migration when the layout changes (rkyv has no
+/// schema evolution).
+pub const EVENT_SCHEMA: u16 = 1;
+
+impl Event {
+    pub fn encode(&self) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("events always serialize")
+    }
+
+    /// Decodes with validation: used for everything read back from disk or the network.
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        rkyv::from_bytes::<Event, rkyv::rancor::Error>(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Which store view this event's entity lives in.
+    pub fn view(&self) -> crate::views::View {
+        use crate::views::View;
+        match self {
+            Event::ProductPut { .. } | Event::ProductDeleted { .. } | Event::ReservationPut { .. } => View::Catalog,
+            _ => View::State,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ProductPut { .. } => "product_put",
+            Event::ProductDeleted { .. } => "product_deleted",
+            Event::ReservationPut { .. } => "reservation_put",
+            Event::BasketPut { .. } => "basket_put",
+            Event::BasketDeleted { .. } => "basket_deleted",
+            Event::PaymentPut { .. } => "payment_put",
+            Event::NotificationPut { .. } => "notification_put",
+            Event::NotificationDeleted { .. } => "notification_deleted",
+            Event::IdempotencyPut { .. } => "idempotency_put",
+            Event::IdempotencyDeleted { .. } => "idempotency_deleted",
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Stores as views of the journal: which entity lives in which keyspace of which store, and how keys
+//! are laid out.
+//!
+//! Each shard has two stores. The catalog view (products, their indexes, reservations) is read far more
+//! than written and wants fast point and range reads: redb's B-tree. The state view (baskets, payments,
+//! notifications, idempotency records) is written on almost every command: fjall's LSM. The measurement
+//! behind that choice is in docs/ARCHITECTURE.md; `StoreChoice` lets benchmarks try either store for both.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
+use crate::store::{self, Store, StoreError, WriteBatch};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Catalog,
+    State,
+}
+
+/// Which store backs each view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// redb for the catalog, fjall for the state (the measured default).
+    Auto,
+    Fjall,
+    Redb,
+}
+
+impl StoreChoice {
+    pub fn parse(text: &str) -> Option<StoreChoice> {
+        match text {
+            "auto" => Some(StoreChoice::Auto),
+            "fjall" => Some(StoreChoice::Fjall),
+            "redb" => Some(StoreChoice::Redb),
+            _ => None,
+        }
+    }
+}
+
+/// The two stores of one shard.
+#[derive(Clone)]
+pub struct Views {
+    pub catalog: Arc<dyn Store>,
+    pub state: Arc<dyn Store>,
+}
+
+impl Views {
+    pub fn open(dir: &Path, choice: StoreChoice, cache_bytes: u64) -> Result<Views, StoreError> {
+        let half = cache_bytes / 2;
+        let open = |name: &str, redb: bool| -> Result<Arc<dyn Store>, StoreError> {
+            if redb { store::open_redb(&dir.join(format!("{name}.redb")), half) } else { store::open_fjall(&dir.join(name), half) }
+        };
+        let (catalog_redb, state_redb) = match choice {
+            StoreChoice::Auto => (true, false),
+            StoreChoice::Fjall => (false, false),
+            StoreChoice::Redb => (true, true),
+        };
+        Ok(Views { catalog: open("catalog", catalog_redb)?, state: open("state", state_redb)? })
+    }
+
+    pub fn get(&self, view: View) -> &Arc<dyn Store> {
+        match view {
+            View::Catalog => &self.catalog,
+            View::State => &self.state,
+        }
+    }
+}
+
+/// Store writes collected while applying events, one batch per view.
+#[derive(Default)]
+pub struct Writes {
+    pub catalog: WriteBatch,
+    pub state: WriteBatch,
+    /// Highest LSN whose writes are in each batch (0 = none).
+    pub catalog_lsn: u64,
+    pub state_lsn: u64,
+}
+
+impl Writes {
+    pub fn batch(&mut self, view: View, lsn: u64) -> &mut WriteBatch {
+        match view {
+            View::Catalog => {
+                self.catalog_lsn = self.catalog_lsn.max(lsn);
+                &mut self.catalog
+            }
+            View::State => {
+                self.state_lsn = self.state_lsn.max(lsn);
+                &mut self.state
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.catalog_lsn == 0 && self.state_lsn == 0
+    }
+
+    /// Applies both batches to their stores, each recording the LSN it reached.
+    pub fn apply_to(&self, views: &Views) -> Result<(), StoreError> {
+        if self.catalog_lsn > 0 {
+            views.catalog.apply(&self.catalog, self.catalog_lsn)?;
+        }
+        if self.state_lsn > 0 {
+            views.state.apply(&self.state, self.state_lsn)?;
+        }
+        Ok(())
+    }
+}
+
+// ---- keys ----
+
+pub fn product_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Signed amounts sort correctly as unsigned big-endian once the sign bit is flipped.
+pub fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn category_key(category: &str, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(category.len() + 9);
+    k.extend_from_slice(category.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn category_prefix(category: &str) -> Vec<u8> {
+    let mut k = category.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+pub fn price_key(price: i64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ordered_i64(price));
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn id_from_index_key(key: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `user \0 created_be id`: a user's entities in creation order.
+pub fn by_user_key(user_id: &str, created_at: i64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user_id.len() + 9 + id.len());
+    k.extend_from_slice(user_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&ordered_i64(created_at));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+pub fn user_prefix(user_id: &str) -> Vec<u8> {
+    let mut k = user_id.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+pub fn idempotency_key(scope: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(scope.len() + 1 + key.len());
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+// ---- record encoding ----
+
+pub fn encode<T>(value: &T) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
+        >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("records always serialize")
+}
+
+/// A stored record that does not decode (a bug or corruption; never caused by client input).
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable {what} record: {reason}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    pub reason: String,
+}
+
+macro_rules! decoder {
+    ($name:ident, $ty:ty) => {
+        /// Decodes a stored record, validating it (store bytes are not assumed aligned or trusted).
+        pub fn $name(bytes: &[u8]) -> Result<$ty, DecodeError> {
+            let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+            aligned.extend_from_slice(bytes);
+            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned).map_err(|e| DecodeError { what: stringify!($ty), reason: e.to_string() })
+        }
+    };
+}
+
+decoder!(decode_product, Product);
+decoder!(decode_reservation, Reservation);
+decoder!(decode_basket, Basket);
+decoder!(decode_payment, Payment);
+decoder!(decode_notification, Notification);
+decoder!(decode_idempotency, IdempotencyRecord);
+
+pub use crate::store::Keyspace as Ks;

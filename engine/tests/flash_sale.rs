@@ -1,0 +1,78 @@
+//! 500 concurrent buyers, one product with 100 units, two shards: exactly 100 completed payments, stock
+//! 0 available / 100 sold, and every other buyer gets a clear out-of-stock failure.
+
+use std::sync::Arc;
+
+use kassa_engine::{Command, Durability, Engine, EngineConfig, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Reply};
+
+fn open(dir: &std::path::Path, shards: usize) -> Engine {
+    let mut cfg = EngineConfig::new(dir);
+    cfg.shards = shards;
+    cfg.durability = Durability::Sync;
+    cfg.pin_threads = false;
+    Engine::open(cfg).expect("engine opens")
+}
+
+fn product(name: &str, price: i64, stock: i64) -> ProductInput {
+    ProductInput { name: name.into(), description: String::new(), price, stock, category: "Flash".into(), image_url: String::new() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_hundred_buyers_one_hundred_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path(), 2);
+    let Reply::Product(p) = engine.execute(Command::CreateProduct(product("Console", 49_999, 100))).await.unwrap() else { panic!() };
+    let buyers = 500;
+    let mut tasks = Vec::new();
+    let engine = Arc::new(engine);
+    for i in 0..buyers {
+        let engine = engine.clone();
+        let product_id = p.id;
+        tasks.push(tokio::spawn(async move {
+            let user = format!("buyer-{i}");
+            engine.execute(Command::AddItem { user_id: user.clone(), product_id, quantity: 1 }).await?;
+            let input = PaymentInput {
+                user_id: user,
+                basket_id: String::new(),
+                method: "credit_card".into(),
+                provider: "stripe".into(),
+                currency: String::new(),
+                description: String::new(),
+                metadata: vec![],
+            };
+            let Reply::Payment(pay) = engine.execute(Command::CreatePayment(input)).await? else { unreachable!() };
+            engine.execute(Command::ProcessPayment { payment_id: pay.id, provider_id: "pi".into() }).await
+        }));
+    }
+    let mut completed = 0;
+    let mut out_of_stock = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Reply::Payment(pay)) => {
+                assert_eq!(pay.status, PaymentStatus::Completed);
+                completed += 1;
+            }
+            Ok(other) => panic!("unexpected reply {other:?}"),
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::InsufficientStock, "a clear out-of-stock failure, got {e:?}");
+                assert!(e.message.contains("insufficient stock") || e.message.contains("not available"), "{}", e.message);
+                out_of_stock += 1;
+            }
+        }
+    }
+    assert_eq!(completed, 100);
+    assert_eq!(out_of_stock, buyers - 100);
+    let p = engine.product(p.id).unwrap().unwrap();
+    assert_eq!((p.available, p.reserved, p.sold), (0, 0, 100));
+    let mut completed_in_store = 0;
+    engine
+        .for_each_payment(&mut |pay| {
+            if pay.status == PaymentStatus::Completed {
+                completed_in_store += 1;
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(completed_in_store, 100);
+    engine.shutdown();
+}

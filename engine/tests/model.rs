@@ -1,0 +1,322 @@
+//! Random command sequences against the real engine (N = 1 and N = 3 shards, durable sync mode) and
+//! against a simple sequential reference model: same outcomes, same final state, and the invariants —
+//! stock never negative, available + reserved + sold constant except by catalog edits, every completed
+//! payment's lines sold exactly once, amounts equal to their lines.
+
+use std::collections::{BTreeMap, HashMap};
+
+use kassa_engine::{Command, Engine, EngineConfig, ErrorKind, Holding, PaymentInput, PaymentStatus, ProductInput, Reply};
+use proptest::prelude::*;
+
+const USERS: [&str; 3] = ["ana", "bo", "cy"];
+const PRODUCTS: usize = 4;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add { user: usize, product: usize, qty: i64 },
+    Update { user: usize, product: usize, qty: i64 },
+    Clear { user: usize },
+    Pay { user: usize },
+    Process { payment: usize },
+    Cancel { payment: usize },
+    Refund { payment: usize },
+    SetStock { product: usize, stock: i64 },
+    SetPrice { product: usize, price: i64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..USERS.len(), 0..PRODUCTS, 1i64..4).prop_map(|(user, product, qty)| Op::Add { user, product, qty }),
+        1 => (0..USERS.len(), 0..PRODUCTS, 0i64..4).prop_map(|(user, product, qty)| Op::Update { user, product, qty }),
+        1 => (0..USERS.len()).prop_map(|user| Op::Clear { user }),
+        3 => (0..USERS.len()).prop_map(|user| Op::Pay { user }),
+        3 => (0..8usize).prop_map(|payment| Op::Process { payment }),
+        1 => (0..8usize).prop_map(|payment| Op::Cancel { payment }),
+        1 => (0..8usize).prop_map(|payment| Op::Refund { payment }),
+        1 => (0..PRODUCTS, 0i64..6).prop_map(|(product, stock)| Op::SetStock { product, stock }),
+        1 => (0..PRODUCTS, 1i64..500).prop_map(|(product, price)| Op::SetPrice { product, price }),
+    ]
+}
+
+/// The outcome shape both sides must agree on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Ok,
+    Err(ErrorKind),
+}
+
+#[derive(Clone, Debug, Default)]
+struct MProduct {
+    price: i64,
+    available: i64,
+    reserved: i64,
+    sold: i64,
+}
+
+#[derive(Clone, Debug)]
+struct MPayment {
+    user: usize,
+    status: PaymentStatus,
+    lines: Vec<(usize, i64, i64)>, // product, qty, price
+}
+
+#[derive(Default)]
+struct Model {
+    products: Vec<MProduct>,
+    baskets: HashMap<usize, BTreeMap<usize, i64>>,
+    payments: Vec<MPayment>,
+    /// available + reserved + sold per product, moved only by catalog edits.
+    totals: Vec<i64>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) -> Seen {
+        match *op {
+            Op::Add { user, product, qty } => {
+                let basket = self.baskets.entry(user).or_default();
+                let wanted = basket.get(&product).copied().unwrap_or(0) + qty;
+                if self.products[product].available < wanted {
+                    return Seen::Err(ErrorKind::InsufficientStock);
+                }
+                basket.insert(product, wanted);
+                Seen::Ok
+            }
+            Op::Update { user, product, qty } => {
+                let Some(basket) = self.baskets.get_mut(&user) else { return Seen::Err(ErrorKind::NotFound) };
+                let Some(cur) = basket.get(&product).copied() else { return Seen::Err(ErrorKind::NotFound) };
+                if qty == 0 {
+                    basket.remove(&product);
+                } else {
+                    if qty > cur && self.products[product].available < qty {
+                        return Seen::Err(ErrorKind::InsufficientStock);
+                    }
+                    basket.insert(product, qty);
+                }
+                Seen::Ok
+            }
+            Op::Clear { user } => {
+                self.baskets.entry(user).or_default().clear();
+                Seen::Ok
+            }
+            Op::Pay { user } => {
+                let Some(basket) = self.baskets.get(&user) else { return Seen::Err(ErrorKind::NotFound) };
+                if basket.is_empty() {
+                    return Seen::Err(ErrorKind::Invalid);
+                }
+                let lines: Vec<(usize, i64, i64)> = basket.iter().map(|(p, q)| (*p, *q, self.products[*p].price)).collect();
+                let short = lines.iter().any(|(p, q, _)| self.products[*p].available < *q);
+                let status = if short { PaymentStatus::Failed } else { PaymentStatus::Pending };
+                if !short {
+                    for (p, q, _) in &lines {
+                        self.products[*p].available -= q;
+                        self.products[*p].reserved += q;
+                    }
+                }
+                self.payments.push(MPayment { user, status, lines });
+                if short { Seen::Err(ErrorKind::InsufficientStock) } else { Seen::Ok }
+            }
+            Op::Process { payment } => {
+                let Some(i) = self.pick(payment) else { return Seen::Err(ErrorKind::NotFound) };
+                if self.payments[i].status != PaymentStatus::Pending {
+                    return Seen::Err(ErrorKind::Conflict);
+                }
+                for (p, q, _) in self.payments[i].lines.clone() {
+                    self.products[p].reserved -= q;
+                    self.products[p].sold += q;
+                }
+                self.payments[i].status = PaymentStatus::Completed;
+                let user = self.payments[i].user;
+                self.baskets.entry(user).or_default().clear();
+                Seen::Ok
+            }
+            Op::Cancel { payment } => {
+                let Some(i) = self.pick(payment) else { return Seen::Err(ErrorKind::NotFound) };
+                if self.payments[i].status != PaymentStatus::Pending {
+                    return Seen::Err(ErrorKind::Conflict);
+                }
+                for (p, q, _) in self.payments[i].lines.clone() {
+                    self.products[p].reserved -= q;
+                    self.products[p].available += q;
+                }
+                self.payments[i].status = PaymentStatus::Cancelled;
+                Seen::Ok
+            }
+            Op::Refund { payment } => {
+                let Some(i) = self.pick(payment) else { return Seen::Err(ErrorKind::NotFound) };
+                if self.payments[i].status != PaymentStatus::Completed {
+                    return Seen::Err(ErrorKind::Conflict);
+                }
+                for (p, q, _) in self.payments[i].lines.clone() {
+                    self.products[p].sold -= q;
+                    self.products[p].available += q;
+                }
+                self.payments[i].status = PaymentStatus::Refunded;
+                Seen::Ok
+            }
+            Op::SetStock { product, stock } => {
+                let p = &mut self.products[product];
+                self.totals[product] += stock - p.available;
+                p.available = stock;
+                Seen::Ok
+            }
+            Op::SetPrice { product, price } => {
+                self.products[product].price = price;
+                Seen::Ok
+            }
+        }
+    }
+
+    fn pick(&self, payment: usize) -> Option<usize> {
+        if self.payments.is_empty() { None } else { Some(payment % self.payments.len()) }
+    }
+}
+
+fn seen(r: &Result<Reply, kassa_engine::EngineError>) -> Seen {
+    match r {
+        Ok(_) => Seen::Ok,
+        Err(e) => Seen::Err(e.kind),
+    }
+}
+
+/// Waits until no payment waits on another shard (releases and restocks are answered after the reply).
+fn quiesce(engine: &Engine, ids: &[String]) {
+    for _ in 0..2000 {
+        let busy = ids.iter().any(|id| {
+            let p = engine.payment(id).unwrap().expect("payment exists");
+            !matches!(p.holding, Holding::Reserved | Holding::Committed | Holding::Released | Holding::Restocked)
+        });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("payments did not settle");
+}
+
+fn run(shards: usize, ops: &[Op]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = EngineConfig::new(dir.path());
+    cfg.shards = shards;
+    cfg.pin_threads = false;
+    let engine = Engine::open(cfg).unwrap();
+    let mut model = Model::default();
+    let mut ids = Vec::new();
+    for i in 0..PRODUCTS {
+        let input = ProductInput {
+            name: format!("p{i}"),
+            description: String::new(),
+            price: 100 + i as i64,
+            stock: 5,
+            category: "c".into(),
+            image_url: String::new(),
+        };
+        let Reply::Product(p) = engine.execute_blocking(Command::CreateProduct(input)).unwrap() else { panic!() };
+        ids.push(p.id);
+        model.products.push(MProduct { price: 100 + i as i64, available: 5, ..Default::default() });
+        model.totals.push(5);
+    }
+    let mut payment_ids: Vec<String> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        let pick = |k: usize| payment_ids.get(k % payment_ids.len().max(1)).cloned().unwrap_or_else(|| "missing".to_string());
+        let command = match *op {
+            Op::Add { user, product, qty } => Command::AddItem { user_id: USERS[user].into(), product_id: ids[product], quantity: qty },
+            Op::Update { user, product, qty } => {
+                Command::UpdateItem { user_id: USERS[user].into(), product_id: ids[product], quantity: qty }
+            }
+            Op::Clear { user } => Command::ClearBasket { user_id: USERS[user].into() },
+            Op::Pay { user } => Command::CreatePayment(PaymentInput {
+                user_id: USERS[user].into(),
+                basket_id: String::new(),
+                method: "paypal".into(),
+                provider: "paypal".into(),
+                currency: String::new(),
+                description: String::new(),
+                metadata: vec![],
+            }),
+            Op::Process { payment } => Command::ProcessPayment { payment_id: pick(payment), provider_id: String::new() },
+            Op::Cancel { payment } => Command::CancelPayment { payment_id: pick(payment) },
+            Op::Refund { payment } => Command::RefundPayment { payment_id: pick(payment), amount: None, reason: "test".into() },
+            Op::SetStock { product, stock } | Op::SetPrice { product, price: stock } => {
+                let current = engine.product(ids[product]).unwrap().unwrap();
+                let (price, stock) = match *op {
+                    Op::SetStock { .. } => (current.price, stock),
+                    _ => (stock, current.available),
+                };
+                Command::UpdateProduct {
+                    id: ids[product],
+                    input: ProductInput {
+                        name: current.name,
+                        description: String::new(),
+                        price,
+                        stock,
+                        category: "c".into(),
+                        image_url: String::new(),
+                    },
+                }
+            }
+        };
+        let before = model.payments.len();
+        let expected = model.apply(op);
+        let result = engine.execute_blocking(command);
+        // A failed checkout is still a recorded payment; learn its id from the engine.
+        if model.payments.len() > before {
+            let user = USERS[match op {
+                Op::Pay { user } => *user,
+                _ => unreachable!(),
+            }];
+            let newest = engine.payments_by_user(user, kassa_engine::Page::first(1)).unwrap();
+            payment_ids.push(newest[0].id.clone());
+        }
+        assert_eq!(seen(&result), expected, "step {step}: {op:?} -> {result:?}");
+        quiesce(&engine, &payment_ids);
+    }
+    // Final state equals the model's.
+    for (i, id) in ids.iter().enumerate() {
+        let p = engine.product(*id).unwrap().unwrap();
+        let m = &model.products[i];
+        assert_eq!((p.available, p.reserved, p.sold), (m.available, m.reserved, m.sold), "product {i}");
+        assert!(p.available >= 0 && p.reserved >= 0 && p.sold >= 0);
+        assert_eq!(p.available + p.reserved + p.sold, model.totals[i], "units conserved except by catalog edits");
+    }
+    let mut sold_by_payments = [0i64; PRODUCTS];
+    for (k, id) in payment_ids.iter().enumerate() {
+        let p = engine.payment(id).unwrap().unwrap();
+        assert_eq!(p.status, model.payments[k].status, "payment {k}");
+        assert_eq!(p.amount, p.items.iter().map(|i| i.price * i.quantity).sum::<i64>());
+        if p.status == PaymentStatus::Completed {
+            let expected: i64 = model.payments[k].lines.iter().map(|(_, q, price)| q * price).sum();
+            assert_eq!(p.amount, expected, "priced from the catalog at checkout");
+            for item in &p.items {
+                let i = ids.iter().position(|id| *id == item.product_id).unwrap();
+                sold_by_payments[i] += item.quantity;
+            }
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(engine.product(*id).unwrap().unwrap().sold, sold_by_payments[i], "every completed line sold exactly once");
+    }
+    for (u, user) in USERS.iter().enumerate() {
+        let lines: BTreeMap<u64, i64> = match engine.basket(user).unwrap() {
+            Some(b) => b.lines.iter().map(|l| (l.product_id, l.quantity)).collect(),
+            None => BTreeMap::new(),
+        };
+        let expected: BTreeMap<u64, i64> =
+            model.baskets.get(&u).map(|b| b.iter().map(|(p, q)| (ids[*p], *q)).collect()).unwrap_or_default();
+        assert_eq!(lines, expected, "basket of {user}");
+    }
+    engine.shutdown();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    #[test]
+    fn one_shard_matches_the_model(ops in prop::collection::vec(op(), 1..50)) {
+        run(1, &ops);
+    }
+
+    #[test]
+    fn three_shards_match_the_model(ops in prop::collection::vec(op(), 1..50)) {
+        run(3, &ops);
+    }
+}

@@ -1,0 +1,538 @@
+//! Authentication (JWT, HS256 or EdDSA) and authorisation (which routes need a user, which an admin).
+//! Two middlewares: `authenticate` only identifies the caller (so the rate limiter can key on the user),
+//! `authorize` then applies the route policy and hands the API its `Actor`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::GatewayError;
+use crate::config::GatewayConfig;
+use crate::front::Shared;
+use crate::respond;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub sub: String,
+    pub role: Role,
+    pub iss: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+}
+
+/// The verified caller of a request (a request extension).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: String,
+    pub role: Role,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Why a presented token was not accepted (a request extension; the policy decides whether it matters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    Malformed,
+    Invalid,
+    Inactive,
+}
+
+impl AuthFailure {
+    fn message(self) -> &'static str {
+        match self {
+            AuthFailure::Malformed => "authorization header must be 'Bearer <token>'",
+            AuthFailure::Invalid => "invalid or expired token",
+            AuthFailure::Inactive => "user is deactivated",
+        }
+    }
+}
+
+/// Signing and verification keys, resolved once from configuration.
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    algorithm: Algorithm,
+    ttl: Duration,
+    issuer: String,
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, GatewayError> {
+    std::fs::read(path)
+        .map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The HS256 secret: configured, read from a file, or generated once into `<data_dir>/jwt.secret` (mode
+/// 0600) so that `kassa token` and the server agree without anyone choosing a secret.
+fn hs256_secret(cfg: &GatewayConfig, data_dir: &Path) -> Result<Vec<u8>, GatewayError> {
+    if let Some(secret) = &cfg.auth.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    if let Some(file) = &cfg.auth.jwt_secret_file {
+        let bytes = read(file)?;
+        let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+        if trimmed.len() < 16 {
+            return Err(GatewayError::Config(format!(
+                "{}: secret shorter than 16 bytes",
+                file.display()
+            )));
+        }
+        return Ok(trimmed);
+    }
+    let file = data_dir.join("jwt.secret");
+    match std::fs::read(&file) {
+        Ok(bytes) if bytes.len() >= 16 => Ok(bytes),
+        Ok(_) => Err(GatewayError::Config(format!(
+            "{}: secret shorter than 16 bytes",
+            file.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| GatewayError::Io(data_dir.display().to_string(), e))?;
+            let secret: String = (0..64)
+                .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
+                .collect();
+            write_private(&file, secret.as_bytes())?;
+            tracing::info!(file = %file.display(), "generated a JWT secret");
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(GatewayError::Io(file.display().to_string(), e)),
+    }
+}
+
+fn write_private(file: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let io = |e| GatewayError::Io(file.display().to_string(), e);
+    let mut f = options.open(file).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
+
+impl TokenKeys {
+    pub fn from_config(cfg: &GatewayConfig, data_dir: &Path) -> Result<TokenKeys, GatewayError> {
+        let auth = &cfg.auth;
+        let (encoding, decoding, algorithm) = match (
+            &auth.ed25519_private_key_file,
+            &auth.ed25519_public_key_file,
+        ) {
+            (Some(private), Some(public)) => {
+                let bad = |e: jsonwebtoken::errors::Error| {
+                    GatewayError::Config(format!("ed25519 key: {e}"))
+                };
+                let enc = EncodingKey::from_ed_pem(&read(private)?).map_err(bad)?;
+                let dec = DecodingKey::from_ed_pem(&read(public)?).map_err(bad)?;
+                (enc, dec, Algorithm::EdDSA)
+            }
+            (None, None) => {
+                let secret = hs256_secret(cfg, data_dir)?;
+                (
+                    EncodingKey::from_secret(&secret),
+                    DecodingKey::from_secret(&secret),
+                    Algorithm::HS256,
+                )
+            }
+            _ => {
+                return Err(GatewayError::Config(
+                    "set both ed25519_private_key_file and ed25519_public_key_file".into(),
+                ));
+            }
+        };
+        Ok(TokenKeys {
+            encoding,
+            decoding,
+            algorithm,
+            ttl: Duration::from_secs(auth.token_ttl_secs),
+            issuer: auth.issuer.clone(),
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn issue(&self, role: Role, subject: &str) -> Result<String, GatewayError> {
+        let now = unix_now_secs();
+        let claims = Claims {
+            sub: subject.to_string(),
+            role,
+            iss: self.issuer.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + self.ttl.as_secs(),
+        };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+            .map_err(|e| GatewayError::Token(e.to_string()))
+    }
+
+    /// Only the configured algorithm is accepted (no "any HMAC" or `none`), with exp/nbf/iss checked.
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        let mut validation = Validation::new(self.algorithm);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss"]);
+        validation.validate_nbf = true;
+        validation.leeway = 5;
+        validation.set_issuer(&[self.issuer.as_str()]);
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .ok()
+            .map(|data| data.claims)
+    }
+}
+
+/// Issues a token as `kassa token --role admin --subject NAME` does: same keys as the server (reads or
+/// creates `<data_dir>/jwt.secret` when no secret is configured).
+pub fn issue_token(cfg: &GatewayConfig, role: Role, subject: &str) -> Result<String, GatewayError> {
+    let data_dir = cfg
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("data"));
+    TokenKeys::from_config(cfg, &data_dir)?.issue(role, subject)
+}
+
+/// What a route needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    User,
+    Admin,
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+/// The HTTP route policy. Product reads, health and sign-up/login are public; catalog writes and
+/// `/admin` need an admin; everything else (baskets, payments, notifications, profile) needs a user.
+pub fn http_access(method: &Method, path: &str, metrics_public: bool) -> Access {
+    let read = method == Method::GET || method == Method::HEAD;
+    if under(path, "/admin") {
+        return Access::Admin;
+    }
+    if under(path, "/health")
+        || path == "/api/v1/health"
+        || path == "/auth/register"
+        || path == "/auth/login"
+        || path == "/auth/refresh"
+    {
+        return Access::Public;
+    }
+    if [
+        "/api/v1/users/register",
+        "/api/v1/users/login",
+        "/api/v1/users/refresh-token",
+    ]
+    .contains(&path)
+    {
+        return Access::Public;
+    }
+    if path == "/metrics" {
+        return if metrics_public {
+            Access::Public
+        } else {
+            Access::Admin
+        };
+    }
+    if ["/openapi.json", "/api-docs/openapi.json"].contains(&path) {
+        return Access::Public;
+    }
+    if under(path, "/api/products") || under(path, "/products") {
+        return if read { Access::Public } else { Access::Admin };
+    }
+    Access::User
+}
+
+/// The gRPC policy, by `/package.Service/Method`.
+pub fn grpc_access(path: &str) -> Access {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    if service.starts_with("grpc.health.")
+        || service.starts_with("grpc.reflection.")
+        || method == "HealthCheck"
+    {
+        return Access::Public;
+    }
+    if service == "product.ProductService" {
+        return if method.starts_with("Get") || method.starts_with("List") {
+            Access::Public
+        } else {
+            Access::Admin
+        };
+    }
+    Access::User
+}
+
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// The bearer token of a request, from `Authorization` (HTTP header or gRPC metadata, which is the same).
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, AuthFailure>> {
+    let value = headers.get(http::header::AUTHORIZATION)?;
+    let text = value.to_str().ok();
+    Some(
+        match text.and_then(|t| {
+            t.strip_prefix("Bearer ")
+                .or_else(|| t.strip_prefix("bearer "))
+        }) {
+            Some(token) if !token.trim().is_empty() => Ok(token.trim()),
+            _ => Err(AuthFailure::Malformed),
+        },
+    )
+}
+
+/// Verifies a token against the keys and the user directory; the stored role wins over the token's, so
+/// a demoted or deactivated user loses access at once. Subjects unknown to the directory (service
+/// tokens from `kassa token`) keep the role they were signed with.
+pub fn principal_of(shared: &Shared, token: &str) -> Result<Principal, AuthFailure> {
+    let keys = shared.tokens.as_ref().ok_or(AuthFailure::Invalid)?;
+    let claims = keys.verify(token).ok_or(AuthFailure::Invalid)?;
+    let role = match shared.users.as_ref().map(|u| u.standing(&claims.sub)) {
+        Some(crate::users::Standing::Active {
+            role,
+            tokens_valid_after_secs,
+        }) => {
+            if claims.iat < tokens_valid_after_secs {
+                return Err(AuthFailure::Invalid);
+            }
+            role
+        }
+        Some(crate::users::Standing::Inactive) => return Err(AuthFailure::Inactive),
+        Some(crate::users::Standing::Unknown) | None => claims.role,
+    };
+    Ok(Principal {
+        subject: claims.sub,
+        role,
+    })
+}
+
+/// Identifies the caller; never rejects (the route policy decides).
+pub async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    req.extensions_mut().remove::<Principal>();
+    let outcome = bearer(req.headers()).map(|t| t.and_then(|token| principal_of(&shared, token)));
+    match outcome {
+        Some(Ok(principal)) => {
+            crate::metrics::note_user(&req, &principal);
+            req.extensions_mut().insert(principal);
+        }
+        Some(Err(failure)) => {
+            req.extensions_mut().insert(failure);
+        }
+        None => {}
+    }
+    next.run(req).await
+}
+
+/// Applies the route policy: 401 without a valid identity, 403 with too little of one; hands the API
+/// its `Actor` so it can enforce ownership.
+pub async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let grpc = is_grpc(req.headers());
+    let access = if grpc {
+        grpc_access(req.uri().path())
+    } else {
+        http_access(req.method(), req.uri().path(), shared.cfg.metrics_public)
+    };
+    let principal = req.extensions().get::<Principal>().cloned();
+    let failure = req.extensions().get::<AuthFailure>().copied();
+    let verdict = match (access, &principal) {
+        (Access::Public, _) => Ok(()),
+        (_, None) => Err((
+            StatusCode::UNAUTHORIZED,
+            failure.map_or("authentication required", AuthFailure::message),
+        )),
+        (Access::Admin, Some(p)) if !p.is_admin() => {
+            Err((StatusCode::FORBIDDEN, "admin role required"))
+        }
+        (_, Some(_)) => Ok(()),
+    };
+    if let Err((status, message)) = verdict {
+        let mut response = if grpc {
+            respond::grpc_error(status, message)
+        } else {
+            respond::error(status, message)
+        };
+        if status == StatusCode::UNAUTHORIZED && !grpc {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        return response;
+    }
+    if let Some(p) = principal {
+        crate::actor::attach(&mut req, &p);
+    }
+    next.run(req).await.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let mut cfg = GatewayConfig::default();
+        cfg.auth.jwt_secret = Some("0123456789abcdef0123".into());
+        TokenKeys::from_config(&cfg, Path::new("/nonexistent")).unwrap()
+    }
+
+    #[test]
+    fn tokens_round_trip_and_reject_tampering() {
+        let k = keys();
+        let token = k.issue(Role::Admin, "alice").unwrap();
+        let claims = k.verify(&token).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role), ("alice", Role::Admin));
+        assert!(claims.exp > claims.iat && claims.nbf == claims.iat);
+        let mut other = GatewayConfig::default();
+        other.auth.jwt_secret = Some("another-secret-of-enough-length".into());
+        let foreign = TokenKeys::from_config(&other, Path::new("/nonexistent"))
+            .unwrap()
+            .issue(Role::Admin, "eve")
+            .unwrap();
+        assert!(k.verify(&foreign).is_none());
+        assert!(k.verify("not.a.token").is_none());
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        parts[1] = parts[1].chars().rev().collect();
+        assert!(k.verify(&parts.join(".")).is_none());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let k = keys();
+        let now = unix_now_secs();
+        let claims = Claims {
+            sub: "bob".into(),
+            role: Role::User,
+            iss: "kassa".into(),
+            iat: now - 100,
+            nbf: now - 100,
+            exp: now - 60,
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        assert!(k.verify(&token).is_none());
+        let future = Claims {
+            nbf: now + 600,
+            exp: now + 900,
+            ..claims
+        };
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &future, &k.encoding).unwrap();
+        assert!(k.verify(&token).is_none(), "not valid before nbf");
+    }
+
+    #[test]
+    fn generated_secret_is_stable_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GatewayConfig::default();
+        let a = TokenKeys::from_config(&cfg, dir.path()).unwrap();
+        let b = TokenKeys::from_config(&cfg, dir.path()).unwrap();
+        assert!(b.verify(&a.issue(Role::User, "u").unwrap()).is_some());
+    }
+
+    #[test]
+    fn eddsa_keys_from_files() {
+        // The example key pair of RFC 8410 §10.3.
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("ed.pem");
+        let public = dir.path().join("ed.pub.pem");
+        std::fs::write(&private, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(&public, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n").unwrap();
+        let mut cfg = GatewayConfig::default();
+        cfg.auth.ed25519_private_key_file = Some(private);
+        cfg.auth.ed25519_public_key_file = Some(public);
+        let k = TokenKeys::from_config(&cfg, dir.path()).unwrap();
+        let token = k.issue(Role::User, "ed").unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&token).unwrap().alg, Algorithm::EdDSA);
+        assert_eq!(k.verify(&token).unwrap().sub, "ed");
+        // An HS256 token is not accepted by an EdDSA verifier (no algorithm confusion).
+        assert!(k.verify(&keys().issue(Role::Admin, "x").unwrap()).is_none());
+        assert!(!dir.path().join("jwt.secret").exists(), "no HS256 secret generated in EdDSA mode");
+    }
+
+    #[test]
+    fn route_policy() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(http_access(&get, "/api/products/1", true), Access::Public);
+        assert_eq!(http_access(&post, "/api/products", true), Access::Admin);
+        assert_eq!(
+            http_access(&Method::DELETE, "/products/3", true),
+            Access::Admin
+        );
+        assert_eq!(http_access(&get, "/api/baskets/u1", true), Access::User);
+        assert_eq!(http_access(&get, "/api/productsX", true), Access::User);
+        assert_eq!(http_access(&get, "/admin/status", true), Access::Admin);
+        assert_eq!(http_access(&get, "/health/ready", true), Access::Public);
+        assert_eq!(http_access(&get, "/metrics", false), Access::Admin);
+        assert_eq!(http_access(&post, "/auth/login", true), Access::Public);
+        assert_eq!(http_access(&get, "/auth/me", true), Access::User);
+        assert_eq!(
+            grpc_access("/product.ProductService/GetProduct"),
+            Access::Public
+        );
+        assert_eq!(
+            grpc_access("/product.ProductService/CreateProduct"),
+            Access::Admin
+        );
+        assert_eq!(grpc_access("/basket.BasketService/AddItem"), Access::User);
+        assert_eq!(grpc_access("/grpc.health.v1.Health/Check"), Access::Public);
+    }
+}

@@ -1,0 +1,389 @@
+//! Per-client rate limiting with GCRA (generic cell rate algorithm): one timestamp per client (its
+//! "theoretical arrival time"), so memory is 16 bytes a client, kept in sharded maps with a hard cap.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::Principal;
+use crate::front::Shared;
+
+use crate::config::LimitClass;
+
+const SHARDS: usize = 64;
+
+/// Nanoseconds on a monotonic clock shared by the whole process (0 = first use).
+pub fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The outcome of one check, with everything the response headers need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the client's allowance is full again.
+    pub reset: Duration,
+    /// Until the next request would be allowed (zero when allowed).
+    pub retry_after: Duration,
+}
+
+pub struct RateLimiter {
+    class: LimitClass,
+    emission_ns: u64,
+    tolerance_ns: u64,
+    shards: Box<[Mutex<HashMap<u64, u64>>]>,
+    shard_capacity: usize,
+    hasher: RandomState,
+    evictions: AtomicU64,
+}
+
+impl RateLimiter {
+    /// `max_clients` bounds memory: at most that many clients are remembered at once.
+    pub fn new(class: LimitClass, max_clients: usize) -> RateLimiter {
+        assert!(
+            class.limit > 0 && class.burst > 0 && class.window_ms > 0,
+            "validated by GatewayConfig"
+        );
+        let emission_ns =
+            (class.window_ms.saturating_mul(1_000_000) / u64::from(class.limit)).max(1);
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        RateLimiter {
+            class,
+            emission_ns,
+            tolerance_ns: emission_ns.saturating_mul(u64::from(class.burst)),
+            shards,
+            shard_capacity: (max_clients / SHARDS).max(1),
+            hasher: RandomState::new(),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn class(&self) -> LimitClass {
+        self.class
+    }
+
+    pub fn check(&self, client: &str) -> Decision {
+        self.check_at(client, now_ns())
+    }
+
+    /// GCRA: a request at `now` is allowed when the client's TAT, advanced by one emission interval, is
+    /// at most `burst` intervals ahead of `now`.
+    pub fn check_at(&self, client: &str, now: u64) -> Decision {
+        let key = self.hasher.hash_one(client);
+        let shard = &self.shards[(key as usize) % SHARDS];
+        let mut map = shard.lock();
+        let tat = map.get(&key).map_or(now, |&t| t.max(now));
+        let new_tat = tat.saturating_add(self.emission_ns);
+        let ahead = new_tat - now;
+        if ahead > self.tolerance_ns {
+            return Decision {
+                allowed: false,
+                limit: self.class.limit,
+                remaining: 0,
+                reset: Duration::from_nanos(tat - now),
+                retry_after: Duration::from_nanos(ahead - self.tolerance_ns),
+            };
+        }
+        if !map.contains_key(&key) && map.len() >= self.shard_capacity {
+            self.make_room(&mut map, now);
+        }
+        map.insert(key, new_tat);
+        debug_assert!(map.len() <= self.shard_capacity);
+        let remaining = ((self.tolerance_ns - ahead) / self.emission_ns)
+            .min(u64::from(self.class.limit)) as u32;
+        Decision {
+            allowed: true,
+            limit: self.class.limit,
+            remaining,
+            reset: Duration::from_nanos(ahead),
+            retry_after: Duration::ZERO,
+        }
+    }
+
+    /// Entries whose TAT has passed behave exactly like absent ones, so dropping them loses nothing. If
+    /// every entry is still active, the one closest to expiry goes (that client gets a fresh allowance:
+    /// the price of a hard memory bound).
+    fn make_room(&self, map: &mut HashMap<u64, u64>, now: u64) {
+        map.retain(|_, tat| *tat > now);
+        if map.len() >= self.shard_capacity
+            && let Some((&victim, _)) = map.iter().min_by_key(|(_, tat)| **tat)
+        {
+            map.remove(&victim);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Clients currently remembered.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.shard_capacity * SHARDS
+    }
+
+    /// Active clients dropped to respect the bound.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+}
+
+/// The limit class of a path: the old gateway's prefixes, checked safely (the old code panicked on short paths).
+pub fn class_of(path: &str) -> &'static str {
+    if path == "/admin" || path.starts_with("/admin/") {
+        "admin"
+    } else if path == "/health" || path.starts_with("/health/") {
+        "health"
+    } else if path.starts_with("/api/")
+        || path == "/api"
+        || ["/products", "/baskets", "/payments"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    {
+        "api"
+    } else {
+        "default"
+    }
+}
+
+/// The four limiters of the configured classes.
+pub struct Limiters {
+    pub api: RateLimiter,
+    pub admin: RateLimiter,
+    pub health: RateLimiter,
+    pub default: RateLimiter,
+}
+
+impl Limiters {
+    pub fn new(cfg: &crate::config::RateLimitConfig) -> Limiters {
+        Limiters {
+            api: RateLimiter::new(cfg.api, cfg.max_clients),
+            admin: RateLimiter::new(cfg.admin, cfg.max_clients),
+            health: RateLimiter::new(cfg.health, cfg.max_clients),
+            default: RateLimiter::new(cfg.default, cfg.max_clients),
+        }
+    }
+
+    pub fn for_class(&self, class: &str) -> &RateLimiter {
+        match class {
+            "api" => &self.api,
+            "admin" => &self.admin,
+            "health" => &self.health,
+            _ => &self.default,
+        }
+    }
+
+    pub fn iter(&self) -> [(&'static str, &RateLimiter); 4] {
+        [
+            ("api", &self.api),
+            ("admin", &self.admin),
+            ("health", &self.health),
+            ("default", &self.default),
+        ]
+    }
+}
+
+/// Who a request counts against: the verified user, else a hash of its API key, else its peer address.
+/// Never a client-chosen header such as `X-User-ID`.
+pub fn client_of(req: &Request, api_key_header: &str) -> String {
+    if let Some(p) = req.extensions().get::<Principal>() {
+        return format!("u:{}", p.subject);
+    }
+    if let Some(key) = req.headers().get(api_key_header).filter(|v| !v.is_empty()) {
+        // The limiter stores only a keyed 64-bit hash of this string, never the key itself.
+        return format!("k:{}", String::from_utf8_lossy(key.as_bytes()));
+    }
+    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
+        None => "ip:unknown".to_string(),
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
+    headers.insert(name, HeaderValue::from(value));
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+/// Applies the limit of the request's class; adds `RateLimit-*` (IETF draft) and the old `X-RateLimit-*`
+/// headers to every checked response, and refuses with 429 + `Retry-After` when over.
+pub async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let class = class_of(req.uri().path());
+    let limiter = shared.limiters.for_class(class);
+    let decision = limiter.check(&client_of(&req, &shared.cfg.rate_limit.api_key_header));
+    let grpc = crate::auth::is_grpc(req.headers());
+    let mut response = if decision.allowed {
+        next.run(req).await
+    } else {
+        shared
+            .metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::ClassLabels {
+                class: class.to_string(),
+            })
+            .inc();
+        let retry_after = ceil_secs(decision.retry_after).max(1);
+        let mut r = if grpc {
+            crate::respond::grpc_error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
+        } else {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({
+                    "error": "Rate limit exceeded",
+                    "retry_after": decision.retry_after.as_secs_f64(),
+                })),
+            )
+                .into_response()
+        };
+        set(r.headers_mut(), "retry-after", retry_after);
+        r
+    };
+    let window_secs = limiter.class().window_ms.div_ceil(1000);
+    let reset_secs = ceil_secs(decision.reset.max(decision.retry_after));
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let h = response.headers_mut();
+    set(h, "ratelimit-limit", u64::from(decision.limit));
+    set(h, "ratelimit-remaining", u64::from(decision.remaining));
+    set(h, "ratelimit-reset", reset_secs);
+    if let Ok(policy) = HeaderValue::from_str(&format!(
+        "{};w={window_secs};burst={}",
+        decision.limit,
+        limiter.class().burst
+    )) {
+        h.insert("ratelimit-policy", policy);
+    }
+    set(h, "x-ratelimit-limit", u64::from(decision.limit));
+    set(h, "x-ratelimit-remaining", u64::from(decision.remaining));
+    set(h, "x-ratelimit-reset", unix_now + reset_secs);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn burst_then_one_per_interval() {
+        let rl = RateLimiter::new(
+            LimitClass {
+                limit: 10,
+                window_ms: 1000,
+                burst: 3,
+            },
+            1000,
+        );
+        let t0 = 5 * 1000 * MS;
+        let d: Vec<Decision> = (0..4).map(|_| rl.check_at("a", t0)).collect();
+        assert_eq!(
+            d.iter().map(|d| d.allowed).collect::<Vec<_>>(),
+            [true, true, true, false]
+        );
+        assert_eq!(
+            d.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+            [2, 1, 0, 0]
+        );
+        assert_eq!(d[3].retry_after, Duration::from_millis(100));
+        // Another client is unaffected.
+        assert!(rl.check_at("b", t0).allowed);
+        // After one interval exactly one more request fits.
+        assert!(rl.check_at("a", t0 + 100 * MS).allowed);
+        assert!(!rl.check_at("a", t0 + 100 * MS).allowed);
+        // After a full window the allowance is whole again.
+        let later = t0 + 2000 * MS;
+        assert!((0..3).all(|_| rl.check_at("a", later).allowed));
+    }
+
+    #[test]
+    fn denied_requests_do_not_extend_the_wait() {
+        let rl = RateLimiter::new(
+            LimitClass {
+                limit: 1,
+                window_ms: 1000,
+                burst: 1,
+            },
+            10,
+        );
+        assert!(rl.check_at("a", 0).allowed);
+        for i in 0..100 {
+            assert!(!rl.check_at("a", i * MS).allowed);
+        }
+        assert!(rl.check_at("a", 1000 * MS).allowed);
+    }
+
+    #[test]
+    fn memory_is_bounded_for_many_clients() {
+        let rl = RateLimiter::new(
+            LimitClass {
+                limit: 100,
+                window_ms: 60_000,
+                burst: 100,
+            },
+            6_400,
+        );
+        for i in 0..200_000u64 {
+            rl.check_at(&format!("ip:{i}"), i);
+        }
+        assert!(
+            rl.len() <= rl.capacity(),
+            "{} > {}",
+            rl.len(),
+            rl.capacity()
+        );
+        assert!(rl.capacity() <= 6_400);
+        assert!(rl.evictions() > 0, "active clients had to be evicted");
+        // Once everyone's TAT is in the past, new clients evict expired entries, not active ones.
+        let before = rl.evictions();
+        let later = 10 * 60_000 * MS;
+        for i in 0..200_000u64 {
+            rl.check_at(&format!("later:{i}"), later + i);
+        }
+        assert!(rl.len() <= rl.capacity());
+        // Entries inserted in this second pass are all active, so evictions happen again, but every old
+        // (expired) entry was removed without counting as an eviction.
+        assert!(rl.evictions() - before < 200_000);
+    }
+
+    #[test]
+    fn classes_by_prefix_without_panics() {
+        for (path, class) in [
+            ("/", "default"),
+            ("", "default"),
+            ("/a", "default"),
+            ("/admin", "admin"),
+            ("/admin/status", "admin"),
+            ("/administrator", "default"),
+            ("/api", "api"),
+            ("/api/products/1", "api"),
+            ("/apiary", "default"),
+            ("/health/ready", "health"),
+            ("/products/7", "api"),
+            ("/metrics", "default"),
+        ] {
+            assert_eq!(class_of(path), class, "{path}");
+        }
+    }
+}

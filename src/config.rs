@@ -1,0 +1,440 @@
+//! The one typed configuration of the `kassa` binary: defaults, then the TOML file (`--config`), then the
+//! environment (`PORT`, `GRPC_PORT`, `LOG_LEVEL`, `LOG_FORMAT`), then command-line flags. Loaded once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kassa_api::ApiConfig;
+use kassa_engine::{Currency, Durability, EngineConfig, IoMode, StoreChoice};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// gRPC listen address.
+    pub grpc: SocketAddr,
+    /// Whether requests must authenticate (the gateway's auth layer reads this).
+    pub auth: AuthMode,
+    /// Insert the old system's 10 products (ids 1..10) when the catalog is empty at start.
+    pub seed_catalog: bool,
+    /// Listener threads per protocol; 0 = one per available core.
+    pub listener_threads: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+    pub log: LogConfig,
+    pub engine: EngineSettings,
+    pub api: ApiConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `kassa=debug,info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Answer writes once they are on disk.
+    Sync,
+    /// Answer once applied in memory; the journal syncs continuously behind.
+    Async,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    Auto,
+    Fjall,
+    Redb,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalIo {
+    Auto,
+    Uring,
+    Portable,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// 0 = one per available core. Fixed when the data directory is created.
+    pub shards: usize,
+    pub durability: DurabilityMode,
+    pub store: StoreMode,
+    pub journal_io: JournalIo,
+    pub cache_bytes: u64,
+    pub checkpoint_interval_ms: u64,
+    pub pin_threads: bool,
+    /// ISO 4217 code of the shop currency.
+    pub currency: String,
+    pub restock_on_refund: bool,
+    pub low_stock_threshold: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            grpc: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            auth: AuthMode::On,
+            seed_catalog: true,
+            listener_threads: 0,
+            shutdown_grace_ms: 10_000,
+            log: LogConfig::default(),
+            engine: EngineSettings::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Json,
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let e = EngineConfig::new("data");
+        EngineSettings {
+            shards: 0,
+            durability: DurabilityMode::Sync,
+            store: StoreMode::Auto,
+            journal_io: JournalIo::Auto,
+            cache_bytes: e.cache_bytes,
+            checkpoint_interval_ms: e.checkpoint_interval.as_millis() as u64,
+            pin_threads: e.pin_threads,
+            currency: e.currency.code().to_string(),
+            restock_on_refund: e.restock_on_refund,
+            low_stock_threshold: e.low_stock_threshold,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    Invalid(String),
+}
+
+// Written by hand: the binary's dependencies are fixed by the workspace manifest (no thiserror here).
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Parse { path, source } => {
+                write!(f, "invalid config file {}: {source}", path.display())
+            }
+            ConfigError::Env {
+                name,
+                value,
+                reason,
+            } => write!(f, "invalid environment variable {name}={value}: {reason}"),
+            ConfigError::Invalid(text) => write!(f, "invalid setting: {text}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Parse { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Command-line overrides (all optional).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub grpc: Option<SocketAddr>,
+    /// Engine shards (fixed when the data directory is created).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    #[arg(long, value_enum)]
+    pub durability: Option<DurabilityMode>,
+    #[arg(long, value_enum)]
+    pub store: Option<StoreMode>,
+    /// Require authentication.
+    #[arg(long, value_enum)]
+    pub auth: Option<AuthMode>,
+    /// Seed the old system's 10 products into an empty catalog.
+    #[arg(long, value_name = "BOOL")]
+    pub seed_catalog: Option<bool>,
+    /// Log filter (overrides LOG_LEVEL).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+fn env_port(
+    name: &'static str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<u16>, ConfigError> {
+    match get(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v.parse::<u16>().map(Some).map_err(|e| ConfigError::Env {
+            name,
+            value: v,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+impl Config {
+    /// Defaults ← file ← environment ← flags.
+    pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
+        Config::load_with(o, &|name| std::env::var(name).ok())
+    }
+
+    pub fn load_with(
+        o: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut c = match &o.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(port) = env_port("PORT", env)? {
+            c.http.set_port(port);
+        }
+        if let Some(port) = env_port("GRPC_PORT", env)? {
+            c.grpc.set_port(port);
+        }
+        if let Some(level) = env("LOG_LEVEL").filter(|v| !v.is_empty()) {
+            c.log.level = level;
+        }
+        if let Some(format) = env("LOG_FORMAT").filter(|v| !v.is_empty()) {
+            c.log.format = match format.to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "text" => LogFormat::Text,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "LOG_FORMAT",
+                        value: format,
+                        reason: "expected json or text".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = &o.data_dir {
+            c.data_dir.clone_from(v);
+        }
+        if let Some(v) = o.http {
+            c.http = v;
+        }
+        if let Some(v) = o.grpc {
+            c.grpc = v;
+        }
+        if let Some(v) = o.shards {
+            c.engine.shards = v;
+        }
+        if let Some(v) = o.durability {
+            c.engine.durability = v;
+        }
+        if let Some(v) = o.store {
+            c.engine.store = v;
+        }
+        if let Some(v) = o.auth {
+            c.auth = v;
+        }
+        if let Some(v) = o.seed_catalog {
+            c.seed_catalog = v;
+        }
+        if let Some(v) = &o.log_level {
+            c.log.level.clone_from(v);
+        }
+        if let Some(v) = o.log_format {
+            c.log.format = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.engine.shards > 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "engine.shards must be at most 1024, got {}",
+                self.engine.shards
+            )));
+        }
+        if Currency::from_code(&self.engine.currency).is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "engine.currency {} is not a supported ISO 4217 code",
+                self.engine.currency
+            )));
+        }
+        if self.api.body_limit_bytes == 0
+            || self.api.page_limit_default == 0
+            || self.api.page_limit_max == 0
+        {
+            return Err(ConfigError::Invalid("api limits must be positive".into()));
+        }
+        Ok(())
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        let e = &self.engine;
+        let mut cfg = EngineConfig::new(&self.data_dir);
+        cfg.shards = e.shards;
+        cfg.durability = match e.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Async => Durability::Async,
+        };
+        cfg.store = match e.store {
+            StoreMode::Auto => StoreChoice::Auto,
+            StoreMode::Fjall => StoreChoice::Fjall,
+            StoreMode::Redb => StoreChoice::Redb,
+        };
+        cfg.journal_io = match e.journal_io {
+            JournalIo::Auto => IoMode::Auto,
+            JournalIo::Uring => IoMode::Uring,
+            JournalIo::Portable => IoMode::Portable,
+        };
+        cfg.cache_bytes = e.cache_bytes;
+        cfg.checkpoint_interval = Duration::from_millis(e.checkpoint_interval_ms.max(1));
+        cfg.pin_threads = e.pin_threads;
+        cfg.currency = Currency::from_code(&e.currency).unwrap_or(Currency::USD);
+        cfg.restock_on_refund = e.restock_on_refund;
+        cfg.low_stock_threshold = e.low_stock_threshold;
+        cfg
+    }
+
+    pub fn listener_threads(&self) -> usize {
+        if self.listener_threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.listener_threads
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_env_flags_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kassa.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/tmp/k\"\nhttp = \"127.0.0.1:9000\"\nseed_catalog = false\n[engine]\nshards = 4\ndurability = \"async\"\nstore = \"redb\"\n[api]\nbody_limit_bytes = 1024\n",
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            "PORT" => Some("9100".to_string()),
+            "LOG_FORMAT" => Some("text".to_string()),
+            _ => None,
+        };
+        let o = Overrides {
+            config: Some(file),
+            shards: Some(2),
+            auth: Some(AuthMode::Off),
+            ..Default::default()
+        };
+        let c = Config::load_with(&o, &env).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
+        assert_eq!(c.http, "127.0.0.1:9100".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.grpc, "0.0.0.0:50051".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.engine.shards, 2);
+        assert_eq!(c.engine.durability, DurabilityMode::Async);
+        assert_eq!(c.engine.store, StoreMode::Redb);
+        assert_eq!(c.auth, AuthMode::Off);
+        assert!(!c.seed_catalog);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert_eq!(c.api.body_limit_bytes, 1024);
+        assert_eq!(c.api.page_limit_max, 1000);
+        let e = c.engine_config();
+        assert_eq!(e.shards, 2);
+        assert_eq!(e.durability, Durability::Async);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        let o = Overrides {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::load_with(&o, &|_| None),
+            Err(ConfigError::Parse { .. })
+        ));
+        let env = |name: &str| (name == "PORT").then(|| "eighty".to_string());
+        assert!(matches!(
+            Config::load_with(&Overrides::default(), &env),
+            Err(ConfigError::Env { .. })
+        ));
+        let env = |name: &str| (name == "LOG_FORMAT").then(|| "xml".to_string());
+        assert!(Config::load_with(&Overrides::default(), &env).is_err());
+    }
+}
