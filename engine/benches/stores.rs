@@ -90,13 +90,7 @@ fn fixture(name: &'static str, keys: Keys) -> Fixture {
         store.apply(&b, lsn).expect("load");
     }
     store.persist().expect("persist");
-    Fixture {
-        name,
-        keys,
-        store,
-        lsn,
-        _dir: dir,
-    }
+    Fixture { name, keys, store, lsn, _dir: dir }
 }
 
 fn bench_store(c: &mut Criterion, f: &mut Fixture) {
@@ -117,9 +111,7 @@ fn bench_store(c: &mut Criterion, f: &mut Fixture) {
     g.bench_function("range_100", |b| {
         b.iter(|| {
             let k = &all_keys[rng.below(RECORDS - 100) as usize];
-            let r = store
-                .range(KS, Bound::Included(k), Bound::Unbounded, false, 100)
-                .expect("range");
+            let r = store.range(KS, Bound::Included(k), Bound::Unbounded, false, 100).expect("range");
             assert_eq!(r.len(), 100);
             black_box(r)
         })
@@ -128,9 +120,7 @@ fn bench_store(c: &mut Criterion, f: &mut Fixture) {
     g.bench_function("range_100_rev", |b| {
         b.iter(|| {
             let k = &all_keys[100 + rng.below(RECORDS - 100) as usize];
-            let r = store
-                .range(KS, Bound::Unbounded, Bound::Included(k), true, 100)
-                .expect("range");
+            let r = store.range(KS, Bound::Unbounded, Bound::Included(k), true, 100).expect("range");
             assert_eq!(r.len(), 100);
             black_box(r)
         })

@@ -189,7 +189,7 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
             replayed += 1;
         }
     }
-    writes.apply_to(views)?;
+    writes.apply_to(views, journal.next_lsn() - 1)?;
     tracing::info!(shard = index, replayed, from_lsn = from, next_lsn = journal.next_lsn(), "shard recovered");
     core.set_next_lsn(journal.next_lsn());
     core.check_invariants().map_err(|reason| OpenError::Corrupt { shard: index, lsn: 0, reason })?;

@@ -228,19 +228,23 @@ impl Shard {
         }
     }
 
-    /// Releases, in order, the effects whose events are all durable.
+    /// Releases, in order, the effects whose events are all durable: their store writes in one apply per
+    /// store, then messages to other shards, then replies.
     fn release(&mut self, durable: u64, pending: &mut VecDeque<Pending>, tokens: &mut HashMap<u64, ReplySender>) {
+        let mut ready = Vec::new();
         while pending.front().is_some_and(|p| p.last_lsn <= durable) {
-            let p = pending.pop_front().expect("front exists");
-            if !p.writes.is_empty()
-                && let Err(e) = p.writes.apply_to(&self.views)
-            {
-                {
-                    // The journal has the events; the stores will catch up by replay on restart.
-                    tracing::error!(shard = self.core.shard, error = %e, "store write failed; aborting to recover from the journal");
-                    std::process::abort();
-                }
-            }
+            ready.push(pending.pop_front().expect("front exists"));
+        }
+        let Some(last) = ready.last() else { return };
+        let lsn = last.last_lsn;
+        let merged = if ready.len() == 1 { None } else { Some(Writes::merge(ready.iter().map(|p| &p.writes))) };
+        let writes = merged.as_ref().unwrap_or(&ready[0].writes);
+        if let Err(e) = writes.apply_to(&self.views, lsn) {
+            // The journal has the events; the stores catch up by replay on restart.
+            tracing::error!(shard = self.core.shard, error = %e, "store write failed; aborting to recover from the journal");
+            std::process::abort();
+        }
+        for p in ready {
             for (shard, msg) in p.sends {
                 let _ = self.peers[shard as usize].send(Mail::Peer(msg));
             }

@@ -95,14 +95,30 @@ impl Writes {
         self.catalog_lsn == 0 && self.state_lsn == 0
     }
 
-    /// Applies both batches to their stores, each recording the LSN it reached.
-    pub fn apply_to(&self, views: &Views) -> Result<(), StoreError> {
-        if self.catalog_lsn > 0 {
-            views.catalog.apply(&self.catalog, self.catalog_lsn)?;
+    /// Concatenates batches in order (later writes to a key win, as they would applied one by one).
+    pub fn merge<'a>(parts: impl Iterator<Item = &'a Writes>) -> Writes {
+        let mut out = Writes::default();
+        for w in parts {
+            for (from, to) in [(&w.catalog, &mut out.catalog), (&w.state, &mut out.state)] {
+                for (ks, key, value) in from.ops() {
+                    match value {
+                        Some(v) => to.put(*ks, key, v),
+                        None => to.delete(*ks, key),
+                    }
+                }
+            }
+            out.catalog_lsn = out.catalog_lsn.max(w.catalog_lsn);
+            out.state_lsn = out.state_lsn.max(w.state_lsn);
         }
-        if self.state_lsn > 0 {
-            views.state.apply(&self.state, self.state_lsn)?;
-        }
+        out
+    }
+
+    /// Applies both batches, each store recording `lsn` as applied: a view that had no writes up to `lsn`
+    /// is up to date all the same, and saying so lets checkpoints release the journal below it.
+    pub fn apply_to(&self, views: &Views, lsn: u64) -> Result<(), StoreError> {
+        assert!(lsn >= self.catalog_lsn.max(self.state_lsn), "a batch is applied at or after its last event");
+        views.catalog.apply(&self.catalog, lsn)?;
+        views.state.apply(&self.state, lsn)?;
         Ok(())
     }
 }

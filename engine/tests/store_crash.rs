@@ -68,10 +68,7 @@ fn run_parent(kind: &str, test_name: &str) {
         let store = open(kind, dir.path()).expect("reopen after kill");
         let applied = store.applied_lsn().expect("lsn");
         eprintln!("{kind} round {round}: persisted {persisted}, reopened at {applied}");
-        assert!(
-            applied >= persisted,
-            "{kind}: applied {applied} < persisted {persisted}"
-        );
+        assert!(applied >= persisted, "{kind}: applied {applied} < persisted {persisted}");
         assert_state(&*store, applied);
         // The next child run (the next "process restart") continues from here; replay is
         // simulated by re-applying from 1, which must be a no-op up to `applied`.
@@ -86,13 +83,9 @@ fn run_parent(kind: &str, test_name: &str) {
 
 fn assert_state(store: &dyn Store, applied: Lsn) {
     assert!(applied > 0);
-    assert_eq!(
-        store.get(Keyspace::Meta, b"counter").expect("get"),
-        Some(applied.to_be_bytes().to_vec())
-    );
-    let want: Vec<(Vec<u8>, Vec<u8>)> = (applied.saturating_sub(WINDOW) + 1..=applied)
-        .map(|l| (l.to_be_bytes().to_vec(), value(l)))
-        .collect();
+    assert_eq!(store.get(Keyspace::Meta, b"counter").expect("get"), Some(applied.to_be_bytes().to_vec()));
+    let want: Vec<(Vec<u8>, Vec<u8>)> =
+        (applied.saturating_sub(WINDOW) + 1..=applied).map(|l| (l.to_be_bytes().to_vec(), value(l))).collect();
     let mut got = Vec::new();
     store
         .for_each(Keyspace::Payments, &mut |k, v| {
@@ -142,11 +135,7 @@ fn crash_once(dir: &Path, test_name: &str, round: u32) -> Lsn {
     child.kill().expect("SIGKILL child");
     let status = child.wait().expect("wait child");
     drop(reader);
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGKILL),
-        "child was not killed by SIGKILL: {status:?}"
-    );
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "child was not killed by SIGKILL: {status:?}");
     assert!(seen >= wanted, "child stopped before {wanted} checkpoints");
     persisted
 }

@@ -39,11 +39,7 @@ fn key() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
-    prop_oneof![
-        Just(Bound::Unbounded),
-        key().prop_map(Bound::Included),
-        key().prop_map(Bound::Excluded),
-    ]
+    prop_oneof![Just(Bound::Unbounded), key().prop_map(Bound::Included), key().prop_map(Bound::Excluded),]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -79,13 +75,7 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
     }
 }
 
-fn model_range(
-    m: &BTreeMap<Vec<u8>, Vec<u8>>,
-    a: &Bound<Vec<u8>>,
-    b: &Bound<Vec<u8>>,
-    reverse: bool,
-    limit: usize,
-) -> Entries {
+fn model_range(m: &BTreeMap<Vec<u8>, Vec<u8>>, a: &Bound<Vec<u8>>, b: &Bound<Vec<u8>>, reverse: bool, limit: usize) -> Entries {
     // Filter instead of BTreeMap::range, which panics on inverted bounds.
     let inside = |k: &Vec<u8>| {
         let lo = match a {
@@ -102,11 +92,7 @@ fn model_range(
     };
     let all = m.iter().filter(|(k, _)| inside(k));
     let pick = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-    if reverse {
-        all.rev().take(limit).map(pick).collect()
-    } else {
-        all.take(limit).map(pick).collect()
-    }
+    if reverse { all.rev().take(limit).map(pick).collect() } else { all.take(limit).map(pick).collect() }
 }
 
 fn to_batch(ops: &[Op]) -> WriteBatch {
@@ -121,10 +107,7 @@ fn to_batch(ops: &[Op]) -> WriteBatch {
 }
 
 fn open_both(dir: &Path) -> [Arc<dyn Store>; 2] {
-    [
-        open_fjall(&dir.join("fjall"), CACHE_BYTES).expect("open fjall"),
-        open_redb(&dir.join("store.redb"), CACHE_BYTES).expect("open redb"),
-    ]
+    [open_fjall(&dir.join("fjall"), CACHE_BYTES).expect("open fjall"), open_redb(&dir.join("store.redb"), CACHE_BYTES).expect("open redb")]
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -147,12 +130,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     // Rejected as a whole: nothing written, LSN unchanged.
                     for s in &stores {
                         let res = s.apply(&batch, lsn + 1);
-                        prop_assert!(
-                            matches!(res, Err(StoreError::InvalidKey { len_bytes: 0, .. })),
-                            "{:?}: {:?}",
-                            s.kind(),
-                            res
-                        );
+                        prop_assert!(matches!(res, Err(StoreError::InvalidKey { len_bytes: 0, .. })), "{:?}: {:?}", s.kind(), res);
                     }
                     continue;
                 }
@@ -187,30 +165,20 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Range(i, a, b, reverse, limit) => {
                 let want = model_range(&model[i], &a, &b, reverse, limit);
                 for s in &stores {
-                    let got = s
-                        .range(SPACES[i], as_ref(&a), as_ref(&b), reverse, limit)
-                        .expect("range");
+                    let got = s.range(SPACES[i], as_ref(&a), as_ref(&b), reverse, limit).expect("range");
                     prop_assert_eq!(&got, &want, "{:?}", s.kind());
                 }
             }
             Step::Prefix(i, p, limit) => {
-                let want: Entries = model[i]
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&p))
-                    .take(limit)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
+                let want: Entries =
+                    model[i].iter().filter(|(k, _)| k.starts_with(&p)).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect();
                 for s in &stores {
                     let got = s.prefix(SPACES[i], &p, limit).expect("prefix");
                     prop_assert_eq!(&got, &want, "{:?}", s.kind());
                 }
             }
             Step::ForEach(i, stop_after) => {
-                let want: Entries = model[i]
-                    .iter()
-                    .take(stop_after.max(1))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
+                let want: Entries = model[i].iter().take(stop_after.max(1)).map(|(k, v)| (k.clone(), v.clone())).collect();
                 for s in &stores {
                     let mut got = Vec::new();
                     s.for_each(SPACES[i], &mut |k, v| {

@@ -6,9 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kassa_engine::store::{
-    Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb,
-};
+use kassa_engine::store::{Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb};
 
 const CACHE_BYTES: u64 = 8 << 20;
 
@@ -36,10 +34,7 @@ fn for_both(check: fn(&Path, Opener)) {
 }
 
 fn kv(pairs: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_vec(), v.to_vec()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
 }
 
 fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<Vec<u8>> {
@@ -81,41 +76,23 @@ fn check_put_get_delete_and_order_within_batch(dir: &Path, open: Opener) {
     s.apply(&b, 1).expect("apply");
     assert_eq!(s.applied_lsn().expect("lsn"), 1);
 
-    assert_eq!(
-        s.get(Keyspace::Products, b"a").expect("get"),
-        Some(b"1bis".to_vec())
-    );
-    assert_eq!(
-        s.get(Keyspace::Products, b"b").expect("get"),
-        Some(b"2".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Products, b"a").expect("get"), Some(b"1bis".to_vec()));
+    assert_eq!(s.get(Keyspace::Products, b"b").expect("get"), Some(b"2".to_vec()));
     assert_eq!(s.get(Keyspace::Products, b"c").expect("get"), None);
-    assert_eq!(
-        s.get(Keyspace::Products, b"d").expect("get"),
-        Some(b"4".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Products, b"d").expect("get"), Some(b"4".to_vec()));
     // Keyspaces are separate namespaces.
-    assert_eq!(
-        s.get(Keyspace::Baskets, b"a").expect("get"),
-        Some(b"basket".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Baskets, b"a").expect("get"), Some(b"basket".to_vec()));
     assert_eq!(s.get(Keyspace::Baskets, b"b").expect("get"), None);
 
     let mut del = WriteBatch::new();
     del.delete(Keyspace::Products, b"a");
     s.apply(&del, 2).expect("apply");
     assert_eq!(s.get(Keyspace::Products, b"a").expect("get"), None);
-    assert_eq!(
-        s.get(Keyspace::Baskets, b"a").expect("get"),
-        Some(b"basket".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Baskets, b"a").expect("get"), Some(b"basket".to_vec()));
 
     // Empty values and binary keys round-trip.
     apply_puts(&*s, Keyspace::Meta, &[(&[0, 0xFF, 0], b"")], 3);
-    assert_eq!(
-        s.get(Keyspace::Meta, &[0, 0xFF, 0]).expect("get"),
-        Some(Vec::new())
-    );
+    assert_eq!(s.get(Keyspace::Meta, &[0, 0xFF, 0]).expect("get"), Some(Vec::new()));
 }
 
 fn check_apply_is_monotonic(dir: &Path, open: Opener) {
@@ -125,55 +102,29 @@ fn check_apply_is_monotonic(dir: &Path, open: Opener) {
     apply_puts(&*s, Keyspace::Users, &[(b"u", b"again")], 5);
     apply_puts(&*s, Keyspace::Users, &[(b"u", b"older"), (b"x", b"x")], 3);
     assert_eq!(s.applied_lsn().expect("lsn"), 5);
-    assert_eq!(
-        s.get(Keyspace::Users, b"u").expect("get"),
-        Some(b"five".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Users, b"u").expect("get"), Some(b"five".to_vec()));
     assert_eq!(s.get(Keyspace::Users, b"x").expect("get"), None);
     // An empty batch still advances the LSN (a journal record with no store effect).
     s.apply(&WriteBatch::new(), 9).expect("apply");
     assert_eq!(s.applied_lsn().expect("lsn"), 9);
     apply_puts(&*s, Keyspace::Users, &[(b"u", b"ten")], 10);
-    assert_eq!(
-        s.get(Keyspace::Users, b"u").expect("get"),
-        Some(b"ten".to_vec())
-    );
+    assert_eq!(s.get(Keyspace::Users, b"u").expect("get"), Some(b"ten".to_vec()));
     assert_eq!(s.applied_lsn().expect("lsn"), 10);
 }
 
 fn check_range_bounds_reverse_and_limit(dir: &Path, open: Opener) {
     let s = open(dir).expect("open");
     let ks = Keyspace::ProductsByPrice;
-    apply_puts(
-        &*s,
-        ks,
-        &[
-            (b"a", b"1"),
-            (b"b", b"2"),
-            (b"c", b"3"),
-            (b"d", b"4"),
-            (b"e", b"5"),
-        ],
-        1,
-    );
+    apply_puts(&*s, ks, &[(b"a", b"1"), (b"b", b"2"), (b"c", b"3"), (b"d", b"4"), (b"e", b"5")], 1);
     let r = |start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool, limit: usize| {
         keys(&s.range(ks, start, end, reverse, limit).expect("range"))
     };
     let v = |ks: &[&[u8]]| ks.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
-    assert_eq!(
-        s.range(ks, Unbounded, Unbounded, false, 2).expect("range"),
-        kv(&[(b"a", b"1"), (b"b", b"2")])
-    );
+    assert_eq!(s.range(ks, Unbounded, Unbounded, false, 2).expect("range"), kv(&[(b"a", b"1"), (b"b", b"2")]));
     assert_eq!(r(Unbounded, Unbounded, true, 2), v(&[b"e", b"d"]));
-    assert_eq!(
-        r(Included(b"b"), Included(b"d"), false, 10),
-        v(&[b"b", b"c", b"d"])
-    );
+    assert_eq!(r(Included(b"b"), Included(b"d"), false, 10), v(&[b"b", b"c", b"d"]));
     assert_eq!(r(Excluded(b"b"), Excluded(b"d"), false, 10), v(&[b"c"]));
-    assert_eq!(
-        r(Included(b"b"), Excluded(b"e"), true, 10),
-        v(&[b"d", b"c", b"b"])
-    );
+    assert_eq!(r(Included(b"b"), Excluded(b"e"), true, 10), v(&[b"d", b"c", b"b"]));
     assert_eq!(r(Included(b"bb"), Unbounded, true, 1), v(&[b"e"]));
     assert_eq!(r(Unbounded, Excluded(b"c"), true, 10), v(&[b"b", b"a"]));
     assert_eq!(r(Included(b"c"), Included(b"c"), false, 10), v(&[b"c"]));
@@ -204,22 +155,13 @@ fn check_prefix(dir: &Path, open: Opener) {
         1,
     );
     let p = |prefix: &[u8], limit: usize| keys(&s.prefix(ks, prefix, limit).expect("prefix"));
-    assert_eq!(
-        p(b"books/", 10),
-        vec![b"books/1".to_vec(), b"books/2".to_vec()]
-    );
+    assert_eq!(p(b"books/", 10), vec![b"books/1".to_vec(), b"books/2".to_vec()]);
     assert_eq!(p(b"books/", 1), vec![b"books/1".to_vec()]);
-    assert_eq!(
-        p(b"books", 10),
-        vec![b"books/1".to_vec(), b"books/2".to_vec(), b"booksx".to_vec()]
-    );
+    assert_eq!(p(b"books", 10), vec![b"books/1".to_vec(), b"books/2".to_vec(), b"booksx".to_vec()]);
     assert!(p(b"garden", 10).is_empty());
     assert!(p(b"books/", 0).is_empty());
     // A prefix of 0xFF bytes has no finite upper bound.
-    assert_eq!(
-        p(&[0xFF, 0xFF], 10),
-        vec![vec![0xFF, 0xFF], vec![0xFF, 0xFF, 1]]
-    );
+    assert_eq!(p(&[0xFF, 0xFF], 10), vec![vec![0xFF, 0xFF], vec![0xFF, 0xFF, 1]]);
     assert_eq!(p(&[0xFF], 10).len(), 3);
     // The empty prefix matches everything.
     assert_eq!(p(b"", 100).len(), 8);
@@ -241,9 +183,7 @@ fn check_for_each_streams_in_order_and_stops(dir: &Path, open: Opener) {
         true
     })
     .expect("for_each");
-    let want: Vec<_> = (0u64..300)
-        .map(|i| (i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec()))
-        .collect();
+    let want: Vec<_> = (0u64..300).map(|i| (i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec())).collect();
     assert_eq!(seen, want);
 
     let mut calls = 0;
@@ -265,9 +205,7 @@ fn check_persist_then_reopen_keeps_everything(dir: &Path, open: Opener) {
     }
     let s = open(dir).expect("reopen");
     assert_eq!(s.applied_lsn().expect("lsn"), 20);
-    let all = s
-        .range(Keyspace::Payments, Unbounded, Unbounded, false, 100)
-        .expect("range");
+    let all = s.range(Keyspace::Payments, Unbounded, Unbounded, false, 100).expect("range");
     assert_eq!(all.len(), 20);
     // Writing continues where it left off.
     apply_puts(&*s, Keyspace::Payments, &[(b"z", b"z")], 21);
@@ -278,10 +216,7 @@ fn check_persist_then_reopen_keeps_everything(dir: &Path, open: Opener) {
 /// applied LSN `l` holds exactly keys 1..=l and counter l.
 fn assert_consistent(s: &dyn Store, at_least: Lsn) -> Lsn {
     let applied = s.applied_lsn().expect("lsn");
-    assert!(
-        applied >= at_least,
-        "applied {applied} < durable {at_least}"
-    );
+    assert!(applied >= at_least, "applied {applied} < durable {at_least}");
     let counter = s.get(Keyspace::Meta, b"counter").expect("get");
     if applied == 0 {
         assert_eq!(counter, None);
@@ -349,21 +284,13 @@ fn check_concurrent_readers_see_committed_states(dir: &Path, open: Opener) {
                         break;
                     }
                     let floor = acked.load(Ordering::Acquire);
-                    let all = s
-                        .range(ks, Unbounded, Unbounded, false, 100)
-                        .expect("range");
+                    let all = s.range(ks, Unbounded, Unbounded, false, 100).expect("range");
                     if floor > 0 {
                         assert_eq!(all.len() as u64, KEYS);
                     }
-                    let values: Vec<u64> = all
-                        .iter()
-                        .map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().expect("8")))
-                        .collect();
+                    let values: Vec<u64> = all.iter().map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().expect("8"))).collect();
                     // One range call is one snapshot: every key carries the same batch number.
-                    assert!(
-                        values.windows(2).all(|w| w[0] == w[1]),
-                        "torn read {values:?}"
-                    );
+                    assert!(values.windows(2).all(|w| w[0] == w[1]), "torn read {values:?}");
                     if let Some(&v) = values.first() {
                         assert!(v >= floor, "read {v} older than acknowledged {floor}");
                         assert!(v >= last_seen, "went back in time: {v} < {last_seen}");
@@ -411,47 +338,22 @@ fn check_bad_input_is_an_error_not_a_panic(dir: &Path, open: Opener) {
         b.put(Keyspace::Users, b"good", b"2");
         b.delete(Keyspace::Users, bad_key);
         let res = s.apply(&b, 2);
-        assert!(
-            matches!(
-                res,
-                Err(StoreError::InvalidKey {
-                    keyspace: "users",
-                    ..
-                })
-            ),
-            "{res:?}"
-        );
+        assert!(matches!(res, Err(StoreError::InvalidKey { keyspace: "users", .. })), "{res:?}");
         // Nothing of the rejected batch was written and the LSN did not move.
         assert_eq!(s.get(Keyspace::Users, b"good").expect("get"), None);
         assert_eq!(s.applied_lsn().expect("lsn"), 1);
         assert_eq!(s.get(Keyspace::Users, bad_key).expect("get"), None);
-        assert!(
-            s.prefix(Keyspace::Users, bad_key, 10)
-                .expect("prefix")
-                .len()
-                <= 2
-        );
+        assert!(s.prefix(Keyspace::Users, bad_key, 10).expect("prefix").len() <= 2);
     }
     // Over-long bounds behave like their clamped equivalents.
     let max_key = vec![b'k'; MAX_KEY_BYTES];
     apply_puts(&*s, Keyspace::Users, &[(&max_key, b"m"), (b"z", b"z")], 2);
-    let r = s
-        .range(Keyspace::Users, Included(&long), Unbounded, false, 10)
-        .expect("range");
+    let r = s.range(Keyspace::Users, Included(&long), Unbounded, false, 10).expect("range");
     assert_eq!(keys(&r), vec![b"z".to_vec()]);
-    let r = s
-        .range(Keyspace::Users, Unbounded, Excluded(&long), false, 10)
-        .expect("range");
+    let r = s.range(Keyspace::Users, Unbounded, Excluded(&long), false, 10).expect("range");
     assert_eq!(keys(&r), vec![b"kept".to_vec(), max_key.clone()]);
-    assert!(
-        s.prefix(Keyspace::Users, &long, 10)
-            .expect("prefix")
-            .is_empty()
-    );
-    assert_eq!(
-        s.get(Keyspace::Users, &max_key).expect("get"),
-        Some(b"m".to_vec())
-    );
+    assert!(s.prefix(Keyspace::Users, &long, 10).expect("prefix").is_empty());
+    assert_eq!(s.get(Keyspace::Users, &max_key).expect("get"), Some(b"m".to_vec()));
 }
 
 #[test]

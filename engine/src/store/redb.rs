@@ -181,7 +181,7 @@ impl Store for RedbStore {
         let mut txn = self.db.begin_write().map_err(|e| StoreError::redb("begin_write", None, e))?;
         txn.set_durability(Durability::Immediate).map_err(|e| StoreError::redb("set durability", None, e))?;
         // Save the allocator state so reopening after a crash does not walk the whole file.
-        txn.set_quick_repair(false);
+        txn.set_quick_repair(true);
         txn.commit().map_err(|e| StoreError::redb("commit", None, e))?;
         Ok(lsn)
     }
