@@ -968,7 +968,10 @@ impl Core {
         };
         match (p.status, p.holding) {
             // Another process call is committing this payment: wait for its outcome instead of selling twice.
-            (PaymentStatus::Processing, Holding::Committing) | (PaymentStatus::Pending, Holding::Reserving) => {
+            (PaymentStatus::Pending, Holding::Reserving) => {
+                Some(Err(EngineError::conflict("payment cannot be processed yet: its stock is still being reserved")))
+            }
+            (PaymentStatus::Processing, Holding::Committing) => {
                 self.waiters.entry(p.id.clone()).or_default().push(token);
                 None
             }

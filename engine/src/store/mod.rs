@@ -159,9 +159,6 @@ pub enum StoreError {
     InvalidKey { keyspace: &'static str, len_bytes: usize },
     #[error("value too large for keyspace {keyspace}: {len_bytes} bytes (max {MAX_VALUE_BYTES})")]
     ValueTooLarge { keyspace: &'static str, len_bytes: usize },
-    /// A caller could not decode a stored value (the store itself never decodes values).
-    #[error("cannot decode stored record: {0}")]
-    Decode(String),
 }
 
 fn keyspace_suffix(ks: Option<&'static str>) -> String {
@@ -208,14 +205,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically applies the batch and records `lsn` as applied. Monotonic: if `lsn` is not
     /// greater than [`Store::applied_lsn`] this is a no-op returning Ok, so replay is
-    /// idempotent. Does not sync.
+    /// idempotent. Does not sync. A batch with an empty or over-long key (see
+    /// [`MAX_KEY_BYTES`]) is refused whole with [`StoreError::InvalidKey`].
+    ///
+    /// What survives a crash without a later `persist` differs: redb keeps nothing after the
+    /// last checkpoint, fjall keeps whatever its journal had handed to the OS. Either way the
+    /// store reopens at one consistent LSN.
     fn apply(&self, batch: &WriteBatch, lsn: Lsn) -> Result<(), StoreError>;
 
     /// The last applied LSN; 0 for a fresh store.
     fn applied_lsn(&self) -> Result<Lsn, StoreError>;
 
     /// Checkpoint: everything applied so far becomes durable; returns the LSN that is now
-    /// durable (at least the LSN applied when the call started).
+    /// durable (at least the LSN applied when the call started). May block `apply` for its
+    /// duration (redb: one write transaction at a time; fjall: the journal lock).
     fn persist(&self) -> Result<Lsn, StoreError>;
 }
 
