@@ -4,20 +4,13 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = [
-        "proto/product.proto",
-        "proto/basket.proto",
-        "proto/payment.proto",
-    ];
+    let protos = ["proto/product.proto", "proto/basket.proto", "proto/payment.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("kassa_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .build_server(true)
-        .build_client(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
     Ok(())
 }

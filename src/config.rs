@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kassa_api::ApiConfig;
 use kassa_engine::{Currency, Durability, EngineConfig, IoMode, StoreChoice};
+use kassa_gateway::GatewayConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -28,6 +29,8 @@ pub struct Config {
     pub log: LogConfig,
     pub engine: EngineSettings,
     pub api: ApiConfig,
+    /// The built-in gateway (rate limits, users and JWT, CORS, upstreams for `kassa gateway`).
+    pub gateway: GatewayConfig,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -107,16 +110,14 @@ impl Default for Config {
             log: LogConfig::default(),
             engine: EngineSettings::default(),
             api: ApiConfig::default(),
+            gateway: GatewayConfig::default(),
         }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: LogFormat::Json,
-        }
+        LogConfig { level: "info".into(), format: LogFormat::Json }
     }
 }
 
@@ -140,19 +141,9 @@ impl Default for EngineSettings {
 
 #[derive(Debug)]
 pub enum ConfigError {
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
-    Env {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
+    Read { path: PathBuf, source: std::io::Error },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Env { name: &'static str, value: String, reason: String },
     Invalid(String),
 }
 
@@ -166,11 +157,7 @@ impl std::fmt::Display for ConfigError {
             ConfigError::Parse { path, source } => {
                 write!(f, "invalid config file {}: {source}", path.display())
             }
-            ConfigError::Env {
-                name,
-                value,
-                reason,
-            } => write!(f, "invalid environment variable {name}={value}: {reason}"),
+            ConfigError::Env { name, value, reason } => write!(f, "invalid environment variable {name}={value}: {reason}"),
             ConfigError::Invalid(text) => write!(f, "invalid setting: {text}"),
         }
     }
@@ -221,18 +208,11 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
-fn env_port(
-    name: &'static str,
-    get: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<u16>, ConfigError> {
+fn env_port(name: &'static str, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<u16>, ConfigError> {
     match get(name) {
         None => Ok(None),
         Some(v) if v.is_empty() => Ok(None),
-        Some(v) => v.parse::<u16>().map(Some).map_err(|e| ConfigError::Env {
-            name,
-            value: v,
-            reason: e.to_string(),
-        }),
+        Some(v) => v.parse::<u16>().map(Some).map_err(|e| ConfigError::Env { name, value: v, reason: e.to_string() }),
     }
 }
 
@@ -242,10 +222,7 @@ impl Config {
         Config::load_with(o, &|name| std::env::var(name).ok())
     }
 
-    pub fn load_with(
-        o: &Overrides,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with(o: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut c = match &o.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
@@ -264,11 +241,7 @@ impl Config {
                 "json" => LogFormat::Json,
                 "text" => LogFormat::Text,
                 _ => {
-                    return Err(ConfigError::Env {
-                        name: "LOG_FORMAT",
-                        value: format,
-                        reason: "expected json or text".into(),
-                    });
+                    return Err(ConfigError::Env { name: "LOG_FORMAT", value: format, reason: "expected json or text".into() });
                 }
             };
         }
@@ -307,33 +280,19 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source: Box::new(source) })
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         if self.engine.shards > 1024 {
-            return Err(ConfigError::Invalid(format!(
-                "engine.shards must be at most 1024, got {}",
-                self.engine.shards
-            )));
+            return Err(ConfigError::Invalid(format!("engine.shards must be at most 1024, got {}", self.engine.shards)));
         }
         if Currency::from_code(&self.engine.currency).is_none() {
-            return Err(ConfigError::Invalid(format!(
-                "engine.currency {} is not a supported ISO 4217 code",
-                self.engine.currency
-            )));
+            return Err(ConfigError::Invalid(format!("engine.currency {} is not a supported ISO 4217 code", self.engine.currency)));
         }
-        if self.api.body_limit_bytes == 0
-            || self.api.page_limit_default == 0
-            || self.api.page_limit_max == 0
-        {
+        self.gateway.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.api.body_limit_bytes == 0 || self.api.page_limit_default == 0 || self.api.page_limit_max == 0 {
             return Err(ConfigError::Invalid("api limits must be positive".into()));
         }
         Ok(())
@@ -366,12 +325,24 @@ impl Config {
         cfg
     }
 
-    pub fn listener_threads(&self) -> usize {
-        if self.listener_threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            self.listener_threads
+    /// The gateway's settings as the binary runs them: `--auth off` (or `auth = "off"`) turns
+    /// authentication off whatever `[gateway.auth]` says; users and the generated JWT secret live in the
+    /// data directory unless `[gateway] data_dir` says otherwise; secrets may come from the environment
+    /// (`KASSA_JWT_SECRET`, `KASSA_ADMIN_USER`, `KASSA_ADMIN_PASSWORD`).
+    pub fn gateway_config(&self) -> GatewayConfig {
+        let mut g = self.gateway.clone();
+        g.apply_env();
+        if self.auth == AuthMode::Off {
+            g.auth.enabled = false;
         }
+        if g.data_dir.is_none() {
+            g.data_dir = Some(self.data_dir.clone());
+        }
+        g
+    }
+
+    pub fn listener_threads(&self) -> usize {
+        if self.listener_threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.listener_threads }
     }
 }
 
@@ -393,12 +364,7 @@ mod tests {
             "LOG_FORMAT" => Some("text".to_string()),
             _ => None,
         };
-        let o = Overrides {
-            config: Some(file),
-            shards: Some(2),
-            auth: Some(AuthMode::Off),
-            ..Default::default()
-        };
+        let o = Overrides { config: Some(file), shards: Some(2), auth: Some(AuthMode::Off), ..Default::default() };
         let c = Config::load_with(&o, &env).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/tmp/k"));
         assert_eq!(c.http, "127.0.0.1:9100".parse::<SocketAddr>().unwrap());
@@ -421,19 +387,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, "no_such_setting = 1\n").unwrap();
-        let o = Overrides {
-            config: Some(file),
-            ..Default::default()
-        };
-        assert!(matches!(
-            Config::load_with(&o, &|_| None),
-            Err(ConfigError::Parse { .. })
-        ));
+        let o = Overrides { config: Some(file), ..Default::default() };
+        assert!(matches!(Config::load_with(&o, &|_| None), Err(ConfigError::Parse { .. })));
         let env = |name: &str| (name == "PORT").then(|| "eighty".to_string());
-        assert!(matches!(
-            Config::load_with(&Overrides::default(), &env),
-            Err(ConfigError::Env { .. })
-        ));
+        assert!(matches!(Config::load_with(&Overrides::default(), &env), Err(ConfigError::Env { .. })));
         let env = |name: &str| (name == "LOG_FORMAT").then(|| "xml".to_string());
         assert!(Config::load_with(&Overrides::default(), &env).is_err());
     }

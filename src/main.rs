@@ -1,9 +1,11 @@
 //! `kassa`: one binary that runs the whole commerce estate (engine, HTTP API, gRPC API).
 //!
 //! Structure: `main` parses the command line and loads the one [`config::Config`]; `serve` opens the
-//! engine, seeds the catalog, builds the routers with [`http_app`] / [`grpc_app`] (the places where
-//! gateway layers wrap the API), starts one listener per core for each protocol, prints the bound
-//! addresses, and on SIGTERM/SIGINT stops the listeners (in-flight requests finish) and then the engine.
+//! engine, seeds the catalog, builds the API routers with [`http_app`] / [`grpc_app`], wraps them once in
+//! the built-in gateway (`kassa_gateway::embedded`: auth, rate limits, CORS, metrics, health), starts one
+//! listener per core for each protocol, prints the bound addresses, and on SIGTERM/SIGINT stops the
+//! listeners (in-flight requests finish) and then the engine. `kassa gateway` runs only the gateway in
+//! front of remote nodes; `kassa token` prints a signed access token.
 
 mod config;
 mod seed;
@@ -20,11 +22,7 @@ use kassa_engine::Engine;
 use kassa_gateway::{Listeners, RouterFactory};
 
 #[derive(Parser)]
-#[command(
-    name = "kassa",
-    version,
-    about = "Kassa: one binary that runs a whole commerce estate"
-)]
+#[command(name = "kassa", version, about = "Kassa: one binary that runs a whole commerce estate")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -36,26 +34,58 @@ enum Cmd {
     Serve(Overrides),
     /// Print the effective configuration (defaults, file, environment, flags) as TOML.
     Config(Overrides),
+    /// Run only the gateway, in front of remote Kassa nodes (writes to the primary, reads spread).
+    Gateway(GatewayArgs),
+    /// Print a signed access token (same keys as `serve`: `[gateway.auth]`, or `<data_dir>/jwt.secret`).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    common: Overrides,
+    /// An upstream node: `http://HOST:PORT[,grpc=http://HOST:PORT][,weight=N][,primary]`. Repeatable;
+    /// the first is the primary unless one is marked. Replaces `[gateway] upstreams`.
+    #[arg(long = "upstream", value_name = "URL")]
+    upstreams: Vec<String>,
+    /// round_robin, least_connections or weighted_round_robin.
+    #[arg(long, value_name = "STRATEGY")]
+    strategy: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    common: Overrides,
+    /// user or admin.
+    #[arg(long, default_value = "user")]
+    role: String,
+    /// The token's subject (user name).
+    #[arg(long)]
+    subject: String,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Serve(o) => Config::load(&o)
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                init_logging(&cfg)?;
-                serve(cfg)
-            }),
-        Cmd::Config(o) => Config::load(&o)
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| {
-                println!(
-                    "{}",
-                    toml::to_string_pretty(&cfg).context("config cannot be shown as TOML")?
-                );
-                Ok(())
-            }),
+        Cmd::Serve(o) => Config::load(&o).map_err(anyhow::Error::from).and_then(|cfg| {
+            init_logging(&cfg)?;
+            serve(cfg)
+        }),
+        Cmd::Gateway(args) => Config::load(&args.common).map_err(anyhow::Error::from).and_then(|cfg| {
+            init_logging(&cfg)?;
+            gateway(cfg, &args.upstreams, args.strategy.as_deref())
+        }),
+        Cmd::Token(args) => Config::load(&args.common).map_err(anyhow::Error::from).and_then(|cfg| {
+            let role = kassa_gateway::Role::parse(&args.role).ok_or_else(|| anyhow::anyhow!("--role must be user or admin"))?;
+            let token = kassa_gateway::issue_token(&cfg.gateway_config(), role, &args.subject)?;
+            println!("{token}");
+            Ok(())
+        }),
+        Cmd::Config(o) => Config::load(&o).map_err(anyhow::Error::from).and_then(|cfg| {
+            println!("{}", toml::to_string_pretty(&cfg).context("config cannot be shown as TOML")?);
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -67,11 +97,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(cfg: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .with_context(|| format!("invalid log level {:?}", cfg.log.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cfg.log.level).with_context(|| format!("invalid log level {:?}", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match cfg.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -90,8 +118,7 @@ fn grpc_app(engine: &Engine, _cfg: &Config) -> Router {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let engine = Engine::open(cfg.engine_config())
-        .with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
+    let engine = Engine::open(cfg.engine_config()).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
     let info = engine.info();
     tracing::info!(shards = info.shards, recovery_ms = info.recovery.as_millis() as u64, io = info.io_backend, data_dir = %cfg.data_dir.display(), "engine open");
     if cfg.seed_catalog {
@@ -105,14 +132,21 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let cores = cfg.listener_threads();
-    let cfg = Arc::new(cfg);
+    // The gateway is built once (one user directory, one rate-limit table); every core serves a clone.
+    let front = match kassa_gateway::embedded(http_app(&engine, &cfg), grpc_app(&engine, &cfg), engine.clone(), &cfg.gateway_config()) {
+        Ok(front) => front,
+        Err(e) => {
+            engine.shutdown();
+            return Err(e.into());
+        }
+    };
     let http_factory: RouterFactory = {
-        let (engine, cfg) = (engine.clone(), cfg.clone());
-        Arc::new(move || http_app(&engine, &cfg))
+        let router = front.http.clone();
+        Arc::new(move || router.clone())
     };
     let grpc_factory: RouterFactory = {
-        let (engine, cfg) = (engine.clone(), cfg.clone());
-        Arc::new(move || grpc_app(&engine, &cfg))
+        let router = front.grpc.clone();
+        Arc::new(move || router.clone())
     };
     let http = match Listeners::start(cfg.http, cores, http_factory) {
         Ok(l) => l,
@@ -129,11 +163,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    println!(
-        "kassa listening http={} grpc={}",
-        http.local_addr(),
-        grpc.local_addr()
-    );
+    println!("kassa listening http={} grpc={}", http.local_addr(), grpc.local_addr());
     let _ = std::io::stdout().flush();
     tracing::info!(http = %http.local_addr(), grpc = %grpc.local_addr(), listeners = cores, auth = ?cfg.auth, "serving");
 
@@ -148,12 +178,42 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kassa gateway`: the gateway's layers in front of remote nodes; no engine in this process.
+fn gateway(cfg: Config, upstreams: &[String], strategy: Option<&str>) -> anyhow::Result<()> {
+    let mut g = cfg.gateway_config();
+    if !upstreams.is_empty() {
+        g.upstreams = upstreams.iter().map(|u| kassa_gateway::UpstreamConfig::parse(u)).collect::<Result<_, _>>()?;
+    }
+    if let Some(name) = strategy {
+        g.strategy = name.parse()?;
+    }
+    let front = kassa_gateway::standalone(&g)?;
+    let cores = cfg.listener_threads();
+    let serve_front = |router: Router| -> RouterFactory { Arc::new(move || router.clone()) };
+    let http = Listeners::start(cfg.http, cores, serve_front(front.http.clone()))?;
+    let grpc = match Listeners::start(cfg.grpc, cores, serve_front(front.grpc.clone())) {
+        Ok(l) => l,
+        Err(e) => {
+            http.shutdown(Duration::ZERO);
+            return Err(e.into());
+        }
+    };
+    println!("kassa listening http={} grpc={} mode=gateway", http.local_addr(), grpc.local_addr());
+    let _ = std::io::stdout().flush();
+    tracing::info!(http = %http.local_addr(), grpc = %grpc.local_addr(), upstreams = g.upstreams.len(), strategy = g.strategy.name(), "gateway serving");
+    match wait_for_signal() {
+        Ok(signal) => tracing::info!(signal, "shutting down"),
+        Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
+    }
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    http.shutdown(grace);
+    grpc.shutdown(grace);
+    Ok(())
+}
+
 /// Blocks until SIGTERM or SIGINT; returns the signal's name.
 fn wait_for_signal() -> anyhow::Result<&'static str> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("signal runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("signal runtime")?;
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;

@@ -29,7 +29,10 @@ async fn basket_endpoints() {
     let (status, b, text) = s.call("POST", "/baskets/alice/items", Some(json!({"product_id": 6, "quantity": 2}))).await;
     assert_eq!(status, 200, "{b}");
     assert_key_order(&text, BASKET_KEYS);
-    assert_eq!(b["items"][0], json!({"product_id": 6, "name": "The Great Gatsby", "price": 12.99, "quantity": 2, "subtotal": 25.98, "category": "Books"}));
+    assert_eq!(
+        b["items"][0],
+        json!({"product_id": 6, "name": "The Great Gatsby", "price": 12.99, "quantity": 2, "subtotal": 25.98, "category": "Books"})
+    );
     // The k6 script's body: extra fields are ignored, user_id matches the path.
     let k6 = json!({"user_id": "alice", "product_id": 7, "quantity": 1, "name": "Test Product", "price": 29.99, "category": "Electronics"});
     let (status, b) = s.send("POST", "/api/baskets/alice/items", Some(k6)).await;
@@ -40,7 +43,14 @@ async fn basket_endpoints() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = s.send("POST", "/baskets/alice/items", Some(json!({"product_id": 999, "quantity": 1}))).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("Not Found")));
-    for bad in [json!({"product_id": 6, "quantity": 0}), json!({"product_id": 6, "quantity": -1}), json!({"product_id": 6, "quantity": 1_000_000}), json!({"product_id": -6, "quantity": 1}), json!({"quantity": 1}), json!({"product_id": 6})] {
+    for bad in [
+        json!({"product_id": 6, "quantity": 0}),
+        json!({"product_id": 6, "quantity": -1}),
+        json!({"product_id": 6, "quantity": 1_000_000}),
+        json!({"product_id": -6, "quantity": 1}),
+        json!({"quantity": 1}),
+        json!({"product_id": 6}),
+    ] {
         let (status, body) = s.send("POST", "/baskets/alice/items", Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -67,7 +77,19 @@ async fn basket_endpoints() {
     let (status, none) = s.get("/baskets/alice/category/Sports").await;
     assert_eq!((status, none), (200, json!([])));
     let (_, stats, text) = s.call("GET", "/baskets/alice/stats", None).await;
-    assert_key_order(&text, &["user_id", "total_items", "unique_items", "total_value", "average_item_price", "categories", "most_expensive_item", "least_expensive_item"]);
+    assert_key_order(
+        &text,
+        &[
+            "user_id",
+            "total_items",
+            "unique_items",
+            "total_value",
+            "average_item_price",
+            "categories",
+            "most_expensive_item",
+            "least_expensive_item",
+        ],
+    );
     assert_eq!(
         stats,
         json!({"user_id": "alice", "total_items": 3, "unique_items": 2, "total_value": 40.97, "average_item_price": 20.49, "categories": 1, "most_expensive_item": 14.99, "least_expensive_item": 12.99})
@@ -114,10 +136,34 @@ async fn basket_endpoints() {
     assert_eq!(status, 404);
     let (status, body) = s.send("DELETE", "/baskets/nobody", None).await;
     assert_eq!((status, body), (200, json!({"message": "Basket deleted successfully"})), "deleting nothing is fine");
-    for path in ["/baskets/nobody/items", "/baskets/nobody/total", "/baskets/nobody/count", "/baskets/nobody/stats", "/baskets/nobody/expiry", "/baskets/nobody/history", "/baskets/nobody/category/x"] {
+    for path in [
+        "/baskets/nobody/items",
+        "/baskets/nobody/total",
+        "/baskets/nobody/count",
+        "/baskets/nobody/stats",
+        "/baskets/nobody/expiry",
+        "/baskets/nobody/history",
+        "/baskets/nobody/category/x",
+    ] {
         let (status, _) = s.get(path).await;
         assert_eq!(status, 404, "{path}");
     }
+    // Prices are bounded so that no basket total can overflow: an absurd price is a clean 400.
+    let (status, body) =
+        s.send("POST", "/products", Some(json!({"name": "Yacht", "price": 10_000_000_000_000u64, "stock": 1_000_000}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("price above"), "{body}");
+    // The most expensive product allowed, in the largest quantity, in a basket: fine.
+    let (status, big) = s.send("POST", "/products", Some(json!({"name": "Yacht", "price": 1_000_000_000u64, "stock": 1_000_000}))).await;
+    assert_eq!(status, 201, "{big}");
+    let (status, body) = s.send("POST", "/baskets/rich/items", Some(json!({"product_id": big["id"], "quantity": 10_000}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], json!(10_000_000_000_000u64));
+    let (status, body) = s.get("/baskets/rich/stats").await;
+    assert_eq!((status, body["total_value"].clone()), (200, json!(10_000_000_000_000u64)));
+    let (status, _) = s.get("/health").await;
+    assert_eq!(status, 200);
+
     let long = "u".repeat(200);
     let (status, _) = s.get(&format!("/baskets/{long}")).await;
     assert_eq!(status, 400, "user ids are bounded");

@@ -79,7 +79,11 @@ async fn product_endpoints() {
     let mut picked = ids(&body);
     picked.dedup();
     assert_eq!(picked.len(), 3);
-    for (path, message) in [("/products/random/0", "Count must be between 1 and 50"), ("/products/random/51", "Count must be between 1 and 50"), ("/products/random/x", "Count must be a valid number")] {
+    for (path, message) in [
+        ("/products/random/0", "Count must be between 1 and 50"),
+        ("/products/random/51", "Count must be between 1 and 50"),
+        ("/products/random/x", "Count must be a valid number"),
+    ] {
         let (status, body) = s.get(path).await;
         assert_eq!((status, body), (400, json!({"error": "Invalid count", "message": message})), "{path}");
     }
@@ -93,7 +97,10 @@ async fn product_endpoints() {
 
     let (status, body, text) = s.call("GET", "/products/stats", None).await;
     assert_eq!(status, 200);
-    assert_key_order(&text, &["total_products", "total_categories", "average_price", "total_value", "low_stock_products", "out_of_stock_products"]);
+    assert_key_order(
+        &text,
+        &["total_products", "total_categories", "average_price", "total_value", "low_stock_products", "out_of_stock_products"],
+    );
     assert_eq!(
         body,
         json!({"total_products": 10, "total_categories": 5, "average_price": 447.29, "total_value": 75172.5, "low_stock_products": 2, "out_of_stock_products": 0})
@@ -128,7 +135,9 @@ async fn product_endpoints() {
         json!({"name": "X", "price": 1, "stock": 1.5}),
         json!({"name": "X", "price": 1e300}),
     ];
-    let (status, text) = s.raw("POST", "/products", br#"{"name":"X","price":100000000000000000000}"#.to_vec(), &[("content-type", "application/json")]).await;
+    let (status, text) = s
+        .raw("POST", "/products", br#"{"name":"X","price":100000000000000000000}"#.to_vec(), &[("content-type", "application/json")])
+        .await;
     assert_eq!(status, 400, "{text}");
     for b in bad_bodies {
         let (status, body) = s.send("POST", "/products", Some(b.clone())).await;
@@ -141,7 +150,10 @@ async fn product_endpoints() {
     let update = json!({"name": "Widget 2", "price": 150, "stock": 3, "category": "Tools"});
     let (status, updated) = s.send("PUT", &format!("/products/{id}"), Some(update.clone())).await;
     assert_eq!(status, 200, "{updated}");
-    assert_eq!((updated["name"].as_str(), updated["price"].clone(), updated["description"].as_str()), (Some("Widget 2"), json!(150), Some("")));
+    assert_eq!(
+        (updated["name"].as_str(), updated["price"].clone(), updated["description"].as_str()),
+        (Some("Widget 2"), json!(150), Some(""))
+    );
     assert_eq!(updated["created_at"], created["created_at"], "created_at preserved");
     let (status, body) = s.send("PUT", &format!("/products/{id}"), Some(json!({"id": id + 1, "name": "Y", "price": 1}))).await;
     assert_eq!(status, 400, "body id must match the path: {body}");

@@ -56,14 +56,8 @@ mod tests {
 
     #[test]
     fn rules() {
-        let user = Actor {
-            subject: "u1".into(),
-            admin: false,
-        };
-        let admin = Actor {
-            subject: "root".into(),
-            admin: true,
-        };
+        let user = Actor { subject: "u1".into(), admin: false };
+        let admin = Actor { subject: "root".into(), admin: true };
         assert!(authorize(None, Need::Admin).is_ok());
         assert!(authorize(Some(&admin), Need::Owner("u1")).is_ok());
         assert!(authorize(Some(&user), Need::Owner("u1")).is_ok());

@@ -32,23 +32,11 @@ struct Envelope<'a> {
 impl ApiError {
     /// An error whose label is the status's reason phrase (the old use-case errors).
     pub fn status(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            error: status.canonical_reason().unwrap_or("Error").to_string(),
-            message: message.into(),
-        }
+        ApiError { status, error: status.canonical_reason().unwrap_or("Error").to_string(), message: message.into() }
     }
     /// An input error with a fixed label (the old handler errors, e.g. "Invalid product ID").
-    pub fn labelled(
-        status: StatusCode,
-        error: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ApiError {
-        ApiError {
-            status,
-            error: error.into(),
-            message: message.into(),
-        }
+    pub fn labelled(status: StatusCode, error: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError { status, error: error.into(), message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::status(StatusCode::BAD_REQUEST, message)
@@ -86,16 +74,8 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = json_response(
-            self.status,
-            &Envelope {
-                error: &self.error,
-                message: &self.message,
-            },
-        );
-        response.extensions_mut().insert(ErrorInfo {
-            message: self.message,
-        });
+        let mut response = json_response(self.status, &Envelope { error: &self.error, message: &self.message });
+        response.extensions_mut().insert(ErrorInfo { message: self.message });
         response
     }
 }
@@ -105,9 +85,7 @@ pub fn grpc_status(e: EngineError) -> tonic::Status {
     let code = match e.kind {
         ErrorKind::Invalid => tonic::Code::InvalidArgument,
         ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::Conflict | ErrorKind::InsufficientStock | ErrorKind::Expired => {
-            tonic::Code::FailedPrecondition
-        }
+        ErrorKind::Conflict | ErrorKind::InsufficientStock | ErrorKind::Expired => tonic::Code::FailedPrecondition,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
     };

@@ -8,8 +8,7 @@
 use axum::Router;
 use kassa_engine::model::{Basket, Payment, Product, now_micros};
 use kassa_engine::{
-    Command, Currency, Engine, EngineError, IdempotencyKey, Page, PaymentInput, PaymentStatus,
-    ProductInput, ProductQuery, Reply, Request,
+    Command, Currency, Engine, EngineError, IdempotencyKey, Page, PaymentInput, PaymentStatus, ProductInput, ProductQuery, Reply, Request,
 };
 use prost::Message;
 use tonic::{Response, Status};
@@ -31,47 +30,22 @@ fn actor<T>(req: &tonic::Request<T>) -> Option<Actor> {
 }
 
 /// The `idempotency-key` metadata entry, fingerprinted with the RPC and the encoded request.
-fn idempotency<T: Message>(
-    req: &tonic::Request<T>,
-    rpc: &str,
-) -> Result<Option<IdempotencyKey>, Status> {
+fn idempotency<T: Message>(req: &tonic::Request<T>, rpc: &str) -> Result<Option<IdempotencyKey>, Status> {
     let Some(value) = req.metadata().get("idempotency-key") else {
         return Ok(None);
     };
     let bytes = value.as_bytes();
-    if bytes.is_empty()
-        || bytes.len() > crate::http::IDEMPOTENCY_KEY_MAX
-        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-    {
-        return Err(Status::invalid_argument(
-            "idempotency-key must be 1 to 128 visible ASCII characters",
-        ));
+    if bytes.is_empty() || bytes.len() > crate::http::IDEMPOTENCY_KEY_MAX || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Status::invalid_argument("idempotency-key must be 1 to 128 visible ASCII characters"));
     }
-    let scope = req
-        .extensions()
-        .get::<Actor>()
-        .map_or_else(|| "anonymous".to_string(), |a| a.subject.clone());
+    let scope = req.extensions().get::<Actor>().map_or_else(|| "anonymous".to_string(), |a| a.subject.clone());
     let fingerprint = wire::fnv1a(&[b"grpc", rpc.as_bytes(), &req.get_ref().encode_to_vec()]);
-    Ok(Some(IdempotencyKey {
-        scope,
-        key: String::from_utf8_lossy(bytes).into_owned(),
-        fingerprint,
-    }))
+    Ok(Some(IdempotencyKey { scope, key: String::from_utf8_lossy(bytes).into_owned(), fingerprint }))
 }
 
 impl Svc {
-    async fn run(
-        &self,
-        command: Command,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Reply, Status> {
-        self.engine
-            .execute(Request {
-                command,
-                idempotency,
-            })
-            .await
-            .map_err(grpc_status)
+    async fn run(&self, command: Command, idempotency: Option<IdempotencyKey>) -> Result<Reply, Status> {
+        self.engine.execute(Request { command, idempotency }).await.map_err(grpc_status)
     }
     fn currency(&self) -> Currency {
         self.engine.currency()
@@ -84,16 +58,11 @@ fn unexpected(reply: Reply) -> Status {
 }
 
 fn int32(value: i64, what: &str) -> Result<i32, Status> {
-    i32::try_from(value).map_err(|_| {
-        Status::out_of_range(format!("{what} {value} does not fit the protocol's int32"))
-    })
+    i32::try_from(value).map_err(|_| Status::out_of_range(format!("{what} {value} does not fit the protocol's int32")))
 }
 
 fn positive_id(id: i32, what: &str) -> Result<u64, Status> {
-    u64::try_from(id)
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive integer")))
+    u64::try_from(id).ok().filter(|v| *v > 0).ok_or_else(|| Status::invalid_argument(format!("{what} must be a positive integer")))
 }
 
 fn money_in(value: f64, c: Currency, what: &str) -> Result<i64, Status> {
@@ -118,19 +87,12 @@ fn product_pb(p: Product, c: Currency) -> Result<pb::Product, Status> {
 }
 
 fn product_list(products: Vec<Product>, c: Currency) -> R<pb::ListProductsResponse> {
-    let products = products
-        .into_iter()
-        .map(|p| product_pb(p, c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let products = products.into_iter().map(|p| product_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
     Ok(Response::new(pb::ListProductsResponse { products }))
 }
 
 /// Every product of a listing, page by page (bounded by the engine's deepest page).
-fn all_products(
-    engine: &Engine,
-    q: &ProductQuery,
-    cap: usize,
-) -> Result<Vec<Product>, EngineError> {
+fn all_products(engine: &Engine, q: &ProductQuery, cap: usize) -> Result<Vec<Product>, EngineError> {
     let step = kassa_engine::query::PAGE_LIMIT_MAX;
     let mut out = Vec::new();
     while out.len() < cap && out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
@@ -148,25 +110,13 @@ const LIST_MAX: usize = 100_000;
 
 #[tonic::async_trait]
 impl pb::product_service_server::ProductService for Svc {
-    async fn get_product(
-        &self,
-        req: tonic::Request<pb::GetProductRequest>,
-    ) -> R<pb::ProductResponse> {
+    async fn get_product(&self, req: tonic::Request<pb::GetProductRequest>) -> R<pb::ProductResponse> {
         let id = positive_id(req.get_ref().id, "id")?;
-        let p = self
-            .engine
-            .product(id)
-            .map_err(grpc_status)?
-            .ok_or_else(|| Status::not_found("product not found"))?;
-        Ok(Response::new(pb::ProductResponse {
-            product: Some(product_pb(p, self.currency())?),
-        }))
+        let p = self.engine.product(id).map_err(grpc_status)?.ok_or_else(|| Status::not_found("product not found"))?;
+        Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) }))
     }
 
-    async fn create_product(
-        &self,
-        req: tonic::Request<pb::CreateProductRequest>,
-    ) -> R<pb::ProductResponse> {
+    async fn create_product(&self, req: tonic::Request<pb::CreateProductRequest>) -> R<pb::ProductResponse> {
         authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "CreateProduct")?;
         let r = req.into_inner();
@@ -179,17 +129,12 @@ impl pb::product_service_server::ProductService for Svc {
             image_url: String::new(),
         };
         match self.run(Command::CreateProduct(input), key).await? {
-            Reply::Product(p) => Ok(Response::new(pb::ProductResponse {
-                product: Some(product_pb(p, self.currency())?),
-            })),
+            Reply::Product(p) => Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) })),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn update_product(
-        &self,
-        req: tonic::Request<pb::UpdateProductRequest>,
-    ) -> R<pb::ProductResponse> {
+    async fn update_product(&self, req: tonic::Request<pb::UpdateProductRequest>) -> R<pb::ProductResponse> {
         authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "UpdateProduct")?;
         let r = req.into_inner();
@@ -203,36 +148,23 @@ impl pb::product_service_server::ProductService for Svc {
             image_url: String::new(),
         };
         match self.run(Command::UpdateProduct { id, input }, key).await? {
-            Reply::Product(p) => Ok(Response::new(pb::ProductResponse {
-                product: Some(product_pb(p, self.currency())?),
-            })),
+            Reply::Product(p) => Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) })),
             other => Err(unexpected(other)),
         }
     }
 
-    async fn delete_product(
-        &self,
-        req: tonic::Request<pb::DeleteProductRequest>,
-    ) -> R<pb::DeleteProductResponse> {
+    async fn delete_product(&self, req: tonic::Request<pb::DeleteProductRequest>) -> R<pb::DeleteProductResponse> {
         authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "DeleteProduct")?;
         let id = positive_id(req.get_ref().id, "id")?;
         match self.run(Command::DeleteProduct { id }, key).await? {
             Reply::Deleted { existed: false } => Err(Status::not_found("product not found")),
-            _ => Ok(Response::new(pb::DeleteProductResponse {
-                message: "Product deleted successfully".into(),
-            })),
+            _ => Ok(Response::new(pb::DeleteProductResponse { message: "Product deleted successfully".into() })),
         }
     }
 
-    async fn list_products(
-        &self,
-        _req: tonic::Request<pb::ListProductsRequest>,
-    ) -> R<pb::ListProductsResponse> {
-        product_list(
-            all_products(&self.engine, &ProductQuery::All, LIST_MAX).map_err(grpc_status)?,
-            self.currency(),
-        )
+    async fn list_products(&self, _req: tonic::Request<pb::ListProductsRequest>) -> R<pb::ListProductsResponse> {
+        product_list(all_products(&self.engine, &ProductQuery::All, LIST_MAX).map_err(grpc_status)?, self.currency())
     }
 
     async fn get_top_most_expensive_products(
@@ -245,36 +177,19 @@ impl pb::product_service_server::ProductService for Svc {
             l => l as usize,
         };
         if limit == 0 {
-            return Ok(Response::new(pb::ListProductsResponse {
-                products: Vec::new(),
-            }));
+            return Ok(Response::new(pb::ListProductsResponse { products: Vec::new() }));
         }
-        product_list(
-            all_products(&self.engine, &ProductQuery::TopByPrice, limit).map_err(grpc_status)?,
-            self.currency(),
-        )
+        product_list(all_products(&self.engine, &ProductQuery::TopByPrice, limit).map_err(grpc_status)?, self.currency())
     }
 
-    async fn get_low_stock_products(
-        &self,
-        req: tonic::Request<pb::GetLowStockProductsRequest>,
-    ) -> R<pb::ListProductsResponse> {
+    async fn get_low_stock_products(&self, req: tonic::Request<pb::GetLowStockProductsRequest>) -> R<pb::ListProductsResponse> {
         let q = ProductQuery::StockAtMost(i64::from(req.get_ref().max_stock));
-        product_list(
-            all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?,
-            self.currency(),
-        )
+        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
     }
 
-    async fn get_products_by_category(
-        &self,
-        req: tonic::Request<pb::GetProductsByCategoryRequest>,
-    ) -> R<pb::ListProductsResponse> {
+    async fn get_products_by_category(&self, req: tonic::Request<pb::GetProductsByCategoryRequest>) -> R<pb::ListProductsResponse> {
         let q = ProductQuery::Category(req.into_inner().category);
-        product_list(
-            all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?,
-            self.currency(),
-        )
+        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
     }
 }
 
@@ -336,161 +251,69 @@ fn ok_basket(message: &str, basket: bpb::Basket) -> (bool, String, Option<bpb::B
 
 #[tonic::async_trait]
 impl bpb::basket_service_server::BasketService for Svc {
-    async fn get_basket(
-        &self,
-        req: tonic::Request<bpb::GetBasketRequest>,
-    ) -> R<bpb::GetBasketResponse> {
+    async fn get_basket(&self, req: tonic::Request<bpb::GetBasketRequest>) -> R<bpb::GetBasketResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let b = self
             .engine
             .basket(user_id)
             .map_err(grpc_status)?
             .ok_or_else(|| Status::not_found(format!("basket not found for user {user_id}")))?;
-        let (success, message, basket) = ok_basket(
-            "Basket retrieved successfully",
-            basket_pb(&b, self.currency())?,
-        );
-        Ok(Response::new(bpb::GetBasketResponse {
-            success,
-            message,
-            basket,
-        }))
+        let (success, message, basket) = ok_basket("Basket retrieved successfully", basket_pb(&b, self.currency())?);
+        Ok(Response::new(bpb::GetBasketResponse { success, message, basket }))
     }
 
-    async fn create_basket(
-        &self,
-        req: tonic::Request<bpb::CreateBasketRequest>,
-    ) -> R<bpb::CreateBasketResponse> {
+    async fn create_basket(&self, req: tonic::Request<bpb::CreateBasketRequest>) -> R<bpb::CreateBasketResponse> {
         let user_id = req.get_ref().user_id.clone();
-        let b = self
-            .basket_command(
-                &req,
-                "CreateBasket",
-                &user_id,
-                Command::CreateBasket {
-                    user_id: user_id.clone(),
-                },
-            )
-            .await?;
+        let b = self.basket_command(&req, "CreateBasket", &user_id, Command::CreateBasket { user_id: user_id.clone() }).await?;
         let (success, message, basket) = ok_basket("Basket created successfully", b);
-        Ok(Response::new(bpb::CreateBasketResponse {
-            success,
-            message,
-            basket,
-        }))
+        Ok(Response::new(bpb::CreateBasketResponse { success, message, basket }))
     }
 
-    async fn delete_basket(
-        &self,
-        req: tonic::Request<bpb::DeleteBasketRequest>,
-    ) -> R<bpb::DeleteBasketResponse> {
+    async fn delete_basket(&self, req: tonic::Request<bpb::DeleteBasketRequest>) -> R<bpb::DeleteBasketResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?.to_string();
         let key = idempotency(&req, "DeleteBasket")?;
         self.run(Command::DeleteBasket { user_id }, key).await?;
-        Ok(Response::new(bpb::DeleteBasketResponse {
-            success: true,
-            message: "Basket deleted successfully".into(),
-        }))
+        Ok(Response::new(bpb::DeleteBasketResponse { success: true, message: "Basket deleted successfully".into() }))
     }
 
     async fn add_item(&self, req: tonic::Request<bpb::AddItemRequest>) -> R<bpb::AddItemResponse> {
         let r = req.get_ref().clone();
-        let command = Command::AddItem {
-            user_id: r.user_id.clone(),
-            product_id: positive_id(r.product_id, "product_id")?,
-            quantity: i64::from(r.quantity),
-        };
-        let b = self
-            .basket_command(&req, "AddItem", &r.user_id, command)
-            .await?;
+        let product_id = positive_id(r.product_id, "product_id")?;
+        let command = Command::AddItem { user_id: r.user_id.clone(), product_id, quantity: i64::from(r.quantity) };
+        let b = self.basket_command(&req, "AddItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item added to basket successfully", b);
-        Ok(Response::new(bpb::AddItemResponse {
-            success,
-            message,
-            basket,
-        }))
+        Ok(Response::new(bpb::AddItemResponse { success, message, basket }))
     }
 
-    async fn update_item(
-        &self,
-        req: tonic::Request<bpb::UpdateItemRequest>,
-    ) -> R<bpb::UpdateItemResponse> {
+    async fn update_item(&self, req: tonic::Request<bpb::UpdateItemRequest>) -> R<bpb::UpdateItemResponse> {
         let r = req.get_ref().clone();
-        let command = Command::UpdateItem {
-            user_id: r.user_id.clone(),
-            product_id: positive_id(r.product_id, "product_id")?,
-            quantity: i64::from(r.quantity),
-        };
-        let b = self
-            .basket_command(&req, "UpdateItem", &r.user_id, command)
-            .await?;
+        let product_id = positive_id(r.product_id, "product_id")?;
+        let command = Command::UpdateItem { user_id: r.user_id.clone(), product_id, quantity: i64::from(r.quantity) };
+        let b = self.basket_command(&req, "UpdateItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item updated in basket successfully", b);
-        Ok(Response::new(bpb::UpdateItemResponse {
-            success,
-            message,
-            basket,
-        }))
+        Ok(Response::new(bpb::UpdateItemResponse { success, message, basket }))
     }
 
-    async fn remove_item(
-        &self,
-        req: tonic::Request<bpb::RemoveItemRequest>,
-    ) -> R<bpb::RemoveItemResponse> {
+    async fn remove_item(&self, req: tonic::Request<bpb::RemoveItemRequest>) -> R<bpb::RemoveItemResponse> {
         let r = req.get_ref().clone();
-        let command = Command::RemoveItem {
-            user_id: r.user_id.clone(),
-            product_id: positive_id(r.product_id, "product_id")?,
-        };
-        let b = self
-            .basket_command(&req, "RemoveItem", &r.user_id, command)
-            .await?;
+        let command = Command::RemoveItem { user_id: r.user_id.clone(), product_id: positive_id(r.product_id, "product_id")? };
+        let b = self.basket_command(&req, "RemoveItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item removed from basket successfully", b);
-        Ok(Response::new(bpb::RemoveItemResponse {
-            success,
-            message,
-            basket,
-        }))
+        Ok(Response::new(bpb::RemoveItemResponse { success, message, basket }))
     }
 
-    async fn clear_basket(
-        &self,
-        req: tonic::Request<bpb::ClearBasketRequest>,
-    ) -> R<bpb::ClearBasketResponse> {
+    async fn clear_basket(&self, req: tonic::Request<bpb::ClearBasketRequest>) -> R<bpb::ClearBasketResponse> {
         let user_id = req.get_ref().user_id.clone();
-        let b = self
-            .basket_command(
-                &req,
-                "ClearBasket",
-                &user_id,
-                Command::ClearBasket {
-                    user_id: user_id.clone(),
-                },
-            )
-            .await?;
+        let b = self.basket_command(&req, "ClearBasket", &user_id, Command::ClearBasket { user_id: user_id.clone() }).await?;
         let (success, message, basket) = ok_basket("Basket cleared successfully", b);
-        Ok(Response::new(bpb::ClearBasketResponse {
-            success,
-            message,
-            basket,
-        }))
+        Ok(Response::new(bpb::ClearBasketResponse { success, message, basket }))
     }
 
-    async fn health_check(
-        &self,
-        _req: tonic::Request<bpb::HealthCheckRequest>,
-    ) -> R<bpb::HealthCheckResponse> {
-        let (success, status) = if self.engine.is_open() {
-            (true, "healthy")
-        } else {
-            (false, "unhealthy")
-        };
+    async fn health_check(&self, _req: tonic::Request<bpb::HealthCheckRequest>) -> R<bpb::HealthCheckResponse> {
+        let (success, status) = if self.engine.is_open() { (true, "healthy") } else { (false, "unhealthy") };
         Ok(Response::new(bpb::HealthCheckResponse {
             success,
-            message: if success {
-                "Basket service is healthy".into()
-            } else {
-                "Basket service is shutting down".into()
-            },
+            message: if success { "Basket service is healthy".into() } else { "Basket service is shutting down".into() },
             service: "basket-service".into(),
             status: status.into(),
             timestamp: wire::rfc3339_seconds(now_micros()),
@@ -530,10 +353,7 @@ fn payment_pb(p: &Payment, shop: Currency) -> Result<ppb::Payment, Status> {
         description: p.description.clone(),
         created_at: wire::rfc3339_seconds(p.created_at),
         updated_at: wire::rfc3339_seconds(p.updated_at),
-        processed_at: p
-            .processed_at
-            .map(wire::rfc3339_seconds)
-            .unwrap_or_default(),
+        processed_at: p.processed_at.map(wire::rfc3339_seconds).unwrap_or_default(),
         expires_at: p.expires_at.map(wire::rfc3339_seconds).unwrap_or_default(),
         items,
     })
@@ -541,34 +361,17 @@ fn payment_pb(p: &Payment, shop: Currency) -> Result<ppb::Payment, Status> {
 
 impl Svc {
     /// Loads a payment and checks the caller may act on it.
-    fn payment_for(
-        &self,
-        actor: Option<&Actor>,
-        id: &str,
-        need_admin: bool,
-    ) -> Result<Payment, Status> {
+    fn payment_for(&self, actor: Option<&Actor>, id: &str, need_admin: bool) -> Result<Payment, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("payment_id is required"));
         }
-        let p = self
-            .engine
-            .payment(id)
-            .map_err(grpc_status)?
-            .ok_or_else(|| Status::not_found(format!("payment not found: {id}")))?;
-        let need = if need_admin {
-            Need::Admin
-        } else {
-            Need::Owner(&p.user_id)
-        };
+        let p = self.engine.payment(id).map_err(grpc_status)?.ok_or_else(|| Status::not_found(format!("payment not found: {id}")))?;
+        let need = if need_admin { Need::Admin } else { Need::Owner(&p.user_id) };
         authorize(actor, need).map_err(forbid)?;
         Ok(p)
     }
 
-    async fn payment_command(
-        &self,
-        command: Command,
-        key: Option<IdempotencyKey>,
-    ) -> Result<Option<ppb::Payment>, Status> {
+    async fn payment_command(&self, command: Command, key: Option<IdempotencyKey>) -> Result<Option<ppb::Payment>, Status> {
         match self.run(command, key).await? {
             Reply::Payment(p) => Ok(Some(payment_pb(&p, self.currency())?)),
             other => Err(unexpected(other)),
@@ -579,10 +382,7 @@ impl Svc {
         let step = kassa_engine::query::PAGE_LIMIT_MAX;
         let mut out = Vec::new();
         while out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
-            let page = self
-                .engine
-                .payments_by_user(user_id, Page::new(out.len(), step))
-                .map_err(grpc_status)?;
+            let page = self.engine.payments_by_user(user_id, Page::new(out.len(), step)).map_err(grpc_status)?;
             let n = page.len();
             out.extend(page);
             if n < step {
@@ -595,10 +395,7 @@ impl Svc {
 
 #[tonic::async_trait]
 impl ppb::payment_service_server::PaymentService for Svc {
-    async fn create_payment(
-        &self,
-        req: tonic::Request<ppb::CreatePaymentRequest>,
-    ) -> R<ppb::CreatePaymentResponse> {
+    async fn create_payment(&self, req: tonic::Request<ppb::CreatePaymentRequest>) -> R<ppb::CreatePaymentResponse> {
         user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let key = idempotency(&req, "CreatePayment")?;
         let r = req.into_inner();
@@ -614,20 +411,11 @@ impl ppb::payment_service_server::PaymentService for Svc {
             description: r.description,
             metadata: Vec::new(),
         };
-        let payment = self
-            .payment_command(Command::CreatePayment(input), key)
-            .await?;
-        Ok(Response::new(ppb::CreatePaymentResponse {
-            success: true,
-            message: "Payment created successfully".into(),
-            payment,
-        }))
+        let payment = self.payment_command(Command::CreatePayment(input), key).await?;
+        Ok(Response::new(ppb::CreatePaymentResponse { success: true, message: "Payment created successfully".into(), payment }))
     }
 
-    async fn get_payment(
-        &self,
-        req: tonic::Request<ppb::GetPaymentRequest>,
-    ) -> R<ppb::GetPaymentResponse> {
+    async fn get_payment(&self, req: tonic::Request<ppb::GetPaymentRequest>) -> R<ppb::GetPaymentResponse> {
         let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
         Ok(Response::new(ppb::GetPaymentResponse {
             success: true,
@@ -636,54 +424,24 @@ impl ppb::payment_service_server::PaymentService for Svc {
         }))
     }
 
-    async fn update_payment(
-        &self,
-        req: tonic::Request<ppb::UpdatePaymentRequest>,
-    ) -> R<ppb::UpdatePaymentResponse> {
+    async fn update_payment(&self, req: tonic::Request<ppb::UpdatePaymentRequest>) -> R<ppb::UpdatePaymentResponse> {
         let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
         let key = idempotency(&req, "UpdatePayment")?;
         let text = &req.get_ref().status;
-        let status = PaymentStatus::parse(text)
-            .ok_or_else(|| Status::invalid_argument(format!("invalid payment status: {text}")))?;
-        let payment = self
-            .payment_command(
-                Command::UpdatePayment {
-                    payment_id: p.id,
-                    status,
-                    metadata: None,
-                },
-                key,
-            )
-            .await?;
-        Ok(Response::new(ppb::UpdatePaymentResponse {
-            success: true,
-            message: "Payment updated successfully".into(),
-            payment,
-        }))
+        let status = PaymentStatus::parse(text).ok_or_else(|| Status::invalid_argument(format!("invalid payment status: {text}")))?;
+        let payment = self.payment_command(Command::UpdatePayment { payment_id: p.id, status, metadata: None }, key).await?;
+        Ok(Response::new(ppb::UpdatePaymentResponse { success: true, message: "Payment updated successfully".into(), payment }))
     }
 
-    async fn process_payment(
-        &self,
-        req: tonic::Request<ppb::ProcessPaymentRequest>,
-    ) -> R<ppb::ProcessPaymentResponse> {
+    async fn process_payment(&self, req: tonic::Request<ppb::ProcessPaymentRequest>) -> R<ppb::ProcessPaymentResponse> {
         let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
         let key = idempotency(&req, "ProcessPayment")?;
-        let command = Command::ProcessPayment {
-            payment_id: p.id,
-            provider_id: req.into_inner().provider_id,
-        };
+        let command = Command::ProcessPayment { payment_id: p.id, provider_id: req.into_inner().provider_id };
         let payment = self.payment_command(command, key).await?;
-        Ok(Response::new(ppb::ProcessPaymentResponse {
-            success: true,
-            message: "Payment processed successfully".into(),
-            payment,
-        }))
+        Ok(Response::new(ppb::ProcessPaymentResponse { success: true, message: "Payment processed successfully".into(), payment }))
     }
 
-    async fn refund_payment(
-        &self,
-        req: tonic::Request<ppb::RefundPaymentRequest>,
-    ) -> R<ppb::RefundPaymentResponse> {
+    async fn refund_payment(&self, req: tonic::Request<ppb::RefundPaymentRequest>) -> R<ppb::RefundPaymentResponse> {
         let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
         let key = idempotency(&req, "RefundPayment")?;
         let r = req.into_inner();
@@ -691,41 +449,19 @@ impl ppb::payment_service_server::PaymentService for Svc {
         if minor < 0 {
             return Err(Status::invalid_argument("refund amount cannot be negative"));
         }
-        let command = Command::RefundPayment {
-            payment_id: p.id,
-            amount: (minor > 0).then_some(minor),
-            reason: r.reason,
-        };
+        let command = Command::RefundPayment { payment_id: p.id, amount: (minor > 0).then_some(minor), reason: r.reason };
         let payment = self.payment_command(command, key).await?;
-        Ok(Response::new(ppb::RefundPaymentResponse {
-            success: true,
-            message: "Payment refunded successfully".into(),
-            payment,
-        }))
+        Ok(Response::new(ppb::RefundPaymentResponse { success: true, message: "Payment refunded successfully".into(), payment }))
     }
 
-    async fn get_payments_by_user(
-        &self,
-        req: tonic::Request<ppb::GetPaymentsByUserRequest>,
-    ) -> R<ppb::GetPaymentsByUserResponse> {
+    async fn get_payments_by_user(&self, req: tonic::Request<ppb::GetPaymentsByUserRequest>) -> R<ppb::GetPaymentsByUserResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let c = self.currency();
-        let payments = self
-            .user_payments(user_id)?
-            .iter()
-            .map(|p| payment_pb(p, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Response::new(ppb::GetPaymentsByUserResponse {
-            success: true,
-            message: "Payments retrieved successfully".into(),
-            payments,
-        }))
+        let payments = self.user_payments(user_id)?.iter().map(|p| payment_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(ppb::GetPaymentsByUserResponse { success: true, message: "Payments retrieved successfully".into(), payments }))
     }
 
-    async fn get_payment_stats(
-        &self,
-        req: tonic::Request<ppb::GetPaymentStatsRequest>,
-    ) -> R<ppb::GetPaymentStatsResponse> {
+    async fn get_payment_stats(&self, req: tonic::Request<ppb::GetPaymentStatsRequest>) -> R<ppb::GetPaymentStatsResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let t = crate::http::payments::tally(&self.user_payments(user_id)?);
         let c = self.currency();
@@ -744,22 +480,11 @@ impl ppb::payment_service_server::PaymentService for Svc {
         }))
     }
 
-    async fn health_check(
-        &self,
-        _req: tonic::Request<ppb::HealthCheckRequest>,
-    ) -> R<ppb::HealthCheckResponse> {
-        let (success, status) = if self.engine.is_open() {
-            (true, "healthy")
-        } else {
-            (false, "unhealthy")
-        };
+    async fn health_check(&self, _req: tonic::Request<ppb::HealthCheckRequest>) -> R<ppb::HealthCheckResponse> {
+        let (success, status) = if self.engine.is_open() { (true, "healthy") } else { (false, "unhealthy") };
         Ok(Response::new(ppb::HealthCheckResponse {
             success,
-            message: if success {
-                "Payment service is healthy".into()
-            } else {
-                "Payment service is shutting down".into()
-            },
+            message: if success { "Payment service is healthy".into() } else { "Payment service is shutting down".into() },
             service: "payment-service".into(),
             status: status.into(),
             timestamp: wire::rfc3339_seconds(now_micros()),
@@ -774,28 +499,15 @@ pub fn grpc_router(engine: Engine) -> Router {
     let (reporter, health) = tonic_health::server::health_reporter();
     // The reporter's lock is uncontended here, so this completes at once on any executor.
     futures::executor::block_on(async {
-        reporter
-            .set_serving::<pb::product_service_server::ProductServiceServer<Svc>>()
-            .await;
-        reporter
-            .set_serving::<bpb::basket_service_server::BasketServiceServer<Svc>>()
-            .await;
-        reporter
-            .set_serving::<ppb::payment_service_server::PaymentServiceServer<Svc>>()
-            .await;
+        reporter.set_serving::<pb::product_service_server::ProductServiceServer<Svc>>().await;
+        reporter.set_serving::<bpb::basket_service_server::BasketServiceServer<Svc>>().await;
+        reporter.set_serving::<ppb::payment_service_server::PaymentServiceServer<Svc>>().await;
     });
     let mut routes = tonic::service::Routes::new(health)
-        .add_service(pb::product_service_server::ProductServiceServer::new(
-            svc.clone(),
-        ))
-        .add_service(bpb::basket_service_server::BasketServiceServer::new(
-            svc.clone(),
-        ))
+        .add_service(pb::product_service_server::ProductServiceServer::new(svc.clone()))
+        .add_service(bpb::basket_service_server::BasketServiceServer::new(svc.clone()))
         .add_service(ppb::payment_service_server::PaymentServiceServer::new(svc));
-    match tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-    {
+    match tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET).build_v1() {
         Ok(reflection) => routes = routes.add_service(reflection),
         Err(e) => tracing::error!(error = %e, "gRPC reflection is unavailable"),
     }

@@ -17,6 +17,8 @@ pub use axum::Router;
 pub use error::ApiError;
 pub use grpc::grpc_router;
 pub use http::{ApiConfig, http_router};
+/// The health and reflection crates, so that clients (tests, tools) can use their generated clients.
+pub use {tonic_health, tonic_reflection};
 
 /// Code generated from `proto/` (messages, servers and clients).
 pub mod pb {

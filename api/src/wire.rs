@@ -41,13 +41,7 @@ fn write_date_time(out: &mut String, micros: i64) -> i64 {
     let frac = micros.rem_euclid(MICROS_PER_SECOND);
     let (y, mo, d) = civil_from_days(secs.div_euclid(SECONDS_PER_DAY));
     let sod = secs.rem_euclid(SECONDS_PER_DAY);
-    let _ = write!(
-        out,
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    );
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
     frac
 }
 
@@ -94,29 +88,8 @@ fn parse_time_inner(text: &str) -> Option<i64> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let (y, mo, d) = (
-        digits(text, 0, 4)?,
-        digits(text, 5, 2)? as u32,
-        digits(text, 8, 2)? as u32,
-    );
-    let month_days = [
-        31,
-        if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 {
-            29
-        } else {
-            28
-        },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let (y, mo, d) = (digits(text, 0, 4)?, digits(text, 5, 2)? as u32, digits(text, 8, 2)? as u32);
+    let month_days = [31, if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if !(1..=12).contains(&mo) || d == 0 || d > month_days[(mo - 1) as usize] {
         return None;
     }
@@ -127,11 +100,7 @@ fn parse_time_inner(text: &str) -> Option<i64> {
     if b.len() < 20 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let (h, mi, s) = (
-        digits(text, 11, 2)?,
-        digits(text, 14, 2)?,
-        digits(text, 17, 2)?,
-    );
+    let (h, mi, s) = (digits(text, 11, 2)?, digits(text, 14, 2)?, digits(text, 17, 2)?);
     if h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -145,21 +114,14 @@ fn parse_time_inner(text: &str) -> Option<i64> {
         // Sub-microsecond digits are dropped (times are kept in micros).
         let mut v = 0i64;
         for i in 0..6 {
-            v = v * 10
-                + f.as_bytes()
-                    .get(i)
-                    .filter(|c| i < n && c.is_ascii_digit())
-                    .map_or(0, |c| i64::from(c - b'0'));
+            v = v * 10 + f.as_bytes().get(i).filter(|c| i < n && c.is_ascii_digit()).map_or(0, |c| i64::from(c - b'0'));
         }
         frac_micros = v;
         rest = &f[n..];
     }
     let offset_secs = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && rest.as_bytes()[3] == b':' =>
-        {
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':' => {
             let (oh, om) = (digits(rest, 1, 2)?, digits(rest, 4, 2)?);
             if oh > 23 || om > 59 {
                 return None;
@@ -187,10 +149,7 @@ pub fn go_duration(micros: i64) -> String {
             whole.to_string()
         } else {
             let width = unit.ilog10() as usize;
-            format!(
-                "{whole}.{}",
-                format!("{rest:0width$}").trim_end_matches('0')
-            )
+            format!("{whole}.{}", format!("{rest:0width$}").trim_end_matches('0'))
         }
     };
     if abs < 1000 {
@@ -243,16 +202,12 @@ pub fn format_minor_wide(minor: i128, currency: Currency) -> String {
         return format!("{sign}{int_part}");
     }
     let width = usize::from(currency.exponent());
-    format!(
-        "{sign}{int_part}.{}",
-        format!("{frac:0width$}").trim_end_matches('0')
-    )
+    format!("{sign}{int_part}.{}", format!("{frac:0width$}").trim_end_matches('0'))
 }
 
 impl Serialize for WideMoney {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let raw = RawValue::from_string(format_minor_wide(self.minor, self.currency))
-            .map_err(serde::ser::Error::custom)?;
+        let raw = RawValue::from_string(format_minor_wide(self.minor, self.currency)).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
@@ -262,6 +217,22 @@ impl Serialize for Money {
         let text = money::format_minor(self.minor, self.currency);
         let raw = RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
+    }
+}
+
+/// A non-money number (a rate, a percentage) written like Go's `encoding/json`: `100`, not `100.0`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GoFloat(pub f64);
+
+impl Serialize for GoFloat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let v = if self.0.is_finite() { self.0 } else { 0.0 };
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            let raw = RawValue::from_string(format!("{}", v as i64)).map_err(serde::ser::Error::custom)?;
+            raw.serialize(s)
+        } else {
+            s.serialize_f64(v)
+        }
     }
 }
 
@@ -276,10 +247,7 @@ impl<'de> Deserialize<'de> for MoneyText {
         let text = raw.get().trim();
         match text.as_bytes().first() {
             Some(b'-' | b'0'..=b'9') => Ok(MoneyText(text.to_string())),
-            _ => Err(de::Error::custom(format!(
-                "expected a decimal number, found {}",
-                text.chars().take(32).collect::<String>()
-            ))),
+            _ => Err(de::Error::custom(format!("expected a decimal number, found {}", text.chars().take(32).collect::<String>()))),
         }
     }
 }
@@ -307,11 +275,7 @@ pub fn f64_from_minor(minor: i64, currency: Currency) -> f64 {
 struct GoFormatter;
 
 impl serde_json::ser::Formatter for GoFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(
-        &mut self,
-        writer: &mut W,
-        fragment: &str,
-    ) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let esc = match c {
@@ -361,41 +325,16 @@ mod tests {
     #[test]
     fn times_format_and_parse() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(1_714_558_830_123_456),
-            "2024-05-01T10:20:30.123456Z"
-        );
+        assert_eq!(rfc3339(1_714_558_830_123_456), "2024-05-01T10:20:30.123456Z");
         assert_eq!(rfc3339(1_714_558_830_120_000), "2024-05-01T10:20:30.12Z");
-        assert_eq!(
-            rfc3339_seconds(1_714_558_830_123_456),
-            "2024-05-01T10:20:30Z"
-        );
-        assert_eq!(
-            parse_time("2024-05-01T10:20:30.123456Z"),
-            Ok(1_714_558_830_123_456)
-        );
-        assert_eq!(
-            parse_time("2024-05-01T12:20:30+02:00"),
-            Ok(1_714_558_830_000_000)
-        );
+        assert_eq!(rfc3339_seconds(1_714_558_830_123_456), "2024-05-01T10:20:30Z");
+        assert_eq!(parse_time("2024-05-01T10:20:30.123456Z"), Ok(1_714_558_830_123_456));
+        assert_eq!(parse_time("2024-05-01T12:20:30+02:00"), Ok(1_714_558_830_000_000));
         assert_eq!(parse_time("2024-05-01"), Ok(1_714_521_600_000_000));
-        for bad in [
-            "",
-            "2024-13-01",
-            "2024-02-30",
-            "2024-05-01T25:00:00Z",
-            "yesterday",
-            "2024-05-01T10:20:30",
-            "2024-05-01T10:20:30.Z",
-        ] {
+        for bad in ["", "2024-13-01", "2024-02-30", "2024-05-01T25:00:00Z", "yesterday", "2024-05-01T10:20:30", "2024-05-01T10:20:30.Z"] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
-        for micros in [
-            0,
-            951_782_400_000_000,
-            4_102_444_800_000_001,
-            1_714_558_830_123_456,
-        ] {
+        for micros in [0, 951_782_400_000_000, 4_102_444_800_000_001, 1_714_558_830_123_456] {
             assert_eq!(parse_time(&rfc3339(micros)), Ok(micros));
         }
     }
@@ -414,42 +353,32 @@ mod tests {
     #[test]
     fn money_is_exact() {
         let usd = Currency::USD;
-        assert_eq!(
-            serde_json::to_string(&Money::new(249_999, usd)).unwrap(),
-            "2499.99"
-        );
-        assert_eq!(
-            serde_json::to_string(&Money::new(15_000, usd)).unwrap(),
-            "150"
-        );
+        assert_eq!(serde_json::to_string(&Money::new(249_999, usd)).unwrap(), "2499.99");
+        assert_eq!(serde_json::to_string(&Money::new(15_000, usd)).unwrap(), "150");
         let t: MoneyText = serde_json::from_str("29.99").unwrap();
         assert_eq!(t.minor(usd), Ok(2999));
         assert!(serde_json::from_str::<MoneyText>("\"29.99\"").is_err());
         let t: MoneyText = serde_json::from_str("0.1").unwrap();
         assert_eq!(t.minor(usd), Ok(10));
-        assert!(
-            serde_json::from_str::<MoneyText>("1.999")
-                .unwrap()
-                .minor(usd)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<MoneyText>("1.999").unwrap().minor(usd).is_err());
         assert_eq!(minor_from_f64(29.99, usd), Ok(2999));
         assert!(minor_from_f64(0.1 + 0.2, usd).is_err());
         assert!(minor_from_f64(f64::NAN, usd).is_err());
         assert!(minor_from_f64(1e300, usd).is_err());
         assert_eq!(f64_from_minor(2999, usd), 29.99);
-        assert_eq!(
-            format_minor_wide(i128::from(i64::MAX) * 10 + 5, usd),
-            "922337203685477580.75"
-        );
+        assert_eq!(format_minor_wide(i128::from(i64::MAX) * 10 + 5, usd), "922337203685477580.75");
         assert_eq!(format_minor_wide(-1234, usd), "-12.34");
     }
 
     #[test]
+    fn go_floats() {
+        assert_eq!(serde_json::to_string(&GoFloat(100.0)).unwrap(), "100");
+        assert_eq!(serde_json::to_string(&GoFloat(66.66666666666667)).unwrap(), "66.66666666666667");
+        assert_eq!(serde_json::to_string(&GoFloat(f64::NAN)).unwrap(), "0");
+    }
+
+    #[test]
     fn go_json_escapes_html() {
-        assert_eq!(
-            to_go_json(&"Home & Kitchen <b>").unwrap(),
-            br#""Home \u0026 Kitchen \u003cb\u003e""#.to_vec()
-        );
+        assert_eq!(to_go_json(&"Home & Kitchen <b>").unwrap(), br#""Home \u0026 Kitchen \u003cb\u003e""#.to_vec());
     }
 }

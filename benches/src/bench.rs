@@ -14,7 +14,7 @@ use crate::grpc::{self, AddItemGrpc, BrowseGrpc, CheckoutGrpc};
 use crate::kassa::{self, KassaOptions, KassaProcess};
 use crate::load::{self, Mode, Op, RunSpec, RunStats};
 use crate::refs::{self, PgBrowse, PgCheckout, RedisFsync};
-use crate::report::{Check, GatewayCost, Kind, KassaInfo, Measurement, RunConfig, RunResult, SCHEMA_VERSION};
+use crate::report::{Check, GatewayCost, KassaInfo, Kind, Label, Measurement, RunConfig, RunResult, SCHEMA_VERSION};
 use crate::sys::{self, Machine};
 use crate::workloads::{self, AddItemHttp, Browse, BrowseHttp, Catalog, CheckoutHttp, FixedGet, HttpTarget, SeedMix, user_slice, users};
 
@@ -32,6 +32,8 @@ pub struct BenchConfig {
     pub users: usize,
     pub shards: usize,
     pub auth: bool,
+    /// Further arguments for `kassa serve`.
+    pub kassa_args: Vec<String>,
     pub pg_url: String,
     pub redis_url: String,
     pub flash_buyers: usize,
@@ -41,10 +43,19 @@ pub struct BenchConfig {
     pub fsync_samples: u64,
     pub open_loop: bool,
     pub gateway_cost: bool,
+    /// Measurement ids to run (`w2_http_uniform`, `ceiling`, `w5`, `gateway`, ...); empty = all.
+    pub only: Vec<String>,
     /// Only the references (no Kassa process): measures what this machine allows.
     pub references_only: bool,
     pub quick: bool,
     pub command: String,
+}
+
+impl BenchConfig {
+    /// Whether measurement `id` is selected by `only` (a prefix selects a family, e.g. `w7`).
+    pub fn wants(&self, id: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| id.starts_with(o.as_str()))
+    }
 }
 
 fn now_us() -> i64 {
@@ -87,11 +98,15 @@ impl Runner<'_> {
         }
     }
 
-    async fn measure<W: Op>(&mut self, id: &str, title: &str, kind: Kind, transport: &str, unit: &str, mode: Mode, workers: Vec<W>) -> RunStats {
+    async fn measure<W: Op>(&mut self, label: Label, mode: Mode, workers: Vec<W>) -> RunStats {
+        let Label { id, title, unit, .. } = label;
+        if !self.cfg.wants(id) {
+            return RunStats::default();
+        }
         let n = workers.len();
         eprintln!("kassa-bench: {id} ({title}), {n} connections, {:?} ...", self.cfg.duration);
         let stats = load::run(&self.spec(mode), workers).await;
-        let m = Measurement::from_stats(id, title, kind, transport, unit, n, mode, &stats);
+        let m = Measurement::from_stats(&label, n, mode, &stats);
         eprintln!(
             "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}",
             m.ops_per_s,
@@ -203,18 +218,24 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
         let (mut ceiling, addr) = start_ceiling(&cfg.bench_binary).await?;
         let target = HttpTarget { addr, bearer: None, timeout: cfg.request_timeout };
         let workers = (0..conns).map(|_| FixedGet::new(&target, refs::CEILING_PATH)).collect();
-        r.measure("ceiling", "minimal axum JSON handler", Kind::Reference, "http", "request", Mode::Closed, workers).await;
+        r.measure(Label::new("ceiling", "minimal axum JSON handler", Kind::Reference, "http", "request"), Mode::Closed, workers).await;
         let _ = ceiling.start_kill();
         let _ = ceiling.wait().await;
     }
     refs::pg_setup(&cfg.pg_url, cfg.products).await?;
     let workers = pg_workers_checkout(cfg).await?;
-    r.measure("pg_checkout", "PostgreSQL checkout transaction", Kind::Reference, "postgres", "transaction", Mode::Closed, workers).await;
+    r.measure(
+        Label::new("pg_checkout", "PostgreSQL checkout transaction", Kind::Reference, "postgres", "transaction"),
+        Mode::Closed,
+        workers,
+    )
+    .await;
     let mut workers = Vec::with_capacity(conns);
     for w in 0..conns {
         workers.push(PgBrowse::connect(&cfg.pg_url, cfg.products, w as u64).await?);
     }
-    r.measure("pg_browse", "PostgreSQL product point select", Kind::Reference, "postgres", "query", Mode::Closed, workers).await;
+    r.measure(Label::new("pg_browse", "PostgreSQL product point select", Kind::Reference, "postgres", "query"), Mode::Closed, workers)
+        .await;
     let mut workers = Vec::with_capacity(conns);
     for w in 0..conns {
         workers.push(RedisFsync::connect(&cfg.redis_url, &format!("ru_{w}"), cfg.products, w as u64).await?);
@@ -223,7 +244,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
     if appendfsync != "always" {
         r.result.notes.push(format!("the Redis reference runs with appendfsync {appendfsync}, not always"));
     }
-    r.measure("redis_fsync", "Redis HSET, appendfsync always", Kind::Reference, "redis", "write", Mode::Closed, workers).await;
+    r.measure(Label::new("redis_fsync", "Redis HSET, appendfsync always", Kind::Reference, "redis", "write"), Mode::Closed, workers).await;
 
     if cfg.references_only {
         r.result.notes.push("references only: Kassa was not started".into());
@@ -240,6 +261,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
         shards: cfg.shards,
         auth: cfg.auth,
         config: None,
+        extra_args: cfg.kassa_args.clone(),
         log_file: cfg.work_dir.join("kassa.log"),
         ready_timeout: Duration::from_secs(120),
     };
@@ -266,7 +288,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
         seed_products_per_s: if seed_s > 0.0 { cfg.products as f64 / seed_s } else { 0.0 },
     });
 
-    if cfg.gateway_cost {
+    if cfg.gateway_cost && cfg.wants("gateway") {
         gateway_cost(&mut r, &opts, &catalog).await;
     }
     finish(&mut r.result);
@@ -284,34 +306,53 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
 
     let slice = |all: &[String], w: usize| user_slice(all, w, conns);
     let workers = (0..conns).map(|w| SeedMix::new(target, catalog.clone(), slice(&w1_users, w), w as u64)).collect();
-    r.measure("w1_http", "W1 seed mix (6 requests)", Kind::Workload, "http", "iteration", Mode::Closed, workers).await;
+    r.measure(Label::new("w1_http", "W1 seed mix (6 requests)", Kind::Workload, "http", "iteration"), Mode::Closed, workers).await;
     for (id, title, what) in [
         ("w2_http_uniform", "W2 get product, uniform", Browse::ById(KeyDist::Uniform)),
         ("w2_http_zipf", "W2 get product, zipfian", Browse::ById(KeyDist::Zipf)),
         ("w2_http_category", "W2 list by category (100/category)", Browse::ByCategory),
     ] {
         let workers = (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), what, w as u64)).collect();
-        r.measure(id, title, Kind::Workload, "http", "request", Mode::Closed, workers).await;
+        r.measure(Label::new(id, title, Kind::Workload, "http", "request"), Mode::Closed, workers).await;
     }
     let w3_users = users("w3u", cfg.users);
     let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&w3_users, w), w as u64)).collect();
-    r.measure("w3_http", "W3 add item (durable)", Kind::Workload, "http", "request", Mode::Closed, workers).await;
+    r.measure(Label::new("w3_http", "W3 add item (durable)", Kind::Workload, "http", "request"), Mode::Closed, workers).await;
     let w4_users = users("w4u", cfg.users);
     let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&w4_users, w), w as u64)).collect();
-    r.measure("w4_http", "W4 checkout (add, pay, process)", Kind::Workload, "http", "checkout", Mode::Closed, workers).await;
+    r.measure(Label::new("w4_http", "W4 checkout (add, pay, process)", Kind::Workload, "http", "checkout"), Mode::Closed, workers).await;
 
     // W7: gRPC.
     match grpc_channels(server.grpc, cfg).await {
         Ok(channels) => {
-            let workers = channels.iter().enumerate().map(|(w, c)| BrowseGrpc::new(c.clone(), catalog.clone(), KeyDist::Uniform, w as u64)).collect();
-            r.measure("w7_grpc_browse", "W7 GetProduct, uniform", Kind::Workload, "grpc", "request", Mode::Closed, workers).await;
-            let g3 = users("g3u", cfg.users);
-            let workers = channels.iter().enumerate().map(|(w, c)| AddItemGrpc::new(c.clone(), catalog.clone(), slice(&g3, w), w as u64)).collect();
-            r.measure("w7_grpc_add_item", "W7 AddItem (durable)", Kind::Workload, "grpc", "request", Mode::Closed, workers).await;
-            let g4 = users("g4u", cfg.users);
-            let workers = channels.iter().enumerate().map(|(w, c)| CheckoutGrpc::new(c.clone(), catalog.clone(), slice(&g4, w), w as u64)).collect();
-            r.measure("w7_grpc_checkout", "W7 checkout (AddItem, CreatePayment, ProcessPayment)", Kind::Workload, "grpc", "checkout", Mode::Closed, workers)
+            let auth = grpc::auth(target.bearer.as_deref());
+            let workers = channels
+                .iter()
+                .enumerate()
+                .map(|(w, c)| BrowseGrpc::new(c.clone(), auth.clone(), catalog.clone(), KeyDist::Uniform, w as u64))
+                .collect();
+            r.measure(Label::new("w7_grpc_browse", "W7 GetProduct, uniform", Kind::Workload, "grpc", "request"), Mode::Closed, workers)
                 .await;
+            let g3 = users("g3u", cfg.users);
+            let workers = channels
+                .iter()
+                .enumerate()
+                .map(|(w, c)| AddItemGrpc::new(c.clone(), auth.clone(), catalog.clone(), slice(&g3, w), w as u64))
+                .collect();
+            r.measure(Label::new("w7_grpc_add_item", "W7 AddItem (durable)", Kind::Workload, "grpc", "request"), Mode::Closed, workers)
+                .await;
+            let g4 = users("g4u", cfg.users);
+            let workers = channels
+                .iter()
+                .enumerate()
+                .map(|(w, c)| CheckoutGrpc::new(c.clone(), auth.clone(), catalog.clone(), slice(&g4, w), w as u64))
+                .collect();
+            r.measure(
+                Label::new("w7_grpc_checkout", "W7 checkout (AddItem, CreatePayment, ProcessPayment)", Kind::Workload, "grpc", "checkout"),
+                Mode::Closed,
+                workers,
+            )
+            .await;
         }
         Err(e) => r.result.notes.push(format!("W7 not measured: {e}")),
     }
@@ -321,29 +362,49 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
         let half = |r: &Runner<'_>, id: &str| r.rate(id) / 2.0;
         let rate = half(r, "w2_http_uniform");
         if rate > 0.0 {
-            let workers = (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
-            r.measure("w2_http_open", "W2 get product at half max", Kind::Workload, "http", "request", Mode::Open { rate_per_s: rate }, workers).await;
+            let workers =
+                (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
+            r.measure(
+                Label::new("w2_http_open", "W2 get product at half max", Kind::Workload, "http", "request"),
+                Mode::Open { rate_per_s: rate },
+                workers,
+            )
+            .await;
         }
         let rate = half(r, "w3_http");
         if rate > 0.0 {
             let o3 = users("o3u", cfg.users);
             let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&o3, w), 100 + w as u64)).collect();
-            r.measure("w3_http_open", "W3 add item at half max", Kind::Workload, "http", "request", Mode::Open { rate_per_s: rate }, workers).await;
+            r.measure(
+                Label::new("w3_http_open", "W3 add item at half max", Kind::Workload, "http", "request"),
+                Mode::Open { rate_per_s: rate },
+                workers,
+            )
+            .await;
         }
         let rate = half(r, "w4_http");
         if rate > 0.0 {
             let o4 = users("o4u", cfg.users);
             let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&o4, w), 100 + w as u64)).collect();
-            r.measure("w4_http_open", "W4 checkout at half max", Kind::Workload, "http", "checkout", Mode::Open { rate_per_s: rate }, workers).await;
+            r.measure(
+                Label::new("w4_http_open", "W4 checkout at half max", Kind::Workload, "http", "checkout"),
+                Mode::Open { rate_per_s: rate },
+                workers,
+            )
+            .await;
         }
     }
 
     // W5: flash sale.
-    for round in 1..=cfg.flash_rounds {
+    let rounds = if cfg.wants("w5") { cfg.flash_rounds } else { 0 };
+    for round in 1..=rounds {
         eprintln!("kassa-bench: W5 flash sale round {round}: {} buyers for {} units", cfg.flash_buyers, cfg.flash_stock);
         match workloads::flash_sale(target, target, round, cfg.flash_stock, cfg.flash_buyers).await {
             Ok(sale) => {
-                eprintln!("kassa-bench: W5 round {round}: sold {}, 409s {}, exact {}, clean {}", sale.sold, sale.rejected_409, sale.exact, sale.clean);
+                eprintln!(
+                    "kassa-bench: W5 round {round}: sold {}, 409s {}, exact {}, clean {}",
+                    sale.sold, sale.rejected_409, sale.exact, sale.clean
+                );
                 r.result.flash_sales.push(sale);
             }
             Err(e) => r.result.notes.push(format!("W5 round {round} could not run: {e}")),
@@ -370,9 +431,15 @@ async fn gateway_cost(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog
     match KassaProcess::start(&off_opts).await {
         Ok(server) => {
             let target = HttpTarget { addr: server.http, bearer: None, timeout: cfg.request_timeout };
-            let workers = (0..cfg.connections).map(|w| BrowseHttp::new(&target, catalog.clone(), Browse::ById(KeyDist::Uniform), w as u64)).collect();
-            let stats =
-                r.measure("w2_http_uniform_layers_off", "W2 get product, gateway layers off", Kind::Workload, "http", "request", Mode::Closed, workers).await;
+            let workers =
+                (0..cfg.connections).map(|w| BrowseHttp::new(&target, catalog.clone(), Browse::ById(KeyDist::Uniform), w as u64)).collect();
+            let stats = r
+                .measure(
+                    Label::new("w2_http_uniform_layers_off", "W2 get product, gateway layers off", Kind::Workload, "http", "request"),
+                    Mode::Closed,
+                    workers,
+                )
+                .await;
             let off = stats.ops_per_s();
             if stats.ops_ok == 0 {
                 cost.note = format!("layers-off run failed: {}", stats.errors);
@@ -419,7 +486,11 @@ pub fn finish(r: &mut RunResult) {
             let check = Check {
                 name: name.into(),
                 target: format!("p99 <= {bound_ms:.2} ms"),
-                measured: format!("p99 {p99_ms:.2} ms from intended send{service}, at {:.0}/s, {} failed", m.target_rate_per_s.unwrap_or(0.0), m.ops_failed),
+                measured: format!(
+                    "p99 {p99_ms:.2} ms from intended send{service}, at {:.0}/s, {} failed",
+                    m.target_rate_per_s.unwrap_or(0.0),
+                    m.ops_failed
+                ),
                 met: Some(p99_ms <= bound_ms && m.ops_failed == 0),
             };
             r.checks.push(check);

@@ -29,10 +29,25 @@ struct Estimates {
     mean: Estimate,
 }
 
-/// Mean nanoseconds per iteration of one criterion benchmark, if it ran.
+#[derive(Deserialize)]
+struct Samples {
+    iters: Vec<f64>,
+    times: Vec<f64>,
+}
+
+/// Nanoseconds per iteration of one criterion benchmark, if it ran: all iterations over all measured time
+/// (what a throughput figure means; robust against single slow samples on a shared machine), else the
+/// mean estimate.
 pub fn mean_ns(criterion_dir: &Path, group: &str, bench: &str) -> Option<f64> {
-    let path = criterion_dir.join(group).join(bench).join("new").join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
+    let dir = criterion_dir.join(group).join(bench).join("new");
+    if let Some(s) = std::fs::read_to_string(dir.join("sample.json")).ok().and_then(|t| serde_json::from_str::<Samples>(&t).ok()) {
+        let iters: f64 = s.iters.iter().sum();
+        let time_ns: f64 = s.times.iter().sum();
+        if iters > 0.0 && time_ns > 0.0 {
+            return Some(time_ns / iters);
+        }
+    }
+    let text = std::fs::read_to_string(dir.join("estimates.json")).ok()?;
     let e: Estimates = serde_json::from_str(&text).ok()?;
     (e.mean.point_estimate > 0.0).then_some(e.mean.point_estimate)
 }
@@ -51,7 +66,11 @@ pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
             let per_shard = total / *shards as f64;
             best_per_shard = best_per_shard.max(per_shard);
             r.engine.push(EngineFigure { id: format!("{bench} durable commands/s"), ops_per_s: total, note: (*note).into() });
-            r.engine.push(EngineFigure { id: format!("{bench} per shard"), ops_per_s: per_shard, note: "durable commands/s / shards".into() });
+            r.engine.push(EngineFigure {
+                id: format!("{bench} per shard"),
+                ops_per_s: per_shard,
+                note: "durable commands/s / shards".into(),
+            });
         }
     }
     if found > 0 {
@@ -65,7 +84,11 @@ pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
     if let Some(ns) = mean_ns(criterion_dir, READS_GROUP, READS_BENCH) {
         found += 1;
         let per_core = 1e9 / ns;
-        r.engine.push(EngineFigure { id: "point reads/s per core".into(), ops_per_s: per_core, note: "engine.product(id), 100k catalog, one thread".into() });
+        r.engine.push(EngineFigure {
+            id: "point reads/s per core".into(),
+            ops_per_s: per_core,
+            note: "engine.product(id), 100k catalog, one thread".into(),
+        });
         r.checks.push(Check {
             name: "W6 point reads/s per core".into(),
             target: ">= 1000000".into(),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::dist::KeyDist;
@@ -40,6 +41,22 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Channel, OpE
         .map_err(|e| OpError::Connect(e.to_string()))
 }
 
+/// The `authorization` metadata every call carries (the bearer token, when auth is on).
+pub type Auth = Option<MetadataValue<Ascii>>;
+
+/// Turns a bearer token into call metadata; `None` when there is no token (or it is not valid ASCII).
+pub fn auth(bearer: Option<&str>) -> Auth {
+    bearer.and_then(|t| format!("Bearer {t}").parse().ok())
+}
+
+fn call<T>(message: T, auth: &Auth) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = auth {
+        request.metadata_mut().insert("authorization", value.clone());
+    }
+    request
+}
+
 fn status_error(s: tonic::Status) -> OpError {
     if s.code() == tonic::Code::DeadlineExceeded || s.code() == tonic::Code::Cancelled {
         OpError::Timeout
@@ -51,14 +68,15 @@ fn status_error(s: tonic::Status) -> OpError {
 /// W7 browse: `ProductService/GetProduct`.
 pub struct BrowseGrpc {
     client: ProductServiceClient<Channel>,
+    auth: Auth,
     rng: SmallRng,
     catalog: Catalog,
     dist: KeyDist,
 }
 
 impl BrowseGrpc {
-    pub fn new(channel: Channel, catalog: Catalog, dist: KeyDist, seed: u64) -> BrowseGrpc {
-        BrowseGrpc { client: ProductServiceClient::new(channel), rng: SmallRng::seed_from_u64(seed), catalog, dist }
+    pub fn new(channel: Channel, auth: Auth, catalog: Catalog, dist: KeyDist, seed: u64) -> BrowseGrpc {
+        BrowseGrpc { client: ProductServiceClient::new(channel), auth, rng: SmallRng::seed_from_u64(seed), catalog, dist }
     }
 }
 
@@ -66,7 +84,7 @@ impl Op for BrowseGrpc {
     async fn run(&mut self) -> OpOutcome {
         let id = self.catalog.pick(&mut self.rng, self.dist);
         let request = pb::product::GetProductRequest { id: i32::try_from(id).unwrap_or(i32::MAX) };
-        match self.client.get_product(request).await {
+        match self.client.get_product(call(request, &self.auth)).await {
             Ok(r) if r.get_ref().product.is_some() => OpOutcome::ok(1),
             Ok(_) => OpOutcome::failed(1, OpError::BadResponse("no product in answer".into())),
             Err(s) => OpOutcome::failed(1, status_error(s)),
@@ -74,9 +92,10 @@ impl Op for BrowseGrpc {
     }
 }
 
-async fn add_item(client: &mut BasketServiceClient<Channel>, user: &str, product_id: u64) -> Result<String, OpError> {
-    let request = pb::basket::AddItemRequest { user_id: user.to_owned(), product_id: i32::try_from(product_id).unwrap_or(i32::MAX), quantity: 1 };
-    let answer = client.add_item(request).await.map_err(status_error)?.into_inner();
+async fn add_item(client: &mut BasketServiceClient<Channel>, auth: &Auth, user: &str, product_id: u64) -> Result<String, OpError> {
+    let request =
+        pb::basket::AddItemRequest { user_id: user.to_owned(), product_id: i32::try_from(product_id).unwrap_or(i32::MAX), quantity: 1 };
+    let answer = client.add_item(call(request, auth)).await.map_err(status_error)?.into_inner();
     if !answer.success {
         return Err(OpError::Rejected(answer.message));
     }
@@ -86,6 +105,7 @@ async fn add_item(client: &mut BasketServiceClient<Channel>, user: &str, product
 /// W7 basket write: `BasketService/AddItem`.
 pub struct AddItemGrpc {
     client: BasketServiceClient<Channel>,
+    auth: Auth,
     rng: SmallRng,
     catalog: Catalog,
     users: Vec<String>,
@@ -93,8 +113,8 @@ pub struct AddItemGrpc {
 }
 
 impl AddItemGrpc {
-    pub fn new(channel: Channel, catalog: Catalog, users: Vec<String>, seed: u64) -> AddItemGrpc {
-        AddItemGrpc { client: BasketServiceClient::new(channel), rng: SmallRng::seed_from_u64(seed), catalog, users, next_user: 0 }
+    pub fn new(channel: Channel, auth: Auth, catalog: Catalog, users: Vec<String>, seed: u64) -> AddItemGrpc {
+        AddItemGrpc { client: BasketServiceClient::new(channel), auth, rng: SmallRng::seed_from_u64(seed), catalog, users, next_user: 0 }
     }
 }
 
@@ -103,7 +123,7 @@ impl Op for AddItemGrpc {
         let user = &self.users[self.next_user % self.users.len()];
         self.next_user = self.next_user.wrapping_add(1);
         let product_id = self.catalog.pick(&mut self.rng, KeyDist::Uniform);
-        match add_item(&mut self.client, user, product_id).await {
+        match add_item(&mut self.client, &self.auth, user, product_id).await {
             Ok(_) => OpOutcome::ok(1),
             Err(e) => OpOutcome::failed(1, e),
         }
@@ -114,6 +134,7 @@ impl Op for AddItemGrpc {
 pub struct CheckoutGrpc {
     basket: BasketServiceClient<Channel>,
     payment: PaymentServiceClient<Channel>,
+    auth: Auth,
     rng: SmallRng,
     catalog: Catalog,
     users: Vec<String>,
@@ -121,10 +142,11 @@ pub struct CheckoutGrpc {
 }
 
 impl CheckoutGrpc {
-    pub fn new(channel: Channel, catalog: Catalog, users: Vec<String>, seed: u64) -> CheckoutGrpc {
+    pub fn new(channel: Channel, auth: Auth, catalog: Catalog, users: Vec<String>, seed: u64) -> CheckoutGrpc {
         CheckoutGrpc {
             basket: BasketServiceClient::new(channel.clone()),
             payment: PaymentServiceClient::new(channel),
+            auth,
             rng: SmallRng::seed_from_u64(seed),
             catalog,
             users,
@@ -134,7 +156,7 @@ impl CheckoutGrpc {
 
     async fn checkout(&mut self, user: &str, product_id: u64, requests: &mut u32) -> Result<(), OpError> {
         *requests += 1;
-        let basket_id = add_item(&mut self.basket, user, product_id).await?;
+        let basket_id = add_item(&mut self.basket, &self.auth, user, product_id).await?;
         *requests += 1;
         let create = pb::payment::CreatePaymentRequest {
             user_id: user.to_owned(),
@@ -144,15 +166,16 @@ impl CheckoutGrpc {
             currency: String::new(),
             description: String::new(),
         };
-        let created = self.payment.create_payment(create).await.map_err(status_error)?.into_inner();
+        let created = self.payment.create_payment(call(create, &self.auth)).await.map_err(status_error)?.into_inner();
         if !created.success {
             return Err(OpError::Rejected(created.message));
         }
-        let payment_id = created.payment.map(|p| p.id).filter(|id| !id.is_empty()).ok_or_else(|| OpError::BadResponse("payment without id".into()))?;
+        let payment_id =
+            created.payment.map(|p| p.id).filter(|id| !id.is_empty()).ok_or_else(|| OpError::BadResponse("payment without id".into()))?;
         *requests += 1;
         let processed = self
             .payment
-            .process_payment(pb::payment::ProcessPaymentRequest { payment_id, provider_id: String::new() })
+            .process_payment(call(pb::payment::ProcessPaymentRequest { payment_id, provider_id: String::new() }, &self.auth))
             .await
             .map_err(status_error)?
             .into_inner();

@@ -19,6 +19,8 @@ pub struct KassaOptions {
     pub auth: bool,
     /// A TOML file passed with `--config` (used to switch the gateway layers off).
     pub config: Option<PathBuf>,
+    /// Further arguments for `kassa serve` (e.g. `--log-level=warn`).
+    pub extra_args: Vec<String>,
     /// Where the server's stderr goes.
     pub log_file: PathBuf,
     pub ready_timeout: Duration,
@@ -71,6 +73,9 @@ impl KassaProcess {
         if let Some(config) = &opts.config {
             cmd.arg("--config").arg(config);
         }
+        cmd.args(&opts.extra_args);
+        // The listen addresses come from the flags only.
+        cmd.env_remove("PORT").env_remove("GRPC_PORT");
         cmd.stdout(Stdio::piped()).stderr(Stdio::from(log)).stdin(Stdio::null()).kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| BenchError::Process(format!("cannot start {}: {e}", opts.binary.display())))?;
         let pid = child.id().ok_or_else(|| BenchError::Process("kassa exited at once".into()))?;
@@ -147,11 +152,7 @@ pub async fn token(opts: &KassaOptions, role: &str, subject: &str) -> Result<Str
     if let Some(config) = &opts.config {
         cmd.arg("--config").arg(config);
     }
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| BenchError::Process(format!("kassa token: {e}")))?;
+    let out = cmd.stdin(Stdio::null()).output().await.map_err(|e| BenchError::Process(format!("kassa token: {e}")))?;
     if !out.status.success() {
         return Err(BenchError::Process(format!("kassa token failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
     }

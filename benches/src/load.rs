@@ -37,7 +37,9 @@ pub trait Op: Send + 'static {
 pub enum Mode {
     Closed,
     /// A fixed arrival rate for all workers together.
-    Open { rate_per_s: f64 },
+    Open {
+        rate_per_s: f64,
+    },
 }
 
 #[derive(Clone, Debug)]

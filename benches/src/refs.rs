@@ -18,10 +18,7 @@ pub const CEILING_BODY: &str = r#"{"status":"ok","service":"ceiling"}"#;
 /// Serves the ceiling reference on `listener` until the process ends.
 pub async fn serve_ceiling(listener: tokio::net::TcpListener) -> std::io::Result<()> {
     use axum::routing::get;
-    let app = axum::Router::new().route(
-        CEILING_PATH,
-        get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], CEILING_BODY) }),
-    );
+    let app = axum::Router::new().route(CEILING_PATH, get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], CEILING_BODY) }));
     axum::serve(listener, app).await
 }
 
@@ -92,7 +89,8 @@ impl PgCheckout {
              ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = kassa_bench_basket_lines.quantity + EXCLUDED.quantity",
         )
         .await?;
-        let decrement = prep("UPDATE kassa_bench_products SET stock = stock - $1, updated_at = now() WHERE id = $2 AND stock >= $1").await?;
+        let decrement =
+            prep("UPDATE kassa_bench_products SET stock = stock - $1, updated_at = now() WHERE id = $2 AND stock >= $1").await?;
         let pay = prep("INSERT INTO kassa_bench_payments (user_id, amount, status) VALUES ($1, $2, 'completed')").await?;
         let clear = prep("DELETE FROM kassa_bench_basket_lines WHERE user_id = $1").await?;
         Ok(PgCheckout { client, upsert, decrement, pay, clear, rng: SmallRng::seed_from_u64(seed), user, products: products.max(1) as i64 })
@@ -177,19 +175,29 @@ impl RedisFsync {
     pub async fn connect(url: &str, user: &str, products: usize, seed: u64) -> Result<RedisFsync, BenchError> {
         let client = redis::Client::open(url).map_err(|e| BenchError::Store(format!("redis {url}: {e}")))?;
         let conn = client.get_multiplexed_async_connection().await.map_err(|e| BenchError::Store(format!("redis {url}: {e}")))?;
-        Ok(RedisFsync { conn, rng: SmallRng::seed_from_u64(seed), key: format!("kassa_bench:basket:{user}"), products: products.max(1) as i64 })
+        Ok(RedisFsync {
+            conn,
+            rng: SmallRng::seed_from_u64(seed),
+            key: format!("kassa_bench:basket:{user}"),
+            products: products.max(1) as i64,
+        })
     }
 
     /// Checks that the server really is the `appendfsync always` reference.
     pub async fn appendfsync(&mut self) -> Result<String, BenchError> {
-        let reply: Vec<String> =
-            redis::cmd("CONFIG").arg("GET").arg("appendfsync").query_async(&mut self.conn).await.map_err(|e| BenchError::Store(e.to_string()))?;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendfsync")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| BenchError::Store(e.to_string()))?;
         Ok(reply.get(1).cloned().unwrap_or_default())
     }
 
     async fn write(&mut self) -> Result<(), OpError> {
         let product: i64 = self.rng.random_range(1..=self.products);
-        let line = format!(r#"{{"product_id":{product},"name":"Bench product {product}","price":{},"quantity":1}}"#, reference_price(product));
+        let line =
+            format!(r#"{{"product_id":{product},"name":"Bench product {product}","price":{},"quantity":1}}"#, reference_price(product));
         let _: i64 = redis::cmd("HSET").arg(&self.key).arg(product).arg(line).query_async(&mut self.conn).await.map_err(store_err)?;
         Ok(())
     }

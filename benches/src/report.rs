@@ -50,8 +50,25 @@ pub struct Measurement {
     pub missed: Option<u64>,
 }
 
+/// What a measurement is, before it has numbers.
+#[derive(Clone, Copy, Debug)]
+pub struct Label {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub kind: Kind,
+    pub transport: &'static str,
+    pub unit: &'static str,
+}
+
+impl Label {
+    pub const fn new(id: &'static str, title: &'static str, kind: Kind, transport: &'static str, unit: &'static str) -> Label {
+        Label { id, title, kind, transport, unit }
+    }
+}
+
 impl Measurement {
-    pub fn from_stats(id: &str, title: &str, kind: Kind, transport: &str, unit: &str, connections: usize, mode: Mode, stats: &RunStats) -> Measurement {
+    pub fn from_stats(label: &Label, connections: usize, mode: Mode, stats: &RunStats) -> Measurement {
+        let Label { id, title, kind, transport, unit } = *label;
         let (mode_name, rate, service, missed) = match mode {
             Mode::Closed => ("closed", None, None, None),
             Mode::Open { rate_per_s } => ("open", Some(rate_per_s), Some(stats.service.summary()), Some(stats.missed)),
@@ -299,7 +316,14 @@ pub fn render_table(r: &RunResult) -> String {
         let _ = writeln!(out, "\n| ratio | value | target | met |");
         let _ = writeln!(out, "|---|---:|---:|---|");
         for x in &r.ratios {
-            let _ = writeln!(out, "| {} | {} | {} | {} |", x.name, opt_f(x.value, 3), x.target_min.map_or("-".into(), |t| format!(">= {t}")), yes_no(x.met));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                x.name,
+                opt_f(x.value, 3),
+                x.target_min.map_or("-".into(), |t| format!(">= {t}")),
+                yes_no(x.met)
+            );
         }
     }
     if !r.checks.is_empty() {
@@ -310,7 +334,10 @@ pub fn render_table(r: &RunResult) -> String {
         }
     }
     if !r.flash_sales.is_empty() {
-        let _ = writeln!(out, "\n| W5 round | buyers | stock | sold | 409s | other failures | stock after | sold field | exact | clean | checkouts/s | p99 ms |");
+        let _ = writeln!(
+            out,
+            "\n| W5 round | buyers | stock | sold | 409s | other failures | stock after | sold field | exact | clean | checkouts/s | p99 ms |"
+        );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|");
         for s in &r.flash_sales {
             let other: Vec<String> = s.other_failures.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -371,4 +398,3 @@ pub fn utc_stamp(secs: i64) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
-

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::Method;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -147,7 +146,8 @@ pub async fn seed_products(target: &HttpTarget, count: usize, concurrency: usize
     Ok((Catalog::new(ids, categories), secs))
 }
 
-/// Creates one basket per user (`POST /api/baskets/:user_id`), so that the seed mix finds them.
+/// Creates one basket per user (`POST /api/baskets` with `{"user_id"}`, the contract's route), so that the
+/// seed mix's `GET /api/baskets/:user_id` finds them.
 pub async fn seed_baskets(target: &HttpTarget, users: &[String], concurrency: usize) -> Result<(), BenchError> {
     let users = Arc::new(users.to_vec());
     let concurrency = concurrency.clamp(1, users.len().max(1));
@@ -158,8 +158,8 @@ pub async fn seed_baskets(target: &HttpTarget, users: &[String], concurrency: us
         handles.push(tokio::spawn(async move {
             let mut errors = ErrorCounts::default();
             for user in users.iter().skip(w).step_by(concurrency) {
-                let path = format!("/api/baskets/{user}");
-                if let Err(e) = client.expect(Method::POST, &path, Some(Bytes::from_static(b"{}")), &[200, 201]).await {
+                let body = serde_json::json!({ "user_id": user }).to_string();
+                if let Err(e) = client.post_json("/api/baskets", body, &[200, 201]).await {
                     errors.add(&e);
                 }
             }
@@ -474,7 +474,8 @@ pub async fn flash_sale(admin: &HttpTarget, target: &HttpTarget, round: u32, sto
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let after = setup.get(&format!("/api/products/{product_id}")).await.map_err(|e| BenchError::Seed(format!("flash product read: {e}")))?;
+    let after =
+        setup.get(&format!("/api/products/{product_id}")).await.map_err(|e| BenchError::Seed(format!("flash product read: {e}")))?;
     let state: ProductState = parse(&after.body).map_err(|e| BenchError::Seed(e.to_string()))?;
     let exact = sold == stock as u64 && state.stock == Some(0) && state.sold.is_none_or(|s| s == stock);
     Ok(FlashSale {

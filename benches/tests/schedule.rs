@@ -90,7 +90,7 @@ async fn closed_loop_measures_each_operation_and_counts_errors_by_kind() {
         async fn run(&mut self) -> OpOutcome {
             self.n += 1;
             tokio::time::sleep(Duration::from_millis(2)).await;
-            if self.n % 4 == 0 { OpOutcome::failed(1, OpError::Status(409)) } else { OpOutcome::ok(1) }
+            if self.n.is_multiple_of(4) { OpOutcome::failed(1, OpError::Status(409)) } else { OpOutcome::ok(1) }
         }
     }
     let stats = load::run(&RunSpec::closed(Duration::ZERO, Duration::from_millis(500)), vec![Flaky { n: 0 }, Flaky { n: 0 }]).await;

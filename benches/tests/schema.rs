@@ -175,3 +175,31 @@ fn zipf_prefers_low_ranks_and_stays_in_range() {
     assert!((10_000..16_000).contains(&counts[0]), "{}", counts[0]);
     assert_eq!(Zipf::new(0, 1.0).sample(&mut rng), 0);
 }
+
+#[test]
+fn engine_figures_come_from_all_criterion_samples() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |group: &str, bench: &str, iters: &str, times: &str| {
+        let d = dir.path().join(group).join(bench).join("new");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("sample.json"), format!(r#"{{"sampling_mode":"Linear","iters":{iters},"times":{times}}}"#)).expect("write");
+    };
+    // 3000 commands in 60 ms (20 µs each) = 50 000/s over 2 shards.
+    write("w6_durable", "auto_2shards", "[1000.0, 2000.0]", "[10000000.0, 50000000.0]");
+    // 1 µs per read.
+    write("w6_reads", "product_by_id_100k", "[500.0, 500.0]", "[500000.0, 500000.0]");
+    let mut r = sample();
+    let found = kassa_bench::engine_import::import(dir.path(), &mut r);
+    assert_eq!(found, 2);
+    let get = |id: &str| r.engine.iter().find(|e| e.id == id).unwrap_or_else(|| panic!("{id}: {:?}", r.engine)).ops_per_s;
+    assert!((get("auto_2shards durable commands/s") - 50_000.0).abs() < 1.0);
+    assert!((get("auto_2shards per shard") - 25_000.0).abs() < 1.0);
+    assert!((get("point reads/s per core") - 1_000_000.0).abs() < 1.0);
+    let w6: Vec<_> = r.checks.iter().filter(|c| c.name.starts_with("W6")).collect();
+    assert_eq!(w6.len(), 2);
+    assert_eq!(w6[0].met, Some(false));
+    assert_eq!(w6[1].met, Some(true));
+    // Importing twice replaces, never duplicates.
+    kassa_bench::engine_import::import(dir.path(), &mut r);
+    assert_eq!(r.checks.iter().filter(|c| c.name.starts_with("W6")).count(), 2);
+}

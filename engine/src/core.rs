@@ -14,7 +14,7 @@ use crate::command::{
 };
 use crate::event::{BasketCause, BasketGone, Event, ProductCause};
 use crate::model::*;
-use crate::money::{AMOUNT_MAJOR_MAX, Currency};
+use crate::money::Currency;
 use crate::views::{self, Ks, Writes};
 
 /// Business limits; every one of them bounds something a client could otherwise grow without end.
@@ -26,6 +26,9 @@ pub mod limits {
     pub const TEXT_LONG_MAX: usize = 4096;
     pub const MAP_ENTRIES_MAX: usize = 64;
     pub const USER_ID_MAX: usize = 128;
+    /// Highest unit price in minor units (10^9 major units in a 2-digit currency). With QUANTITY_MAX and
+    /// BASKET_LINES_MAX it keeps every line and total far inside i64: 10^11 · 10^4 · 200 = 2·10^17.
+    pub const PRICE_MINOR_MAX: i64 = 100_000_000_000;
 }
 
 #[derive(Clone, Debug)]
@@ -523,8 +526,12 @@ impl Core {
             Command::ProcessPayment { payment_id, provider_id } => {
                 return self.process_payment(&payment_id, provider_id, token, idem, now, fx);
             }
-            Command::CancelPayment { payment_id } => self.cancel_payment(&payment_id, PaymentStatus::Cancelled, now, fx),
-            Command::RefundPayment { payment_id, amount, reason } => self.refund_payment(&payment_id, amount, reason, now, fx),
+            Command::CancelPayment { payment_id } => {
+                return self.cancel_payment(&payment_id, PaymentStatus::Cancelled, token, idem, now, fx);
+            }
+            Command::RefundPayment { payment_id, amount, reason } => {
+                return self.refund_payment(&payment_id, amount, reason, token, idem, now, fx);
+            }
             Command::RetryPayment { payment_id } => return self.retry_payment(&payment_id, token, idem, now, fx),
             Command::UpdatePayment { payment_id, status, metadata } => {
                 return self.update_payment(&payment_id, status, metadata, token, idem, now, fx);
@@ -558,8 +565,11 @@ impl Core {
         if input.price < 0 {
             return Err(EngineError::invalid("product price cannot be negative"));
         }
-        if input.price > AMOUNT_MAJOR_MAX * currency.scale() {
-            return Err(EngineError::invalid("validation failed: price is too large"));
+        if input.price > limits::PRICE_MINOR_MAX {
+            return Err(EngineError::invalid(format!(
+                "validation failed: price above {}",
+                crate::money::format_minor(limits::PRICE_MINOR_MAX, currency)
+            )));
         }
         if input.stock < 0 {
             return Err(EngineError::invalid("product stock cannot be negative"));
@@ -1007,6 +1017,9 @@ impl Core {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
         };
+        if p.status == PaymentStatus::Failed && p.holding == Holding::Releasing {
+            return Some(Err(EngineError::conflict("payment cannot be retried yet: its stock is still being released")));
+        }
         if p.status != PaymentStatus::Failed || !matches!(p.holding, Holding::Released) {
             return Some(Err(EngineError::conflict(format!("payment cannot be retried, current status: {}", p.status.as_str()))));
         }
@@ -1026,11 +1039,46 @@ impl Core {
         None
     }
 
-    fn cancel_payment(&mut self, payment_id: &str, to: PaymentStatus, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
-        let mut p = self.payment_mut_checked(payment_id)?;
+    /// Answers a cancel or refund once the units are back on sale, so a read after the answer sees them.
+    fn await_unwind(
+        &mut self,
+        mut p: Payment,
+        token: u64,
+        idem: Option<IdemRef>,
+        now: Micros,
+        fx: &mut Effects,
+    ) -> Option<Result<Reply, EngineError>> {
+        let waits = !p.waiting_on.is_empty();
+        if waits {
+            p.pending_idempotency = idem;
+        }
+        let p = self.put_payment(p, fx);
+        self.send_step(&p, now, fx);
+        if waits {
+            self.waiters.entry(p.id.clone()).or_default().push(token);
+            None
+        } else {
+            Some(Ok(Reply::Payment(p)))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cancel_payment(
+        &mut self,
+        payment_id: &str,
+        to: PaymentStatus,
+        token: u64,
+        idem: Option<IdemRef>,
+        now: Micros,
+        fx: &mut Effects,
+    ) -> Option<Result<Reply, EngineError>> {
+        let mut p = match self.payment_mut_checked(payment_id) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
         if !(p.status == PaymentStatus::Pending && p.holding == Holding::Reserved) {
             let verb = if to == PaymentStatus::Cancelled { "cancelled" } else { "failed" };
-            return Err(EngineError::conflict(format!("payment cannot be {verb}, current status: {}", p.status.as_str())));
+            return Some(Err(EngineError::conflict(format!("payment cannot be {verb}, current status: {}", p.status.as_str()))));
         }
         p.status = to;
         if to == PaymentStatus::Failed {
@@ -1039,33 +1087,39 @@ impl Core {
         p.holding = Holding::Releasing;
         p.updated_at = now;
         p.waiting_on = self.payment_shards(&p);
-        let p = self.put_payment(p, fx);
-        self.send_step(&p, now, fx);
         if to == PaymentStatus::Failed {
             self.notify_payment_failed(&p, now, fx);
         }
-        Ok(Reply::Payment(p))
+        self.await_unwind(p, token, idem, now, fx)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn refund_payment(
         &mut self,
         payment_id: &str,
         amount: Option<i64>,
         reason: String,
+        token: u64,
+        idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Result<Reply, EngineError> {
-        check_text("reason", &reason, limits::TEXT_LONG_MAX, false)?;
-        let mut p = self.payment_mut_checked(payment_id)?;
+    ) -> Option<Result<Reply, EngineError>> {
+        if let Err(e) = check_text("reason", &reason, limits::TEXT_LONG_MAX, false) {
+            return Some(Err(e));
+        }
+        let mut p = match self.payment_mut_checked(payment_id) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
         if p.status != PaymentStatus::Completed {
-            return Err(EngineError::conflict(format!("payment cannot be refunded, current status: {}", p.status.as_str())));
+            return Some(Err(EngineError::conflict(format!("payment cannot be refunded, current status: {}", p.status.as_str()))));
         }
         let amount = match amount {
             Some(a) if a > 0 => a,
             _ => p.amount,
         };
         if amount > p.amount {
-            return Err(EngineError::invalid("validation failed: refund amount cannot exceed payment amount"));
+            return Some(Err(EngineError::invalid("validation failed: refund amount cannot exceed payment amount")));
         }
         p.status = PaymentStatus::Refunded;
         p.refunded_amount = amount;
@@ -1076,15 +1130,13 @@ impl Core {
             p.holding = Holding::Restocking;
             p.waiting_on = self.payment_shards(&p);
         }
-        let p = self.put_payment(p, fx);
-        self.send_step(&p, now, fx);
         let data = vec![
             ("payment_id".to_string(), p.id.clone()),
             ("amount".to_string(), crate::money::format_minor(amount, self.cfg.currency)),
             ("reason".to_string(), reason),
         ];
         self.notify(&p.user_id, "Payment Refunded", "Your payment has been refunded successfully", "payment", "normal", data, now, fx);
-        Ok(Reply::Payment(p))
+        self.await_unwind(p, token, idem, now, fx)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1116,8 +1168,8 @@ impl Core {
         // Status changes go through the same guarded flows as the dedicated endpoints, so stock stays right.
         match status {
             PaymentStatus::Processing | PaymentStatus::Completed => self.process_payment(payment_id, String::new(), token, idem, now, fx),
-            PaymentStatus::Cancelled | PaymentStatus::Failed => Some(self.cancel_payment(payment_id, status, now, fx)),
-            PaymentStatus::Refunded => Some(self.refund_payment(payment_id, None, "updated by administrator".to_string(), now, fx)),
+            PaymentStatus::Cancelled | PaymentStatus::Failed => self.cancel_payment(payment_id, status, token, idem, now, fx),
+            PaymentStatus::Refunded => self.refund_payment(payment_id, None, "updated by administrator".to_string(), token, idem, now, fx),
             PaymentStatus::Pending => Some(Err(EngineError::invalid("invalid payment status: pending"))),
         }
     }
@@ -1199,6 +1251,7 @@ impl Core {
                         item.category.clone_from(&line.category);
                     }
                 }
+                p.amount = p.items.iter().map(PaymentItem::subtotal).sum();
             }
             (Err(reason), Step::Reserve | Step::Commit) if p.failure_reason.is_empty() => {
                 p.failure_reason.clone_from(reason);
@@ -1253,8 +1306,9 @@ impl Core {
             }
             Step::Unwind => {
                 p.holding = if p.holding == Holding::Restocking { Holding::Restocked } else { Holding::Released };
-                self.put_payment(p, fx);
-                self.last_sent.remove(&payment_id);
+                let p = self.put_payment(p, fx);
+                self.finish_waiters(&payment_id, Ok(Reply::Payment(p)), now, fx);
+                self.clear_pending_idempotency(&payment_id, fx);
             }
             Step::Reserve => unreachable!("covered by the guarded arms above"),
         }

@@ -10,27 +10,16 @@ const PAYLOAD_BYTES: usize = 100;
 
 #[test]
 fn group_commit_throughput() {
-    let scale: u64 = std::env::var("KASSA_JOURNAL_BENCH_SCALE")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1)
-        .clamp(1, 1000);
+    let scale: u64 = std::env::var("KASSA_JOURNAL_BENCH_SCALE").ok().and_then(|value| value.parse().ok()).unwrap_or(1).clamp(1, 1000);
     let payload = [0x5Au8; PAYLOAD_BYTES];
-    let modes = if kassa_engine::journal::io::probe_uring().is_ok() {
-        vec![IoMode::Portable, IoMode::Uring]
-    } else {
-        vec![IoMode::Portable]
-    };
+    let modes =
+        if kassa_engine::journal::io::probe_uring().is_ok() { vec![IoMode::Portable, IoMode::Uring] } else { vec![IoMode::Portable] };
     for io in modes {
         for (batch_frames, batches) in [(1u64, 100u64), (64, 50), (1024, 10)] {
             let batches = batches * scale;
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut writer = JournalWriter::open(JournalConfig {
-                dir: dir.path().to_path_buf(),
-                segment_bytes_max: 64 << 20,
-                io,
-            })
-            .expect("open");
+            let mut writer =
+                JournalWriter::open(JournalConfig { dir: dir.path().to_path_buf(), segment_bytes_max: 64 << 20, io }).expect("open");
             let started = Instant::now();
             for _ in 0..batches {
                 for _ in 0..batch_frames {
@@ -51,10 +40,7 @@ fn group_commit_throughput() {
                 elapsed_s * 1e6 / batches as f64,
             );
             drop(writer);
-            assert_eq!(
-                read_all(dir.path(), 1).expect("read_all").len() as u64,
-                frames
-            );
+            assert_eq!(read_all(dir.path(), 1).expect("read_all").len() as u64, frames);
         }
     }
 }

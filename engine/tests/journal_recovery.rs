@@ -3,27 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use kassa_engine::journal::format::frame_len;
-use kassa_engine::journal::{
-    DurableWatch, IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all,
-};
+use kassa_engine::journal::{DurableWatch, IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
 
 const FRAMES: Lsn = 6;
 const LAST_PAYLOAD_BYTES: usize = 37;
 
 fn config(dir: &Path, segment_bytes_max: u64) -> JournalConfig {
-    JournalConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes_max,
-        io: IoMode::Portable,
-    }
+    JournalConfig { dir: dir.to_path_buf(), segment_bytes_max, io: IoMode::Portable }
 }
 
 fn payload(lsn: Lsn) -> Vec<u8> {
-    let len = if lsn == FRAMES {
-        LAST_PAYLOAD_BYTES
-    } else {
-        10 + lsn as usize
-    };
+    let len = if lsn == FRAMES { LAST_PAYLOAD_BYTES } else { 10 + lsn as usize };
     (0..len).map(|i| (lsn as usize + i * 13) as u8).collect()
 }
 
@@ -48,39 +38,22 @@ fn write_journal(dir: &Path, segment_bytes_max: u64) {
 
 /// Reopens a damaged journal and checks that exactly frames 1..FRAMES-1 survive, the file is cut right
 /// after them, and appending goes on with LSN FRAMES.
-fn assert_recovers_without_last_frame(
-    dir: &Path,
-    segment_bytes_max: u64,
-    last_start: u64,
-    what: &str,
-) {
+fn assert_recovers_without_last_frame(dir: &Path, segment_bytes_max: u64, last_start: u64, what: &str) {
     let segment = last_segment(dir);
-    let mut writer = JournalWriter::open(config(dir, segment_bytes_max))
-        .unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
+    let mut writer = JournalWriter::open(config(dir, segment_bytes_max)).unwrap_or_else(|err| panic!("{what}: open failed: {err}"));
     assert_eq!(writer.next_lsn(), FRAMES, "{what}");
     assert_eq!(writer.durable_lsn(), FRAMES - 1, "{what}");
-    assert_eq!(
-        std::fs::metadata(&segment).expect("metadata").len(),
-        last_start,
-        "{what}: file not cut at the last good frame"
-    );
+    assert_eq!(std::fs::metadata(&segment).expect("metadata").len(), last_start, "{what}: file not cut at the last good frame");
     let records = read_all(dir, 1).expect("read_all");
     assert_eq!(records.len() as Lsn, FRAMES - 1, "{what}");
     for record in &records {
-        assert_eq!(
-            record.payload.as_slice(),
-            &payload(record.lsn)[..],
-            "{what}"
-        );
+        assert_eq!(record.payload.as_slice(), &payload(record.lsn)[..], "{what}");
     }
     assert_eq!(writer.append(6, 1, b"replacement"), FRAMES, "{what}");
     assert_eq!(writer.sync_all().expect("sync"), FRAMES, "{what}");
     let records = read_all(dir, 1).expect("read_all");
     assert_eq!(records.len() as Lsn, FRAMES, "{what}");
-    assert_eq!(
-        records[FRAMES as usize - 1].payload.as_slice(),
-        b"replacement"
-    );
+    assert_eq!(records[FRAMES as usize - 1].payload.as_slice(), b"replacement");
     assert_eq!(records[FRAMES as usize - 1].kind, 6);
 }
 
@@ -91,10 +64,7 @@ fn torn_tail_is_cut_at_every_offset_and_every_flipped_byte() {
     for segment_bytes_max in [1 << 20, 160] {
         let pristine = tempfile::tempdir().expect("tempdir");
         write_journal(pristine.path(), segment_bytes_max);
-        let segment_name = last_segment(pristine.path())
-            .file_name()
-            .expect("name")
-            .to_owned();
+        let segment_name = last_segment(pristine.path()).file_name().expect("name").to_owned();
         let bytes = std::fs::read(last_segment(pristine.path())).expect("read");
         let last_len = frame_len(LAST_PAYLOAD_BYTES) as u64;
         let file_len = bytes.len() as u64;
@@ -131,12 +101,7 @@ fn torn_tail_is_cut_at_every_offset_and_every_flipped_byte() {
         reset(&extended);
         let writer = JournalWriter::open(config(work.path(), segment_bytes_max)).expect("open");
         assert_eq!(writer.next_lsn(), FRAMES + 1);
-        assert_eq!(
-            std::fs::metadata(work.path().join(&segment_name))
-                .expect("metadata")
-                .len(),
-            file_len
-        );
+        assert_eq!(std::fs::metadata(work.path().join(&segment_name)).expect("metadata").len(), file_len);
     }
 }
 
@@ -146,24 +111,15 @@ fn read_all_stops_at_a_torn_tail_without_touching_it() {
     write_journal(dir.path(), 1 << 20);
     let segment = last_segment(dir.path());
     let len = std::fs::metadata(&segment).expect("metadata").len();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .expect("open");
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("open");
     file.set_len(len - 5).expect("truncate");
     let records = read_all(dir.path(), 1).expect("read_all");
     assert_eq!(records.len() as Lsn, FRAMES - 1);
-    assert_eq!(
-        std::fs::metadata(&segment).expect("metadata").len(),
-        len - 5
-    );
+    assert_eq!(std::fs::metadata(&segment).expect("metadata").len(), len - 5);
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|entry| entry.expect("entry").path())
-        .collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir).expect("read dir").map(|entry| entry.expect("entry").path()).collect();
     paths.sort();
     paths
 }
@@ -181,18 +137,13 @@ fn bad_frame_in_an_older_segment_is_corrupt() {
     std::fs::write(victim, &bytes).expect("write");
 
     match JournalWriter::open(config(dir.path(), 160)) {
-        Err(JournalError::Corrupt {
-            segment, offset, ..
-        }) => {
+        Err(JournalError::Corrupt { segment, offset, .. }) => {
             assert_eq!(&segment, victim);
             assert!(offset >= 32 && offset < bytes.len() as u64);
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(matches!(
-        read_all(dir.path(), 1),
-        Err(JournalError::Corrupt { .. })
-    ));
+    assert!(matches!(read_all(dir.path(), 1), Err(JournalError::Corrupt { .. })));
     // A reader treats any bad durable frame as corruption.
     let mut reader = JournalReader::open(dir.path(), 1, DurableWatch::new(FRAMES)).expect("reader");
     let mut outcome = Ok(None);
@@ -202,10 +153,7 @@ fn bad_frame_in_an_older_segment_is_corrupt() {
             break;
         }
     }
-    assert!(
-        matches!(outcome, Err(JournalError::Corrupt { .. })),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, Err(JournalError::Corrupt { .. })), "{outcome:?}");
     // The file was not "repaired".
     assert_eq!(std::fs::read(victim).expect("read"), bytes);
 
@@ -214,16 +162,8 @@ fn bad_frame_in_an_older_segment_is_corrupt() {
     write_journal(dir.path(), 160);
     let paths = segments(dir.path());
     let len = std::fs::metadata(&paths[0]).expect("metadata").len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&paths[0])
-        .expect("open")
-        .set_len(len - 1)
-        .expect("truncate");
-    assert!(matches!(
-        JournalWriter::open(config(dir.path(), 160)),
-        Err(JournalError::Corrupt { .. })
-    ));
+    std::fs::OpenOptions::new().write(true).open(&paths[0]).expect("open").set_len(len - 1).expect("truncate");
+    assert!(matches!(JournalWriter::open(config(dir.path(), 160)), Err(JournalError::Corrupt { .. })));
 }
 
 #[test]
@@ -233,14 +173,8 @@ fn missing_middle_segment_is_corrupt() {
     let paths = segments(dir.path());
     assert!(paths.len() >= 3);
     std::fs::remove_file(&paths[1]).expect("remove");
-    assert!(matches!(
-        JournalWriter::open(config(dir.path(), 160)),
-        Err(JournalError::Corrupt { .. })
-    ));
-    assert!(matches!(
-        read_all(dir.path(), 1),
-        Err(JournalError::Corrupt { .. })
-    ));
+    assert!(matches!(JournalWriter::open(config(dir.path(), 160)), Err(JournalError::Corrupt { .. })));
+    assert!(matches!(read_all(dir.path(), 1), Err(JournalError::Corrupt { .. })));
 }
 
 #[test]
@@ -251,23 +185,14 @@ fn half_created_last_segment_is_removed() {
         // A crash between creating the next segment and syncing its header.
         let torn = dir.path().join(format!("{:020}.seg", FRAMES + 1));
         std::fs::write(&torn, vec![0u8; torn_len]).expect("write");
-        assert_eq!(
-            read_all(dir.path(), 1).expect("read_all").len() as Lsn,
-            FRAMES
-        );
+        assert_eq!(read_all(dir.path(), 1).expect("read_all").len() as Lsn, FRAMES);
 
         let mut writer = JournalWriter::open(config(dir.path(), 1 << 20)).expect("open");
-        assert!(
-            !torn.exists(),
-            "torn segment of {torn_len} bytes left behind"
-        );
+        assert!(!torn.exists(), "torn segment of {torn_len} bytes left behind");
         assert_eq!(writer.next_lsn(), FRAMES + 1);
         writer.append(1, 1, b"more");
         assert_eq!(writer.sync_all().expect("sync"), FRAMES + 1);
-        assert_eq!(
-            read_all(dir.path(), 1).expect("read_all").len() as Lsn,
-            FRAMES + 1
-        );
+        assert_eq!(read_all(dir.path(), 1).expect("read_all").len() as Lsn, FRAMES + 1);
     }
 
     // A bad header in front of data is corruption, not a torn creation.
@@ -277,8 +202,5 @@ fn half_created_last_segment_is_removed() {
     let mut bytes = std::fs::read(&segment).expect("read");
     bytes[0] = b'X';
     std::fs::write(&segment, &bytes).expect("write");
-    assert!(matches!(
-        JournalWriter::open(config(dir.path(), 1 << 20)),
-        Err(JournalError::Corrupt { offset: 0, .. })
-    ));
+    assert!(matches!(JournalWriter::open(config(dir.path(), 1 << 20)), Err(JournalError::Corrupt { offset: 0, .. })));
 }

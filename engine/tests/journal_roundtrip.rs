@@ -4,9 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kassa_engine::journal::format::{SEGMENT_HEADER_BYTES, decode_segment_header, frame_len};
-use kassa_engine::journal::{
-    IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all,
-};
+use kassa_engine::journal::{IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
 use proptest::prelude::*;
 
 const RECV_TIMEOUT: Duration = Duration::from_secs(30);
@@ -17,18 +15,11 @@ fn payload(lsn: Lsn) -> Vec<u8> {
 }
 
 fn config(dir: &Path, io: IoMode, segment_bytes_max: u64) -> JournalConfig {
-    JournalConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes_max,
-        io,
-    }
+    JournalConfig { dir: dir.to_path_buf(), segment_bytes_max, io }
 }
 
 fn wait_complete(writer: &mut JournalWriter) -> Lsn {
-    let msg = writer
-        .completions()
-        .recv_timeout(RECV_TIMEOUT)
-        .expect("completion within the timeout");
+    let msg = writer.completions().recv_timeout(RECV_TIMEOUT).expect("completion within the timeout");
     writer.complete(msg).expect("batch durable")
 }
 
@@ -66,10 +57,7 @@ fn protocol_round_trip(dir: &Path, io: IoMode) -> &'static str {
     assert_eq!(writer.durable_lsn(), 10);
     assert_eq!(writer.flush(), Some(11));
     assert_eq!(wait_complete(&mut writer), 11);
-    assert!(matches!(
-        writer.complete(Ok(11)),
-        Err(JournalError::UnexpectedCompletion)
-    ));
+    assert!(matches!(writer.complete(Ok(11)), Err(JournalError::UnexpectedCompletion)));
     for lsn in 12..=20 {
         writer.append(3, 1, &payload(lsn));
     }
@@ -84,10 +72,7 @@ fn protocol_round_trip(dir: &Path, io: IoMode) -> &'static str {
         assert_eq!(record.payload.as_slice(), &payload(lsn)[..]);
         assert_eq!(record.payload.as_ptr() as usize % 16, 0, "payload aligned");
     }
-    assert_eq!(
-        read_all(dir, 15).expect("read_all from 15")[..],
-        records[14..]
-    );
+    assert_eq!(read_all(dir, 15).expect("read_all from 15")[..], records[14..]);
 
     let mut reader = JournalReader::open(dir, 5, writer.durable_watch()).expect("reader");
     for expected in &records[4..] {
@@ -109,10 +94,7 @@ fn protocol_round_trip(dir: &Path, io: IoMode) -> &'static str {
 #[test]
 fn portable_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(
-        protocol_round_trip(dir.path(), IoMode::Portable),
-        "portable"
-    );
+    assert_eq!(protocol_round_trip(dir.path(), IoMode::Portable), "portable");
 }
 
 /// Asks the kernel directly (not through tokio-uring) whether io_uring can be set up here.
@@ -134,28 +116,18 @@ fn kernel_allows_io_uring() -> bool {
 fn uring_round_trip_or_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let allowed = kernel_allows_io_uring();
-    assert_eq!(
-        kassa_engine::journal::io::probe_uring().is_ok(),
-        allowed,
-        "tokio-uring probe disagrees with the kernel"
-    );
+    assert_eq!(kassa_engine::journal::io::probe_uring().is_ok(), allowed, "tokio-uring probe disagrees with the kernel");
     if allowed {
         eprintln!("io_uring available: exercising the io_uring backend");
         assert_eq!(protocol_round_trip(dir.path(), IoMode::Uring), "io_uring");
         let auto_dir = tempfile::tempdir().expect("tempdir");
-        let auto =
-            JournalWriter::open(config(auto_dir.path(), IoMode::Auto, 1 << 20)).expect("auto open");
+        let auto = JournalWriter::open(config(auto_dir.path(), IoMode::Auto, 1 << 20)).expect("auto open");
         assert_eq!(auto.io_backend_name(), "io_uring");
     } else {
         eprintln!("io_uring unavailable: checking the error and the fallback");
-        let err = JournalWriter::open(config(dir.path(), IoMode::Uring, 1 << 20))
-            .expect_err("uring must fail here");
-        assert!(
-            matches!(err, JournalError::UringUnavailable(_)),
-            "got {err:?}"
-        );
-        let auto =
-            JournalWriter::open(config(dir.path(), IoMode::Auto, 1 << 20)).expect("auto open");
+        let err = JournalWriter::open(config(dir.path(), IoMode::Uring, 1 << 20)).expect_err("uring must fail here");
+        assert!(matches!(err, JournalError::UringUnavailable(_)), "got {err:?}");
+        let auto = JournalWriter::open(config(dir.path(), IoMode::Auto, 1 << 20)).expect("auto open");
         assert_eq!(auto.io_backend_name(), "portable");
     }
 }
@@ -163,11 +135,7 @@ fn uring_round_trip_or_clear_error() {
 #[test]
 fn backends_share_one_format() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = if kernel_allows_io_uring() {
-        IoMode::Uring
-    } else {
-        IoMode::Auto
-    };
+    let first = if kernel_allows_io_uring() { IoMode::Uring } else { IoMode::Auto };
     let mut writer = JournalWriter::open(config(dir.path(), first, 300)).expect("open");
     for lsn in 1..=12 {
         writer.append(1, 1, &payload(lsn));
@@ -182,11 +150,7 @@ fn backends_share_one_format() {
         writer.append(1, 1, &payload(lsn));
         writer.sync_all().expect("sync");
     }
-    let lsns: Vec<Lsn> = read_all(dir.path(), 1)
-        .expect("read_all")
-        .iter()
-        .map(|r| r.lsn)
-        .collect();
+    let lsns: Vec<Lsn> = read_all(dir.path(), 1).expect("read_all").iter().map(|r| r.lsn).collect();
     assert_eq!(lsns, (1..=20).collect::<Vec<_>>());
 }
 
@@ -194,8 +158,7 @@ fn backends_share_one_format() {
 fn lsns_continue_across_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let segment_bytes_max = 512;
-    let mut writer =
-        JournalWriter::open(config(dir.path(), IoMode::Portable, segment_bytes_max)).expect("open");
+    let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, segment_bytes_max)).expect("open");
     let mut batch_bytes_max = 0;
     let mut lsn = 0;
     for batch in 0..40u64 {
@@ -235,16 +198,12 @@ fn lsns_continue_across_rotation() {
     assert_eq!(seen, (from..=lsn).collect::<Vec<_>>());
     drop(writer);
 
-    let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, segment_bytes_max))
-        .expect("reopen");
+    let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, segment_bytes_max)).expect("reopen");
     assert_eq!(writer.next_lsn(), lsn + 1);
     assert_eq!(writer.segment_count(), files.len());
     writer.append(2, 1, b"next");
     assert_eq!(writer.sync_all().expect("sync"), lsn + 1);
-    assert_eq!(
-        read_all(dir.path(), 1).expect("read_all").len() as Lsn,
-        lsn + 1
-    );
+    assert_eq!(read_all(dir.path(), 1).expect("read_all").len() as Lsn, lsn + 1);
 }
 
 #[test]
@@ -258,8 +217,7 @@ fn remove_below_deletes_only_covered_segments() {
     let before = segment_files(dir.path());
     assert!(before.len() >= 4, "{before:?}");
     // A reader created before the removal, not yet positioned in any segment.
-    let mut early_reader =
-        JournalReader::open(dir.path(), 1, writer.durable_watch()).expect("reader");
+    let mut early_reader = JournalReader::open(dir.path(), 1, writer.durable_watch()).expect("reader");
 
     // An LSN inside segment 2: segments 0 and 1 are fully below it, segment 2 is not.
     let cut = before[2].0 + 1;
@@ -273,24 +231,14 @@ fn remove_below_deletes_only_covered_segments() {
 
     let oldest = before[3].0;
     match read_all(dir.path(), 1) {
-        Err(JournalError::LsnRemoved {
-            requested,
-            oldest: reported,
-        }) => {
+        Err(JournalError::LsnRemoved { requested, oldest: reported }) => {
             assert_eq!((requested, reported), (1, oldest));
         }
         other => panic!("expected LsnRemoved, got {other:?}"),
     }
-    assert!(matches!(
-        JournalReader::open(dir.path(), oldest - 1, writer.durable_watch()),
-        Err(JournalError::LsnRemoved { .. })
-    ));
-    assert!(matches!(
-        early_reader.next(),
-        Err(JournalError::LsnRemoved { requested: 1, .. })
-    ));
-    let mut reader =
-        JournalReader::open(dir.path(), oldest, writer.durable_watch()).expect("reader");
+    assert!(matches!(JournalReader::open(dir.path(), oldest - 1, writer.durable_watch()), Err(JournalError::LsnRemoved { .. })));
+    assert!(matches!(early_reader.next(), Err(JournalError::LsnRemoved { requested: 1, .. })));
+    let mut reader = JournalReader::open(dir.path(), oldest, writer.durable_watch()).expect("reader");
     assert_eq!(reader.next().expect("next").map(|r| r.lsn), Some(oldest));
 
     // Never the active segment, whatever the LSN.
@@ -308,18 +256,11 @@ fn remove_below_deletes_only_covered_segments() {
 #[test]
 fn oversized_payload_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut writer =
-        JournalWriter::open(config(dir.path(), IoMode::Portable, 1 << 20)).expect("open");
+    let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, 1 << 20)).expect("open");
     let big = vec![0u8; kassa_engine::journal::format::PAYLOAD_BYTES_MAX + 1];
-    assert!(matches!(
-        writer.try_append(1, 1, &big),
-        Err(JournalError::PayloadTooLarge { .. })
-    ));
+    assert!(matches!(writer.try_append(1, 1, &big), Err(JournalError::PayloadTooLarge { .. })));
     assert_eq!(writer.next_lsn(), 1);
-    assert!(matches!(
-        JournalWriter::open(config(dir.path(), IoMode::Portable, 10)),
-        Err(JournalError::InvalidConfig(_))
-    ));
+    assert!(matches!(JournalWriter::open(config(dir.path(), IoMode::Portable, 10)), Err(JournalError::InvalidConfig(_))));
 }
 
 #[derive(Debug, Clone)]
@@ -330,16 +271,8 @@ struct Step {
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
-    (
-        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..6),
-        any::<bool>(),
-        any::<bool>(),
-    )
-        .prop_map(|(payloads, flush, wait)| Step {
-            payloads,
-            flush,
-            wait,
-        })
+    (prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..6), any::<bool>(), any::<bool>())
+        .prop_map(|(payloads, flush, wait)| Step { payloads, flush, wait })
 }
 
 proptest! {
@@ -408,23 +341,12 @@ fn io_error_fails_the_journal_until_reopened() {
     writer.append(1, 1, b"two");
     assert_eq!(writer.flush(), Some(2));
     // Swap the real completion for an fdatasync failure.
-    writer
-        .completions()
-        .recv_timeout(RECV_TIMEOUT)
-        .expect("completion")
-        .expect("real batch succeeded");
+    writer.completions().recv_timeout(RECV_TIMEOUT).expect("completion").expect("real batch succeeded");
     let failure = std::io::Error::other("injected fdatasync failure");
-    assert!(matches!(
-        writer.complete(Err(failure)),
-        Err(JournalError::Io(_))
-    ));
+    assert!(matches!(writer.complete(Err(failure)), Err(JournalError::Io(_))));
     assert_eq!(writer.durable_lsn(), 1);
     writer.append(1, 1, b"three");
-    assert_eq!(
-        writer.flush(),
-        None,
-        "a failed journal takes no more batches"
-    );
+    assert_eq!(writer.flush(), None, "a failed journal takes no more batches");
     assert!(matches!(writer.sync_all(), Err(JournalError::Failed(_))));
     drop(writer);
     // Reopening re-verifies the files: what reached the disk is kept, nothing more.

@@ -8,11 +8,7 @@ use kassa_engine::journal::{IoMode, JournalConfig, JournalReader, JournalWriter,
 const RECV_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path, io: IoMode, segment_bytes_max: u64) -> JournalConfig {
-    JournalConfig {
-        dir: dir.to_path_buf(),
-        segment_bytes_max,
-        io,
-    }
+    JournalConfig { dir: dir.to_path_buf(), segment_bytes_max, io }
 }
 
 fn payload(lsn: Lsn) -> Vec<u8> {
@@ -23,8 +19,7 @@ fn payload(lsn: Lsn) -> Vec<u8> {
 #[test]
 fn reader_sees_nothing_beyond_the_durable_lsn() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut writer =
-        JournalWriter::open(config(dir.path(), IoMode::Portable, 1 << 20)).expect("open");
+    let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, 1 << 20)).expect("open");
     let mut reader = JournalReader::open(dir.path(), 1, writer.durable_watch()).expect("reader");
     assert_eq!(reader.next().expect("next"), None);
     for lsn in 1..=3 {
@@ -33,21 +28,11 @@ fn reader_sees_nothing_beyond_the_durable_lsn() {
     assert_eq!(writer.flush(), Some(3));
     // Wait for the I/O thread to finish the batch but do not record it: the frames are in the file, yet
     // not durable as far as the journal is concerned.
-    let msg = writer
-        .completions()
-        .recv_timeout(RECV_TIMEOUT)
-        .expect("completion");
-    assert!(
-        std::fs::metadata(dir.path().join(format!("{:020}.seg", 1)))
-            .expect("segment")
-            .len()
-            > 32
-    );
+    let msg = writer.completions().recv_timeout(RECV_TIMEOUT).expect("completion");
+    assert!(std::fs::metadata(dir.path().join(format!("{:020}.seg", 1))).expect("segment").len() > 32);
     assert_eq!(reader.next().expect("next"), None);
     writer.complete(msg).expect("complete");
-    let lsns: Vec<Lsn> = std::iter::from_fn(|| reader.next().expect("next"))
-        .map(|record| record.lsn)
-        .collect();
+    let lsns: Vec<Lsn> = std::iter::from_fn(|| reader.next().expect("next")).map(|record| record.lsn).collect();
     assert_eq!(lsns, vec![1, 2, 3]);
     assert_eq!(reader.position(), 4);
 }
@@ -84,18 +69,11 @@ fn tail_while_writing(io: IoMode) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut expected: Lsn = 1;
     while expected <= RECORDS {
-        assert!(
-            Instant::now() < deadline,
-            "reader stalled at lsn {expected}"
-        );
+        assert!(Instant::now() < deadline, "reader stalled at lsn {expected}");
         match reader.next().expect("next") {
             Some(record) => {
                 assert_eq!(record.lsn, expected);
-                assert!(
-                    record.lsn <= watch.get(),
-                    "record {} read before durable",
-                    record.lsn
-                );
+                assert!(record.lsn <= watch.get(), "record {} read before durable", record.lsn);
                 assert_eq!(record.payload.as_slice(), &payload(record.lsn)[..]);
                 expected += 1;
             }

@@ -6,9 +6,5 @@ use axum::extract::Request;
 use crate::auth::Principal;
 
 pub fn attach(req: &mut Request, principal: &Principal) {
-    req.extensions_mut().insert(kassa_api::Actor {
-        subject: principal.subject.clone(),
-        admin: principal.is_admin(),
-    });
-    req.extensions_mut().insert(principal.clone());
+    req.extensions_mut().insert(kassa_api::Actor { subject: principal.subject.clone(), admin: principal.is_admin() });
 }

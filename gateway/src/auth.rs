@@ -1,14 +1,17 @@
 //! Authentication (JWT, HS256 or EdDSA) and authorisation (which routes need a user, which an admin).
-//! Two middlewares: `authenticate` only identifies the caller (so the rate limiter can key on the user),
-//! `authorize` then applies the route policy and hands the API its `Actor`.
+//! Two steps: `identify` only finds out who calls (so the rate limiter can key on the user), `admit`
+//! then applies the route policy and hands the API its `Actor`.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+
+use axum::extract::Request;
+use axum::response::Response;
 use http::{HeaderMap, Method, StatusCode};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -83,24 +86,32 @@ impl AuthFailure {
     }
 }
 
+const LEEWAY_SECS: u64 = 5;
+const TOKEN_CACHE_SHARDS: usize = 16;
+/// 16 × 4096 remembered tokens at most (a few MiB).
+const TOKEN_CACHE_SHARD_CAPACITY: usize = 4096;
+
+type TokenCacheShard = Mutex<HashMap<String, Arc<Claims>>>;
+
 /// Signing and verification keys, resolved once from configuration.
 pub struct TokenKeys {
+    cache: Box<[TokenCacheShard]>,
+    cache_hasher: RandomState,
     encoding: EncodingKey,
     decoding: DecodingKey,
     algorithm: Algorithm,
+    /// Built once: only the configured algorithm, exp/nbf/iat/sub/iss required, issuer checked.
+    validation: Validation,
     ttl: Duration,
     issuer: String,
 }
 
 fn unix_now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, GatewayError> {
-    std::fs::read(path)
-        .map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))
+    std::fs::read(path).map_err(|e| GatewayError::Config(format!("cannot read {}: {e}", path.display())))
 }
 
 /// The HS256 secret: configured, read from a file, or generated once into `<data_dir>/jwt.secret` (mode
@@ -113,26 +124,17 @@ fn hs256_secret(cfg: &GatewayConfig, data_dir: &Path) -> Result<Vec<u8>, Gateway
         let bytes = read(file)?;
         let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
         if trimmed.len() < 16 {
-            return Err(GatewayError::Config(format!(
-                "{}: secret shorter than 16 bytes",
-                file.display()
-            )));
+            return Err(GatewayError::Config(format!("{}: secret shorter than 16 bytes", file.display())));
         }
         return Ok(trimmed);
     }
     let file = data_dir.join("jwt.secret");
     match std::fs::read(&file) {
         Ok(bytes) if bytes.len() >= 16 => Ok(bytes),
-        Ok(_) => Err(GatewayError::Config(format!(
-            "{}: secret shorter than 16 bytes",
-            file.display()
-        ))),
+        Ok(_) => Err(GatewayError::Config(format!("{}: secret shorter than 16 bytes", file.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| GatewayError::Io(data_dir.display().to_string(), e))?;
-            let secret: String = (0..64)
-                .map(|_| format!("{:x}", rand::random::<u8>() & 0xf))
-                .collect();
+            std::fs::create_dir_all(data_dir).map_err(|e| GatewayError::Io(data_dir.display().to_string(), e))?;
+            let secret: String = (0..64).map(|_| format!("{:x}", rand::random::<u8>() & 0xf)).collect();
             write_private(&file, secret.as_bytes())?;
             tracing::info!(file = %file.display(), "generated a JWT secret");
             Ok(secret.into_bytes())
@@ -159,36 +161,33 @@ fn write_private(file: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
 impl TokenKeys {
     pub fn from_config(cfg: &GatewayConfig, data_dir: &Path) -> Result<TokenKeys, GatewayError> {
         let auth = &cfg.auth;
-        let (encoding, decoding, algorithm) = match (
-            &auth.ed25519_private_key_file,
-            &auth.ed25519_public_key_file,
-        ) {
+        let (encoding, decoding, algorithm) = match (&auth.ed25519_private_key_file, &auth.ed25519_public_key_file) {
             (Some(private), Some(public)) => {
-                let bad = |e: jsonwebtoken::errors::Error| {
-                    GatewayError::Config(format!("ed25519 key: {e}"))
-                };
+                let bad = |e: jsonwebtoken::errors::Error| GatewayError::Config(format!("ed25519 key: {e}"));
                 let enc = EncodingKey::from_ed_pem(&read(private)?).map_err(bad)?;
                 let dec = DecodingKey::from_ed_pem(&read(public)?).map_err(bad)?;
                 (enc, dec, Algorithm::EdDSA)
             }
             (None, None) => {
                 let secret = hs256_secret(cfg, data_dir)?;
-                (
-                    EncodingKey::from_secret(&secret),
-                    DecodingKey::from_secret(&secret),
-                    Algorithm::HS256,
-                )
+                (EncodingKey::from_secret(&secret), DecodingKey::from_secret(&secret), Algorithm::HS256)
             }
             _ => {
-                return Err(GatewayError::Config(
-                    "set both ed25519_private_key_file and ed25519_public_key_file".into(),
-                ));
+                return Err(GatewayError::Config("set both ed25519_private_key_file and ed25519_public_key_file".into()));
             }
         };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[auth.issuer.as_str()]);
         Ok(TokenKeys {
+            cache: (0..TOKEN_CACHE_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            cache_hasher: RandomState::new(),
             encoding,
             decoding,
             algorithm,
+            validation,
             ttl: Duration::from_secs(auth.token_ttl_secs),
             issuer: auth.issuer.clone(),
         })
@@ -200,38 +199,43 @@ impl TokenKeys {
 
     pub fn issue(&self, role: Role, subject: &str) -> Result<String, GatewayError> {
         let now = unix_now_secs();
-        let claims = Claims {
-            sub: subject.to_string(),
-            role,
-            iss: self.issuer.clone(),
-            iat: now,
-            nbf: now,
-            exp: now + self.ttl.as_secs(),
-        };
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
-            .map_err(|e| GatewayError::Token(e.to_string()))
+        let claims = Claims { sub: subject.to_string(), role, iss: self.issuer.clone(), iat: now, nbf: now, exp: now + self.ttl.as_secs() };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding).map_err(|e| GatewayError::Token(e.to_string()))
     }
 
     /// Only the configured algorithm is accepted (no "any HMAC" or `none`), with exp/nbf/iss checked.
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        let mut validation = Validation::new(self.algorithm);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "sub", "iss"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
-        validation.set_issuer(&[self.issuer.as_str()]);
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .ok()
-            .map(|data| data.claims)
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
+    }
+
+    /// `verify` with a bounded cache of tokens already verified: a client sends the same token on every
+    /// request, and checking a signature (base64, JSON, HMAC) costs more than the rest of the gateway.
+    /// A hit still checks the time claims; the token string itself is the key, so a hit is exactly a
+    /// token whose signature was verified.
+    pub fn verify_cached(&self, token: &str) -> Option<Arc<Claims>> {
+        let now = unix_now_secs();
+        let fresh = |c: &Claims| c.exp + LEEWAY_SECS > now && c.nbf <= now + LEEWAY_SECS;
+        let shard = &self.cache[(self.cache_hasher.hash_one(token) as usize) % self.cache.len()];
+        if let Some(claims) = shard.lock().get(token) {
+            return fresh(claims).then(|| claims.clone());
+        }
+        let claims = Arc::new(self.verify(token)?);
+        let mut map = shard.lock();
+        if map.len() >= TOKEN_CACHE_SHARD_CAPACITY {
+            map.retain(|_, c| fresh(c));
+            if map.len() >= TOKEN_CACHE_SHARD_CAPACITY {
+                map.clear();
+            }
+        }
+        map.insert(token.to_string(), claims.clone());
+        Some(claims)
     }
 }
 
 /// Issues a token as `kassa token --role admin --subject NAME` does: same keys as the server (reads or
 /// creates `<data_dir>/jwt.secret` when no secret is configured).
 pub fn issue_token(cfg: &GatewayConfig, role: Role, subject: &str) -> Result<String, GatewayError> {
-    let data_dir = cfg
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("data"));
+    let data_dir = cfg.data_dir.clone().unwrap_or_else(|| std::path::PathBuf::from("data"));
     TokenKeys::from_config(cfg, &data_dir)?.issue(role, subject)
 }
 
@@ -254,29 +258,14 @@ pub fn http_access(method: &Method, path: &str, metrics_public: bool) -> Access 
     if under(path, "/admin") {
         return Access::Admin;
     }
-    if under(path, "/health")
-        || path == "/api/v1/health"
-        || path == "/auth/register"
-        || path == "/auth/login"
-        || path == "/auth/refresh"
-    {
+    if under(path, "/health") || path == "/api/v1/health" || path == "/auth/register" || path == "/auth/login" || path == "/auth/refresh" {
         return Access::Public;
     }
-    if [
-        "/api/v1/users/register",
-        "/api/v1/users/login",
-        "/api/v1/users/refresh-token",
-    ]
-    .contains(&path)
-    {
+    if ["/api/v1/users/register", "/api/v1/users/login", "/api/v1/users/refresh-token"].contains(&path) {
         return Access::Public;
     }
     if path == "/metrics" {
-        return if metrics_public {
-            Access::Public
-        } else {
-            Access::Admin
-        };
+        return if metrics_public { Access::Public } else { Access::Admin };
     }
     if ["/openapi.json", "/api-docs/openapi.json"].contains(&path) {
         return Access::Public;
@@ -289,46 +278,28 @@ pub fn http_access(method: &Method, path: &str, metrics_public: bool) -> Access 
 
 /// The gRPC policy, by `/package.Service/Method`.
 pub fn grpc_access(path: &str) -> Access {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
-    if service.starts_with("grpc.health.")
-        || service.starts_with("grpc.reflection.")
-        || method == "HealthCheck"
-    {
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    if service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.") || method == "HealthCheck" {
         return Access::Public;
     }
     if service == "product.ProductService" {
-        return if method.starts_with("Get") || method.starts_with("List") {
-            Access::Public
-        } else {
-            Access::Admin
-        };
+        return if method.starts_with("Get") || method.starts_with("List") { Access::Public } else { Access::Admin };
     }
     Access::User
 }
 
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 /// The bearer token of a request, from `Authorization` (HTTP header or gRPC metadata, which is the same).
 fn bearer(headers: &HeaderMap) -> Option<Result<&str, AuthFailure>> {
     let value = headers.get(http::header::AUTHORIZATION)?;
     let text = value.to_str().ok();
-    Some(
-        match text.and_then(|t| {
-            t.strip_prefix("Bearer ")
-                .or_else(|| t.strip_prefix("bearer "))
-        }) {
-            Some(token) if !token.trim().is_empty() => Ok(token.trim()),
-            _ => Err(AuthFailure::Malformed),
-        },
-    )
+    Some(match text.and_then(|t| t.strip_prefix("Bearer ").or_else(|| t.strip_prefix("bearer "))) {
+        Some(token) if !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(AuthFailure::Malformed),
+    })
 }
 
 /// Verifies a token against the keys and the user directory; the stored role wins over the token's, so
@@ -336,12 +307,9 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, AuthFailure>> {
 /// tokens from `kassa token`) keep the role they were signed with.
 pub fn principal_of(shared: &Shared, token: &str) -> Result<Principal, AuthFailure> {
     let keys = shared.tokens.as_ref().ok_or(AuthFailure::Invalid)?;
-    let claims = keys.verify(token).ok_or(AuthFailure::Invalid)?;
+    let claims = keys.verify_cached(token).ok_or(AuthFailure::Invalid)?;
     let role = match shared.users.as_ref().map(|u| u.standing(&claims.sub)) {
-        Some(crate::users::Standing::Active {
-            role,
-            tokens_valid_after_secs,
-        }) => {
+        Some(crate::users::Standing::Active { role, tokens_valid_after_secs }) => {
             if claims.iat < tokens_valid_after_secs {
                 return Err(AuthFailure::Invalid);
             }
@@ -350,77 +318,48 @@ pub fn principal_of(shared: &Shared, token: &str) -> Result<Principal, AuthFailu
         Some(crate::users::Standing::Inactive) => return Err(AuthFailure::Inactive),
         Some(crate::users::Standing::Unknown) | None => claims.role,
     };
-    Ok(Principal {
-        subject: claims.sub,
-        role,
-    })
+    Ok(Principal { subject: claims.sub.clone(), role })
 }
 
-/// Identifies the caller; never rejects (the route policy decides).
-pub async fn authenticate(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// Identifies the caller from its bearer token; never rejects (the route policy decides). A failure is
+/// left in the extensions so that a 401 can say why.
+pub fn identify(shared: &Shared, req: &mut Request) -> Option<Principal> {
     req.extensions_mut().remove::<Principal>();
-    let outcome = bearer(req.headers()).map(|t| t.and_then(|token| principal_of(&shared, token)));
-    match outcome {
-        Some(Ok(principal)) => {
-            crate::metrics::note_user(&req, &principal);
-            req.extensions_mut().insert(principal);
+    match bearer(req.headers())?.and_then(|token| principal_of(shared, token)) {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal.clone());
+            Some(principal)
         }
-        Some(Err(failure)) => {
+        Err(failure) => {
             req.extensions_mut().insert(failure);
+            None
         }
-        None => {}
     }
-    next.run(req).await
 }
 
-/// Applies the route policy: 401 without a valid identity, 403 with too little of one; hands the API
-/// its `Actor` so it can enforce ownership.
-pub async fn authorize(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let grpc = is_grpc(req.headers());
-    let access = if grpc {
-        grpc_access(req.uri().path())
-    } else {
-        http_access(req.method(), req.uri().path(), shared.cfg.metrics_public)
-    };
+/// Applies the route policy: 401 without a valid identity, 403 with too little of one (the refusal is
+/// returned); else hands the API its `Actor` so it can enforce ownership.
+pub fn admit(shared: &Shared, req: &mut Request, grpc: bool) -> Option<Response> {
+    let access = if grpc { grpc_access(req.uri().path()) } else { http_access(req.method(), req.uri().path(), shared.cfg.metrics_public) };
     let principal = req.extensions().get::<Principal>().cloned();
     let failure = req.extensions().get::<AuthFailure>().copied();
     let verdict = match (access, &principal) {
         (Access::Public, _) => Ok(()),
-        (_, None) => Err((
-            StatusCode::UNAUTHORIZED,
-            failure.map_or("authentication required", AuthFailure::message),
-        )),
-        (Access::Admin, Some(p)) if !p.is_admin() => {
-            Err((StatusCode::FORBIDDEN, "admin role required"))
-        }
+        (_, None) => Err((StatusCode::UNAUTHORIZED, failure.map_or("authentication required", AuthFailure::message))),
+        (Access::Admin, Some(p)) if !p.is_admin() => Err((StatusCode::FORBIDDEN, "admin role required")),
         (_, Some(_)) => Ok(()),
     };
     if let Err((status, message)) = verdict {
-        let mut response = if grpc {
-            respond::grpc_error(status, message)
-        } else {
-            respond::error(status, message)
-        };
+        let mut response = respond::error_for(grpc, status, message);
         if status == StatusCode::UNAUTHORIZED && !grpc {
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
+            response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
-        return response;
+        return Some(response);
     }
     if let Some(p) = principal {
-        crate::actor::attach(&mut req, &p);
+        crate::actor::attach(req, &p);
     }
-    next.run(req).await.into_response()
+    None
 }
 
 #[cfg(test)]
@@ -442,10 +381,7 @@ mod tests {
         assert!(claims.exp > claims.iat && claims.nbf == claims.iat);
         let mut other = GatewayConfig::default();
         other.auth.jwt_secret = Some("another-secret-of-enough-length".into());
-        let foreign = TokenKeys::from_config(&other, Path::new("/nonexistent"))
-            .unwrap()
-            .issue(Role::Admin, "eve")
-            .unwrap();
+        let foreign = TokenKeys::from_config(&other, Path::new("/nonexistent")).unwrap().issue(Role::Admin, "eve").unwrap();
         assert!(k.verify(&foreign).is_none());
         assert!(k.verify("not.a.token").is_none());
         let mut parts: Vec<String> = token.split('.').map(String::from).collect();
@@ -454,27 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn cached_verification_agrees_and_still_expires() {
+        let k = keys();
+        let token = k.issue(Role::User, "carol").unwrap();
+        assert_eq!(k.verify_cached(&token).unwrap().sub, "carol");
+        assert_eq!(k.verify_cached(&token).unwrap().sub, "carol", "from the cache");
+        assert!(k.verify_cached("garbage").is_none());
+        // A cached entry whose exp has passed (beyond the leeway) is refused like any expired token.
+        let now = unix_now_secs();
+        let stale = Claims { sub: "old".into(), role: Role::User, iss: "kassa".into(), iat: now - 100, nbf: now - 100, exp: now - 10 };
+        let shard = (k.cache_hasher.hash_one("stale-token") as usize) % k.cache.len();
+        k.cache[shard].lock().insert("stale-token".into(), Arc::new(stale));
+        assert!(k.verify_cached("stale-token").is_none(), "a cached token expires like any other");
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let k = keys();
         let now = unix_now_secs();
-        let claims = Claims {
-            sub: "bob".into(),
-            role: Role::User,
-            iss: "kassa".into(),
-            iat: now - 100,
-            nbf: now - 100,
-            exp: now - 60,
-        };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
+        let claims = Claims { sub: "bob".into(), role: Role::User, iss: "kassa".into(), iat: now - 100, nbf: now - 100, exp: now - 60 };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &k.encoding).unwrap();
         assert!(k.verify(&token).is_none());
-        let future = Claims {
-            nbf: now + 600,
-            exp: now + 900,
-            ..claims
-        };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &future, &k.encoding).unwrap();
+        let future = Claims { nbf: now + 600, exp: now + 900, ..claims };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &future, &k.encoding).unwrap();
         assert!(k.verify(&token).is_none(), "not valid before nbf");
     }
 
@@ -493,8 +431,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let private = dir.path().join("ed.pem");
         let public = dir.path().join("ed.pub.pem");
-        std::fs::write(&private, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n").unwrap();
-        std::fs::write(&public, "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n").unwrap();
+        std::fs::write(
+            &private,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &public,
+            "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
         let mut cfg = GatewayConfig::default();
         cfg.auth.ed25519_private_key_file = Some(private);
         cfg.auth.ed25519_public_key_file = Some(public);
@@ -513,10 +459,7 @@ mod tests {
         let post = Method::POST;
         assert_eq!(http_access(&get, "/api/products/1", true), Access::Public);
         assert_eq!(http_access(&post, "/api/products", true), Access::Admin);
-        assert_eq!(
-            http_access(&Method::DELETE, "/products/3", true),
-            Access::Admin
-        );
+        assert_eq!(http_access(&Method::DELETE, "/products/3", true), Access::Admin);
         assert_eq!(http_access(&get, "/api/baskets/u1", true), Access::User);
         assert_eq!(http_access(&get, "/api/productsX", true), Access::User);
         assert_eq!(http_access(&get, "/admin/status", true), Access::Admin);
@@ -524,14 +467,8 @@ mod tests {
         assert_eq!(http_access(&get, "/metrics", false), Access::Admin);
         assert_eq!(http_access(&post, "/auth/login", true), Access::Public);
         assert_eq!(http_access(&get, "/auth/me", true), Access::User);
-        assert_eq!(
-            grpc_access("/product.ProductService/GetProduct"),
-            Access::Public
-        );
-        assert_eq!(
-            grpc_access("/product.ProductService/CreateProduct"),
-            Access::Admin
-        );
+        assert_eq!(grpc_access("/product.ProductService/GetProduct"), Access::Public);
+        assert_eq!(grpc_access("/product.ProductService/CreateProduct"), Access::Admin);
         assert_eq!(grpc_access("/basket.BasketService/AddItem"), Access::User);
         assert_eq!(grpc_access("/grpc.health.v1.Health/Check"), Access::Public);
     }

@@ -71,13 +71,7 @@ impl Breaker {
         let until = Instant::now() + Duration::from_millis(cfg.interval_ms);
         Breaker {
             cfg,
-            inner: Mutex::new(Inner {
-                state: BreakerState::Closed,
-                counts: Counts::default(),
-                until,
-                trips: 0,
-                opened_total: 0,
-            }),
+            inner: Mutex::new(Inner { state: BreakerState::Closed, counts: Counts::default(), until, trips: 0, opened_total: 0 }),
         }
     }
 
@@ -103,8 +97,7 @@ impl Breaker {
                 inner.trips = (inner.trips + 1).min(BACKOFF_MAX);
                 inner.opened_total += 1;
                 let factor = 1u64 << (inner.trips - 1).min(3);
-                inner.until =
-                    now + Duration::from_millis(self.cfg.timeout_ms.saturating_mul(factor));
+                inner.until = now + Duration::from_millis(self.cfg.timeout_ms.saturating_mul(factor));
             }
             BreakerState::Closed => {
                 inner.trips = 0;
@@ -173,9 +166,7 @@ impl Breaker {
             c.total_successes = c.total_successes.saturating_add(1);
             c.consecutive_successes = c.consecutive_successes.saturating_add(1);
             c.consecutive_failures = 0;
-            if inner.state == BreakerState::HalfOpen
-                && inner.counts.consecutive_successes >= self.cfg.max_requests
-            {
+            if inner.state == BreakerState::HalfOpen && inner.counts.consecutive_successes >= self.cfg.max_requests {
                 self.set_state(&mut inner, BreakerState::Closed, now);
             }
             return;
@@ -186,11 +177,9 @@ impl Breaker {
         let trip = match inner.state {
             BreakerState::Closed => {
                 let c = inner.counts;
-                let by_streak = self.cfg.consecutive_failures > 0
-                    && c.consecutive_failures >= self.cfg.consecutive_failures;
+                let by_streak = self.cfg.consecutive_failures > 0 && c.consecutive_failures >= self.cfg.consecutive_failures;
                 let by_ratio = c.requests >= self.cfg.min_requests
-                    && f64::from(c.total_failures)
-                        >= self.cfg.failure_ratio * f64::from(c.requests.max(1));
+                    && f64::from(c.total_failures) >= self.cfg.failure_ratio * f64::from(c.requests.max(1));
                 by_streak || by_ratio
             }
             BreakerState::HalfOpen => true,
@@ -207,11 +196,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> BreakerConfig {
-        BreakerConfig {
-            timeout_ms: 50,
-            max_requests: 2,
-            ..BreakerConfig::default()
-        }
+        BreakerConfig { timeout_ms: 50, max_requests: 2, ..BreakerConfig::default() }
     }
 
     fn call(b: &Breaker, ok: bool) -> bool {
@@ -227,11 +212,7 @@ mod tests {
         let b = Breaker::new(cfg());
         assert!(call(&b, true));
         assert!(call(&b, false));
-        assert_eq!(
-            b.state(),
-            BreakerState::Closed,
-            "1 of 2 is under the minimum request count"
-        );
+        assert_eq!(b.state(), BreakerState::Closed, "1 of 2 is under the minimum request count");
         assert!(call(&b, false));
         assert_eq!(b.state(), BreakerState::Open, "2 of 3 ≥ 0.6");
         assert!(!call(&b, true), "open rejects");
@@ -247,22 +228,14 @@ mod tests {
 
     #[test]
     fn half_open_failure_reopens_for_longer() {
-        let b = Breaker::new(BreakerConfig {
-            consecutive_failures: 2,
-            min_requests: 100,
-            ..cfg()
-        });
+        let b = Breaker::new(BreakerConfig { consecutive_failures: 2, min_requests: 100, ..cfg() });
         assert!(call(&b, false) && call(&b, false));
         assert_eq!(b.state(), BreakerState::Open, "two consecutive failures");
         std::thread::sleep(Duration::from_millis(60));
         assert!(call(&b, false));
         assert_eq!(b.state(), BreakerState::Open);
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            b.state(),
-            BreakerState::Open,
-            "second trip waits twice as long"
-        );
+        assert_eq!(b.state(), BreakerState::Open, "second trip waits twice as long");
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert_eq!(b.opened_total(), 2);
@@ -270,10 +243,7 @@ mod tests {
 
     #[test]
     fn disabled_breaker_always_admits() {
-        let b = Breaker::new(BreakerConfig {
-            enabled: false,
-            ..cfg()
-        });
+        let b = Breaker::new(BreakerConfig { enabled: false, ..cfg() });
         for _ in 0..20 {
             assert!(call(&b, false));
         }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::GatewayError;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// `false` turns every layer off (the routers are served bare); only for measuring the gateway's cost.
@@ -73,9 +73,7 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<(), GatewayError> {
         let bad = |msg: String| Err(GatewayError::Config(msg));
         if self.cors.allow_credentials && self.cors.allowed_origins.iter().any(|o| o == "*") {
-            return bad(
-                "cors: allowed_origins \"*\" cannot be combined with allow_credentials".into(),
-            );
+            return bad("cors: allowed_origins \"*\" cannot be combined with allow_credentials".into());
         }
         if let Some(secret) = &self.auth.jwt_secret
             && secret.len() < 16
@@ -84,9 +82,7 @@ impl GatewayConfig {
         }
         for (name, class) in self.rate_limit.classes() {
             if class.limit == 0 || class.window_ms == 0 || class.burst == 0 {
-                return bad(format!(
-                    "rate_limit.{name}: limit, window_ms and burst must be positive"
-                ));
+                return bad(format!("rate_limit.{name}: limit, window_ms and burst must be positive"));
             }
         }
         if self.rate_limit.max_clients == 0 {
@@ -96,9 +92,7 @@ impl GatewayConfig {
             return bad("body_limit_bytes and timeouts.request_ms must be positive".into());
         }
         if !(0.0..=1.0).contains(&self.breaker.failure_ratio) || self.breaker.max_requests == 0 {
-            return bad(
-                "breaker: failure_ratio must be within 0..=1 and max_requests positive".into(),
-            );
+            return bad("breaker: failure_ratio must be within 0..=1 and max_requests positive".into());
         }
         if self.tls.is_some() {
             // Serving TLS needs a rustls acceptor the workspace does not declare yet (see gateway/README.md).
@@ -116,13 +110,14 @@ impl GatewayConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Secure by default: every non-public route needs a valid token.
     pub enabled: bool,
     /// HS256 secret (≥ 16 bytes). When neither this, `jwt_secret_file` nor an Ed25519 key pair is set, a
-    /// random secret is generated once into `<data_dir>/jwt.secret`.
+    /// random secret is generated once into `<data_dir>/jwt.secret`. Never printed by `kassa config`.
+    #[serde(skip_serializing)]
     pub jwt_secret: Option<String>,
     pub jwt_secret_file: Option<PathBuf>,
     /// EdDSA instead of HS256: PKCS#8 private key PEM (to sign) and SPKI public key PEM (to verify).
@@ -132,6 +127,7 @@ pub struct AuthConfig {
     pub issuer: String,
     /// The first admin, created at start-up if no user of that name exists (only when a password is given).
     pub admin_user: String,
+    #[serde(skip_serializing)]
     pub admin_password: Option<String>,
     pub password_min_len: usize,
 }
@@ -164,15 +160,11 @@ pub struct LimitClass {
 
 impl LimitClass {
     pub const fn per_minute(limit: u32) -> LimitClass {
-        LimitClass {
-            limit,
-            window_ms: 60_000,
-            burst: limit,
-        }
+        LimitClass { limit, window_ms: 60_000, burst: limit }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub enabled: bool,
@@ -186,6 +178,9 @@ pub struct RateLimitConfig {
     pub max_clients: usize,
     /// A client presenting this header is limited by (a hash of) its value when it carries no valid token.
     pub api_key_header: String,
+    /// Peers whose `X-Forwarded-For` is believed (e.g. the Kassa gateway in front of this node, so that
+    /// its clients are limited one by one rather than all as the gateway's address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for RateLimitConfig {
@@ -198,22 +193,18 @@ impl Default for RateLimitConfig {
             default: LimitClass::per_minute(100),
             max_clients: 1_000_000,
             api_key_header: "x-api-key".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl RateLimitConfig {
     pub fn classes(&self) -> [(&'static str, LimitClass); 4] {
-        [
-            ("api", self.api),
-            ("admin", self.admin),
-            ("health", self.health),
-            ("default", self.default),
-        ]
+        [("api", self.api), ("admin", self.admin), ("health", self.health), ("default", self.default)]
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
     /// Exact origins (`https://shop.example`) or `*`. Empty = no CORS headers at all.
@@ -259,7 +250,7 @@ impl Default for CorsConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert_file: PathBuf,
@@ -289,29 +280,17 @@ impl UpstreamConfig {
     /// Parses the command-line form `HTTP_URL[,grpc=URL][,weight=N][,primary]`.
     pub fn parse(text: &str) -> Result<UpstreamConfig, GatewayError> {
         let mut parts = text.split(',').map(str::trim);
-        let http = parts
-            .next()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| GatewayError::Config("empty upstream".into()))?;
-        let mut up = UpstreamConfig {
-            http: http.to_string(),
-            grpc: None,
-            weight: 1,
-            primary: false,
-        };
+        let http = parts.next().filter(|s| !s.is_empty()).ok_or_else(|| GatewayError::Config("empty upstream".into()))?;
+        let mut up = UpstreamConfig { http: http.to_string(), grpc: None, weight: 1, primary: false };
         for part in parts {
             match part.split_once('=') {
                 Some(("grpc", url)) => up.grpc = Some(url.to_string()),
                 Some(("weight", w)) => {
-                    up.weight = w.parse().map_err(|_| {
-                        GatewayError::Config(format!("upstream {text}: bad weight {w}"))
-                    })?
+                    up.weight = w.parse().map_err(|_| GatewayError::Config(format!("upstream {text}: bad weight {w}")))?
                 }
                 None if part == "primary" => up.primary = true,
                 _ => {
-                    return Err(GatewayError::Config(format!(
-                        "upstream {text}: unknown option {part}"
-                    )));
+                    return Err(GatewayError::Config(format!("upstream {text}: unknown option {part}")));
                 }
             }
         }
@@ -327,6 +306,19 @@ pub enum Strategy {
     WeightedRoundRobin,
 }
 
+impl std::str::FromStr for Strategy {
+    type Err = GatewayError;
+
+    fn from_str(text: &str) -> Result<Strategy, GatewayError> {
+        match text {
+            "round_robin" => Ok(Strategy::RoundRobin),
+            "least_connections" => Ok(Strategy::LeastConnections),
+            "weighted_round_robin" => Ok(Strategy::WeightedRoundRobin),
+            _ => Err(GatewayError::Config(format!("unknown strategy {text}: round_robin, least_connections or weighted_round_robin"))),
+        }
+    }
+}
+
 impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
@@ -338,7 +330,7 @@ impl Strategy {
 }
 
 /// Per-upstream circuit breaker; defaults are the old gateway's (sony/gobreaker) plus a consecutive-failure trip.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     pub enabled: bool,
@@ -367,7 +359,7 @@ impl Default for BreakerConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub enabled: bool,
@@ -393,7 +385,7 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total tries of an idempotent request (1 = no retries).
@@ -407,16 +399,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig {
-            attempts: 3,
-            budget_ratio: 0.2,
-            budget_min_per_sec: 10,
-            backoff_ms: 20,
-        }
+        RetryConfig { attempts: 3, budget_ratio: 0.2, budget_min_per_sec: 10, backoff_ms: 20 }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// Whole-request deadline (504 when exceeded).
@@ -428,11 +415,7 @@ pub struct TimeoutConfig {
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutConfig {
-            request_ms: 30_000,
-            routes: BTreeMap::new(),
-            upstream_connect_ms: 2_000,
-        }
+        TimeoutConfig { request_ms: 30_000, routes: BTreeMap::new(), upstream_connect_ms: 2_000 }
     }
 }
 

@@ -1,17 +1,9 @@
-//! Edge hygiene: request ids, W3C trace context, security headers, CORS, per-route timeouts.
+//! Edge hygiene: request ids, W3C trace context, security headers, body limits.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::GatewayError;
-use crate::config::CorsConfig;
-use crate::front::Shared;
 use crate::respond;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,11 +23,7 @@ pub struct TraceContext {
 }
 
 fn hex_to<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != 2 * N
-        || !text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return None;
     }
     let mut out = [0u8; N];
@@ -46,26 +34,27 @@ fn hex_to<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 impl TraceContext {
     /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids are invalid (per the spec).
     pub fn parse(text: &str) -> Option<TraceContext> {
         let mut parts = text.trim().split('-');
-        let (version, trace, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         if version != "00" || parts.next().is_some() {
             return None;
         }
         let trace_id = hex_to::<16>(trace).filter(|t| t.iter().any(|&b| b != 0))?;
         let parent_id = hex_to::<8>(parent).filter(|p| p.iter().any(|&b| b != 0))?;
         let flags = hex_to::<1>(flags)?[0];
-        Some(TraceContext {
-            trace_id,
-            parent_id,
-            flags,
-        })
+        Some(TraceContext { trace_id, parent_id, flags })
     }
 
     /// A child of `parent` (same trace, new span), or a new root trace.
@@ -73,30 +62,17 @@ impl TraceContext {
         let mut span: [u8; 8] = rand::random();
         span[0] |= 1;
         match parent {
-            Some(p) => TraceContext {
-                trace_id: p.trace_id,
-                parent_id: span,
-                flags: p.flags,
-            },
+            Some(p) => TraceContext { trace_id: p.trace_id, parent_id: span, flags: p.flags },
             None => {
                 let mut trace_id: [u8; 16] = rand::random();
                 trace_id[0] |= 1;
-                TraceContext {
-                    trace_id,
-                    parent_id: span,
-                    flags: 0,
-                }
+                TraceContext { trace_id, parent_id: span, flags: 0 }
             }
         }
     }
 
     pub fn header(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
-            self.flags
-        )
+        format!("00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags)
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -104,151 +80,84 @@ impl TraceContext {
     }
 }
 
+/// A UUIDv7 from the thread-local CSPRNG (`Uuid::now_v7` asks the kernel for randomness on every call).
+fn new_request_id() -> String {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
+}
+
 fn sane_request_id(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
-    let ok = !text.is_empty()
-        && text.len() <= REQUEST_ID_LEN_MAX
-        && text.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !text.is_empty() && text.len() <= REQUEST_ID_LEN_MAX && text.bytes().all(|b| b.is_ascii_graphic());
     ok.then(|| text.to_string())
 }
 
-/// Gives every request an id and a trace context, on the request (for the API and upstreams) and on
-/// the response.
-pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(sane_request_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let parent = req
-        .headers()
-        .get(&TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceContext::parse);
+/// The ids a request carries, to be stamped on its response.
+pub struct Stamp {
+    id: HeaderValue,
+    trace: HeaderValue,
+}
+
+impl Stamp {
+    pub fn apply(self, response: &mut Response) {
+        response.headers_mut().insert(X_REQUEST_ID, self.id);
+        response.headers_mut().insert(TRACEPARENT, self.trace);
+    }
+}
+
+/// Gives a request an id and a trace context, on the request (for the API and upstreams) and, through
+/// the returned stamp, on the response.
+pub fn assign_ids(req: &mut Request) -> Stamp {
+    let id = req.headers().get(&X_REQUEST_ID).and_then(sane_request_id).unwrap_or_else(new_request_id);
+    let parent = req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
     let trace = TraceContext::child_of(parent);
-    let id_value =
-        HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let trace_value = HeaderValue::from_str(&trace.header())
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let id_value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let trace_value = HeaderValue::from_str(&trace.header()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut().insert(X_REQUEST_ID, id_value.clone());
     req.headers_mut().insert(TRACEPARENT, trace_value.clone());
     req.extensions_mut().insert(RequestId(id));
     req.extensions_mut().insert(trace);
-    let mut response = next.run(req).await;
-    response.headers_mut().insert(X_REQUEST_ID, id_value);
-    response.headers_mut().insert(TRACEPARENT, trace_value);
-    response
+    Stamp { id: id_value, trace: trace_value }
 }
 
-/// Security headers on every response (rejections included). HSTS only over TLS: over plain HTTP it
+const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (http::header::X_FRAME_OPTIONS, "DENY"),
+    (http::header::REFERRER_POLICY, "no-referrer"),
+    (http::header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+    (HeaderName::from_static("cross-origin-resource-policy"), "same-site"),
+];
+
+/// Security headers for every response (rejections included). HSTS only over TLS: over plain HTTP it
 /// means nothing and can lock a host out of HTTP for a year.
-pub async fn security_headers(
-    State(shared): State<Arc<Shared>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(req).await;
+pub fn secure(response: &mut Response, tls: bool) {
     let h = response.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-site"),
-    );
-    if shared.cfg.tls.is_some() {
-        h.insert(
-            "strict-transport-security",
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        );
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
     }
-    response
-}
-
-/// Per-route deadline (the longest configured prefix wins); 504 (or DEADLINE_EXCEEDED) when exceeded.
-/// Only the response head is bounded, so gRPC streams are not cut.
-pub async fn deadline(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let limit: Duration = shared.cfg.timeouts.for_path(req.uri().path());
-    let grpc = crate::auth::is_grpc(req.headers());
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => respond::error_for(grpc, StatusCode::GATEWAY_TIMEOUT, "request timed out"),
+    if tls {
+        h.insert(http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
     }
 }
 
-/// Refuses bodies over the limit: at once when `Content-Length` says so, else when the stream exceeds it.
-pub async fn body_limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let limit = shared.cfg.body_limit_bytes;
-    let declared = req
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        let grpc = crate::auth::is_grpc(req.headers());
-        return respond::error_for(
-            grpc,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        );
-    }
-    let req = req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
-    next.run(req).await
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
 }
 
-fn parse_list<T>(
-    items: &[String],
-    what: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<T>, GatewayError> {
-    items
-        .iter()
-        .map(|s| parse(s).ok_or_else(|| GatewayError::Config(format!("cors: bad {what} {s:?}"))))
-        .collect()
+/// The 413 for a body whose `Content-Length` is over the limit.
+pub fn oversized(req: &Request, limit: usize, grpc: bool) -> Option<Response> {
+    declared_length(req)
+        .filter(|&n| n > limit as u64)
+        .map(|_| respond::error_for(grpc, StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
 }
 
-/// The CORS layer from configuration; `None` when no origin is allowed (no CORS headers at all).
-pub fn cors_layer(cfg: &CorsConfig) -> Result<Option<CorsLayer>, GatewayError> {
-    if cfg.allowed_origins.is_empty() {
-        return Ok(None);
+/// Bounds a body without a (trustworthy) length: reading past the limit fails (413 from the API).
+pub fn limit_body(req: Request, limit: usize) -> Request {
+    if declared_length(&req) == Some(0) || axum::body::HttpBody::is_end_stream(req.body()) {
+        return req;
     }
-    let methods = parse_list(&cfg.allowed_methods, "method", |s| {
-        Method::from_bytes(s.as_bytes()).ok()
-    })?;
-    let headers = parse_list(&cfg.allowed_headers, "header", |s| {
-        HeaderName::from_bytes(s.as_bytes()).ok()
-    })?;
-    let exposed = parse_list(&cfg.exposed_headers, "header", |s| {
-        HeaderName::from_bytes(s.as_bytes()).ok()
-    })?;
-    let origin = if cfg.allowed_origins.iter().any(|o| o == "*") {
-        if cfg.allow_credentials {
-            return Err(GatewayError::Config(
-                "cors: \"*\" cannot be combined with credentials".into(),
-            ));
-        }
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(parse_list(&cfg.allowed_origins, "origin", |s| {
-            HeaderValue::from_str(s).ok()
-        })?)
-    };
-    Ok(Some(
-        CorsLayer::new()
-            .allow_origin(origin)
-            .allow_methods(methods)
-            .allow_headers(headers)
-            .expose_headers(exposed)
-            .allow_credentials(cfg.allow_credentials)
-            .max_age(Duration::from_secs(cfg.max_age_secs)),
-    ))
+    req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)))
 }
 
 #[cfg(test)]
@@ -277,25 +186,5 @@ mod tests {
         }
         let root = TraceContext::child_of(None);
         assert_eq!(TraceContext::parse(&root.header()), Some(root));
-    }
-
-    #[test]
-    fn cors_refuses_wildcard_with_credentials() {
-        let cfg = CorsConfig {
-            allow_credentials: true,
-            ..CorsConfig::default()
-        };
-        assert!(cors_layer(&cfg).is_err());
-        let cfg = CorsConfig {
-            allowed_origins: vec!["https://shop.example".into()],
-            allow_credentials: true,
-            ..CorsConfig::default()
-        };
-        assert!(cors_layer(&cfg).unwrap().is_some());
-        let cfg = CorsConfig {
-            allowed_origins: vec![],
-            ..CorsConfig::default()
-        };
-        assert!(cors_layer(&cfg).unwrap().is_none());
     }
 }

@@ -14,9 +14,7 @@ use crate::front::Shared;
 use crate::respond::error;
 
 pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// RFC 3339 UTC with microseconds, from microseconds since the epoch (0 → the Go zero time the old
@@ -39,12 +37,7 @@ pub fn rfc3339(micros: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 fn now() -> String {
@@ -63,10 +56,7 @@ async fn live() -> Json<Value> {
 fn readiness(shared: &Shared) -> (bool, Value) {
     if let Some(engine) = &shared.engine {
         let open = engine.is_open();
-        return (
-            open,
-            json!({"engine": {"healthy": open, "shards": engine.shards()}}),
-        );
+        return (open, json!({"engine": {"healthy": open, "shards": engine.shards()}}));
     }
     if let Some(pool) = &shared.pool {
         let healthy = pool.healthy_count();
@@ -83,11 +73,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     if ok {
         Json(json!({"status": "ready", "timestamp": now()})).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "timestamp": now()})),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready", "timestamp": now()}))).into_response()
     }
 }
 
@@ -98,16 +84,8 @@ async fn detailed(State(shared): State<Arc<Shared>>) -> Response {
         checks["engine"]["checkpoint_age_seconds"] = json!(engine.checkpoint_age().as_secs_f64());
     }
     checks["gateway"] = json!({"healthy": true, "error": "", "duration": format!("{}µs", started.elapsed().as_micros()), "uptime_seconds": shared.started.elapsed().as_secs()});
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"checks": checks, "healthy": ok, "timestamp": now()})),
-    )
-        .into_response()
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"checks": checks, "healthy": ok, "timestamp": now()}))).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -146,17 +124,9 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
     } else {
         "healthy"
     };
-    let entry =
-        json!({"healthy_backends": healthy, "status": service_status, "total_backends": total});
-    let services: serde_json::Map<String, Value> = SERVICES[1..]
-        .iter()
-        .map(|s| (s.to_string(), entry.clone()))
-        .collect();
-    let mode = if shared.pool.is_some() {
-        "standalone"
-    } else {
-        "embedded"
-    };
+    let entry = json!({"healthy_backends": healthy, "status": service_status, "total_backends": total});
+    let services: serde_json::Map<String, Value> = SERVICES[1..].iter().map(|s| (s.to_string(), entry.clone())).collect();
+    let mode = if shared.pool.is_some() { "standalone" } else { "embedded" };
     Json(json!({"mode": mode, "services": services, "status": service_status, "timestamp": now()}))
 }
 
@@ -168,29 +138,15 @@ async fn loadbalancer(State(shared): State<Arc<Shared>>, Path(service): Path<Str
     if !SERVICES.contains(&service.as_str()) {
         return error(StatusCode::NOT_FOUND, "Service not found");
     }
-    let strategy = shared
-        .pool
-        .as_ref()
-        .map_or("in-process", |p| p.strategy().name());
+    let strategy = shared.pool.as_ref().map_or("in-process", |p| p.strategy().name());
     Json(json!({"strategy": strategy, "backends": backends(&shared)})).into_response()
 }
 
-async fn circuitbreaker(
-    State(shared): State<Arc<Shared>>,
-    Path(service): Path<String>,
-) -> Response {
-    let Some(pool) = shared
-        .pool
-        .as_ref()
-        .filter(|_| SERVICES.contains(&service.as_str()) && shared.cfg.breaker.enabled)
-    else {
+async fn circuitbreaker(State(shared): State<Arc<Shared>>, Path(service): Path<String>) -> Response {
+    let Some(pool) = shared.pool.as_ref().filter(|_| SERVICES.contains(&service.as_str()) && shared.cfg.breaker.enabled) else {
         return error(StatusCode::NOT_FOUND, "Circuit breaker not found");
     };
-    let views: Vec<_> = pool
-        .nodes()
-        .iter()
-        .map(|n| (n.http.to_string(), n.breaker_view()))
-        .collect();
+    let views: Vec<_> = pool.nodes().iter().map(|n| (n.http.to_string(), n.breaker_view())).collect();
     // One answer for the service: open only if every node is open, closed only if every node is closed.
     let state = if views.iter().all(|(_, (s, _))| s.as_str() == "open") {
         "open"
@@ -199,10 +155,8 @@ async fn circuitbreaker(
     } else {
         "half-open"
     };
-    let backends: Vec<Value> = views
-        .into_iter()
-        .map(|(url, (s, counts))| json!({"url": url, "state": s.as_str(), "stats": counts}))
-        .collect();
+    let backends: Vec<Value> =
+        views.into_iter().map(|(url, (s, counts))| json!({"url": url, "state": s.as_str(), "stats": counts})).collect();
     Json(json!({"state": state, "backends": backends})).into_response()
 }
 
@@ -219,11 +173,14 @@ async fn rate_limit_status(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({"enabled": shared.cfg.rate_limit.enabled, "classes": classes}))
 }
 
-pub fn routes(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/", get(health))
-        .route("/health/live", get(live))
+/// `with_root_health`: also answer `/health` itself (standalone). Embedded, the API's `/health` (the old
+/// services' shape) answers it.
+pub fn routes(shared: Arc<Shared>, with_root_health: bool) -> Router {
+    let mut r = Router::new();
+    if with_root_health {
+        r = r.route("/health", get(health)).route("/health/", get(health));
+    }
+    r.route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health/detailed", get(detailed))
         .route("/metrics", get(metrics))
@@ -241,13 +198,7 @@ mod tests {
     #[test]
     fn rfc3339_formats() {
         assert_eq!(super::rfc3339(0), "0001-01-01T00:00:00Z");
-        assert_eq!(
-            super::rfc3339(1_700_000_000_123_456),
-            "2023-11-14T22:13:20.123456Z"
-        );
-        assert_eq!(
-            super::rfc3339(951_782_400_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
+        assert_eq!(super::rfc3339(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(super::rfc3339(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
     }
 }

@@ -7,6 +7,7 @@ mod actor;
 pub mod auth;
 pub mod breaker;
 pub mod config;
+pub mod cors;
 pub mod edge;
 pub mod front;
 pub mod health;

@@ -15,10 +15,7 @@ pub type RouterFactory = Arc<dyn Fn() -> Router + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start a runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -45,33 +42,18 @@ pub struct Listeners {
 impl Listeners {
     /// Binds `addr` once per core (`cores` ≥ 1). Port 0 picks a free port for the first listener and
     /// reuses it for the others. HTTP/1.1 and HTTP/2 (h2c, for gRPC) are both served.
-    pub fn start(
-        addr: SocketAddr,
-        cores: usize,
-        factory: RouterFactory,
-    ) -> Result<Listeners, ListenError> {
+    pub fn start(addr: SocketAddr, cores: usize, factory: RouterFactory) -> Result<Listeners, ListenError> {
         assert!(cores >= 1, "at least one listener");
-        let first =
-            reuseport_listener(addr).map_err(|source| ListenError::Bind { addr, source })?;
-        let bound = first
-            .local_addr()
-            .map_err(|source| ListenError::Bind { addr, source })?;
+        let first = reuseport_listener(addr).map_err(|source| ListenError::Bind { addr, source })?;
+        let bound = first.local_addr().map_err(|source| ListenError::Bind { addr, source })?;
         let mut sockets = vec![first];
         for _ in 1..cores {
-            sockets.push(
-                reuseport_listener(bound).map_err(|source| ListenError::Bind {
-                    addr: bound,
-                    source,
-                })?,
-            );
+            sockets.push(reuseport_listener(bound).map_err(|source| ListenError::Bind { addr: bound, source })?);
         }
         let (stop, stop_rx) = watch::channel(false);
         let mut threads = Vec::with_capacity(cores);
         for (i, socket) in sockets.into_iter().enumerate() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(ListenError::Runtime)?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ListenError::Runtime)?;
             let factory = factory.clone();
             let mut stop_rx = stop_rx.clone();
             let handle = std::thread::Builder::new()
@@ -89,10 +71,7 @@ impl Listeners {
                         let shutdown = async move {
                             let _ = stop_rx.wait_for(|stopped| *stopped).await;
                         };
-                        if let Err(e) = axum::serve(listener, app)
-                            .with_graceful_shutdown(shutdown)
-                            .await
-                        {
+                        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                             tracing::error!(error = %e, "listener stopped with an error");
                         }
                     });
@@ -100,11 +79,7 @@ impl Listeners {
                 .map_err(ListenError::Runtime)?;
             threads.push(handle);
         }
-        Ok(Listeners {
-            addr: bound,
-            stop,
-            threads,
-        })
+        Ok(Listeners { addr: bound, stop, threads })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

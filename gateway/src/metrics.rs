@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -21,9 +20,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::auth::Principal;
 use crate::edge::RequestId;
-use crate::front::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -55,11 +52,7 @@ pub struct ClassLabels {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-        5.0, 10.0,
-    ]
-    .into_iter()
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -94,36 +87,12 @@ impl Metrics {
     /// A registry holding these metrics; the caller adds collectors (engine, upstreams, limiters).
     pub fn registry(&self) -> Registry {
         let mut r = Registry::default();
-        r.register(
-            "http_requests",
-            "HTTP requests by method, route template and status",
-            self.http_requests.clone(),
-        );
-        r.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route template",
-            self.http_duration.clone(),
-        );
-        r.register(
-            "grpc_requests",
-            "gRPC calls by method and status code",
-            self.grpc_requests.clone(),
-        );
-        r.register(
-            "grpc_request_duration_seconds",
-            "gRPC latency to the response head",
-            self.grpc_duration.clone(),
-        );
-        r.register(
-            "gateway_rate_limited",
-            "Requests refused by the rate limiter, by limit class",
-            self.rate_limited.clone(),
-        );
-        r.register(
-            "gateway_active_requests",
-            "Requests in flight",
-            self.active_requests.clone(),
-        );
+        r.register("http_requests", "HTTP requests by method, route template and status", self.http_requests.clone());
+        r.register("http_request_duration_seconds", "HTTP request latency by route template", self.http_duration.clone());
+        r.register("grpc_requests", "gRPC calls by method and status code", self.grpc_requests.clone());
+        r.register("grpc_request_duration_seconds", "gRPC call latency, to the final status", self.grpc_duration.clone());
+        r.register("gateway_rate_limited", "Requests refused by the rate limiter, by limit class", self.rate_limited.clone());
+        r.register("gateway_active_requests", "Requests in flight", self.active_requests.clone());
         r
     }
 }
@@ -141,16 +110,11 @@ pub fn render(registry: &Registry) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     let mut response = text.into_response();
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
     response
 }
-
-/// Who made the request, filled in by `authenticate` further in, read by the log line out here.
-#[derive(Clone, Default)]
-pub struct UserSlot(pub Arc<std::sync::OnceLock<String>>);
 
 /// The route label of a request that no route template matched (proxied, or not found): a fixed
 /// service prefix, never the raw path.
@@ -167,9 +131,7 @@ pub fn fallback_endpoint(path: &str) -> &'static str {
         "/auth",
     ];
     for group in GROUPS {
-        if path == group
-            || (path.starts_with(group) && path.as_bytes().get(group.len()) == Some(&b'/'))
-        {
+        if path == group || (path.starts_with(group) && path.as_bytes().get(group.len()) == Some(&b'/')) {
             return match group {
                 "/api/products" => "/api/products/*",
                 "/api/baskets" => "/api/baskets/*",
@@ -190,81 +152,81 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// Counts, times and logs every request (one line each: id, route, status, latency, user).
-pub async fn observe(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().as_str().to_string();
-    let grpc = crate::auth::is_grpc(req.headers());
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let path = req.uri().path().to_string();
-    let endpoint = matched
-        .clone()
-        .unwrap_or_else(|| fallback_endpoint(&path).to_string());
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let user = UserSlot::default();
-    req.extensions_mut().insert(user.clone());
-    let metrics = &shared.metrics;
-    metrics.active_requests.inc();
-    let response = next.run(req).await;
-    metrics.active_requests.dec();
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    let who = user.0.get().map_or("-", String::as_str);
-    if grpc {
-        // Methods of unknown services would be unbounded label values; they all get one label.
-        let method_label = if matched.is_some() || shared.pool.is_some() {
-            path.clone()
-        } else {
-            "unknown".to_string()
-        };
-        metrics
-            .grpc_duration
-            .get_or_create(&GrpcMethod {
-                method: method_label.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        tracing::info!(request_id, route = %path, status, latency_us = elapsed.as_micros() as u64, user = who, "grpc");
-        return count_grpc(metrics.clone(), method_label, response);
-    }
-    metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            method: method.clone(),
-            endpoint: endpoint.clone(),
-            status,
-        })
-        .inc();
-    metrics
-        .http_duration
-        .get_or_create(&RouteLabels {
-            method,
-            endpoint: endpoint.clone(),
-        })
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(request_id, route = %endpoint, status, latency_us = elapsed.as_micros() as u64, user = who, "http");
-    response
+/// One request being observed: counted, timed and logged (one line: id, route, status, latency, user)
+/// when it finishes.
+pub struct Observation {
+    started: Instant,
+    method: String,
+    grpc: bool,
+    /// The route template (`MatchedPath`), or a fixed fallback label; for gRPC the path.
+    route: String,
+    request_id: String,
+    pub user: Option<String>,
 }
 
-/// gRPC carries its status in trailers (or, for immediate errors, in the headers): count it when seen.
-fn count_grpc(metrics: Metrics, method: String, response: Response) -> Response {
+impl Observation {
+    pub fn start(metrics: &Metrics, req: &Request, grpc: bool) -> Observation {
+        metrics.active_requests.inc();
+        let route = if grpc {
+            req.uri().path().to_string()
+        } else {
+            match req.extensions().get::<MatchedPath>() {
+                Some(m) => m.as_str().to_string(),
+                None => fallback_endpoint(req.uri().path()).to_string(),
+            }
+        };
+        Observation {
+            started: Instant::now(),
+            method: req.method().as_str().to_string(),
+            grpc,
+            route,
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            user: None,
+        }
+    }
+
+    pub fn finish(self, metrics: &Metrics, response: Response) -> Response {
+        metrics.active_requests.dec();
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let (request_id, user) = (self.request_id.as_str(), self.user.as_deref().unwrap_or("-"));
+        let latency_us = elapsed.as_micros() as u64;
+        if self.grpc {
+            tracing::info!(request_id, route = %self.route, status, latency_us, user, "grpc");
+            return count_grpc(metrics.clone(), grpc_method_label(&self.route), self.started, response);
+        }
+        tracing::info!(request_id, route = %self.route, status, latency_us, user, "http");
+        let labels = HttpLabels { method: self.method, endpoint: self.route, status };
+        metrics.http_requests.get_or_create(&labels).inc();
+        let route = RouteLabels { method: labels.method, endpoint: labels.endpoint };
+        metrics.http_duration.get_or_create(&route).observe(elapsed.as_secs_f64());
+        response
+    }
+}
+
+/// Services Kassa serves; other paths would be unbounded label values and all get `unknown`.
+const GRPC_SERVICES: [&str; 6] = [
+    "product.ProductService",
+    "basket.BasketService",
+    "payment.PaymentService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+fn grpc_method_label(path: &str) -> String {
+    let service = path.trim_start_matches('/').split_once('/').map_or("", |(service, _)| service);
+    if GRPC_SERVICES.contains(&service) && path.len() <= 128 { path.to_string() } else { "unknown".to_string() }
+}
+
+/// gRPC carries its status in trailers (or, for immediate errors, in the headers): count and time the
+/// call when the status is seen.
+fn count_grpc(metrics: Metrics, method: String, started: Instant, response: Response) -> Response {
     let record = move |code: u16| {
         // UNIMPLEMENTED means the method does not exist: keep such names out of the labels.
-        let method = if code == 12 {
-            "unknown".to_string()
-        } else {
-            method.clone()
-        };
-        metrics
-            .grpc_requests
-            .get_or_create(&GrpcLabels { method, code })
-            .inc();
+        let method = if code == 12 { "unknown".to_string() } else { method.clone() };
+        metrics.grpc_duration.get_or_create(&GrpcMethod { method: method.clone() }).observe(started.elapsed().as_secs_f64());
+        metrics.grpc_requests.get_or_create(&GrpcLabels { method, code }).inc();
     };
     if let Some(code) = grpc_status(response.headers()) {
         record(code);
@@ -281,13 +243,6 @@ fn count_grpc(metrics: Metrics, method: String, response: Response) -> Response 
         frame
     });
     Response::from_parts(parts, Body::new(body))
-}
-
-/// Marks the user for the log line (called by `authenticate`).
-pub fn note_user(req: &Request, principal: &Principal) {
-    if let Some(slot) = req.extensions().get::<UserSlot>() {
-        let _ = slot.0.set(principal.subject.clone());
-    }
 }
 
 fn encode_rows<M: EncodeMetric, L: EncodeLabelSet>(
@@ -320,51 +275,14 @@ impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
         let shard = |i: usize| [("shard", i.to_string())];
-        let counter = |name: &str,
-                       help: &str,
-                       get: fn(&kassa_engine::shard::ShardStats) -> u64,
-                       e: &mut DescriptorEncoder| {
-            encode_rows(
-                e,
-                name,
-                help,
-                stats
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (shard(i), ConstCounter::new(get(s)))),
-            )
+        let counter = |name: &str, help: &str, get: fn(&kassa_engine::shard::ShardStats) -> u64, e: &mut DescriptorEncoder| {
+            encode_rows(e, name, help, stats.iter().enumerate().map(|(i, s)| (shard(i), ConstCounter::new(get(s)))))
         };
-        counter(
-            "kassa_shard_commands",
-            "Commands applied",
-            |s| s.commands_total.load(Ordering::Relaxed),
-            &mut encoder,
-        )?;
-        counter(
-            "kassa_shard_batches",
-            "Group commits",
-            |s| s.batches_total.load(Ordering::Relaxed),
-            &mut encoder,
-        )?;
-        counter(
-            "kassa_shard_events",
-            "Events journaled",
-            |s| s.events_total.load(Ordering::Relaxed),
-            &mut encoder,
-        )?;
-        let gauge = |name: &str,
-                     help: &str,
-                     get: fn(&kassa_engine::shard::ShardStats) -> f64,
-                     e: &mut DescriptorEncoder| {
-            encode_rows(
-                e,
-                name,
-                help,
-                stats
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (shard(i), ConstGauge::new(get(s)))),
-            )
+        counter("kassa_shard_commands", "Commands applied", |s| s.commands_total.load(Ordering::Relaxed), &mut encoder)?;
+        counter("kassa_shard_batches", "Group commits", |s| s.batches_total.load(Ordering::Relaxed), &mut encoder)?;
+        counter("kassa_shard_events", "Events journaled", |s| s.events_total.load(Ordering::Relaxed), &mut encoder)?;
+        let gauge = |name: &str, help: &str, get: fn(&kassa_engine::shard::ShardStats) -> f64, e: &mut DescriptorEncoder| {
+            encode_rows(e, name, help, stats.iter().enumerate().map(|(i, s)| (shard(i), ConstGauge::new(get(s)))))
         };
         gauge(
             "kassa_shard_batch_events_max",
@@ -390,12 +308,7 @@ impl Collector for EngineCollector {
             |s| s.queue_depth.load(Ordering::Relaxed) as f64,
             &mut encoder,
         )?;
-        gauge(
-            "kassa_shard_durable_lsn",
-            "Last durable journal position",
-            |s| s.durable_lsn.load(Ordering::Relaxed) as f64,
-            &mut encoder,
-        )?;
+        gauge("kassa_shard_durable_lsn", "Last durable journal position", |s| s.durable_lsn.load(Ordering::Relaxed) as f64, &mut encoder)?;
         gauge(
             "kassa_shard_checkpoint_lsn",
             "Journal position covered by the last checkpoint",
@@ -407,10 +320,7 @@ impl Collector for EngineCollector {
             &mut encoder,
             "kassa_checkpoint_age_seconds",
             "Age of the oldest shard checkpoint",
-            [(
-                no_labels.clone(),
-                ConstGauge::new(self.0.checkpoint_age().as_secs_f64()),
-            )],
+            [(no_labels.clone(), ConstGauge::new(self.0.checkpoint_age().as_secs_f64()))],
         )?;
         encode_rows(
             &mut encoder,
@@ -433,30 +343,10 @@ impl std::fmt::Debug for LimiterCollector {
 impl Collector for LimiterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let limiters = self.0.iter();
-        let rows = limiters.iter().map(|(class, l)| {
-            (
-                [("class", class.to_string())],
-                ConstGauge::new(l.len() as i64),
-            )
-        });
-        encode_rows(
-            &mut encoder,
-            "gateway_rate_limit_clients",
-            "Clients remembered by the rate limiter",
-            rows,
-        )?;
-        let rows = limiters.iter().map(|(class, l)| {
-            (
-                [("class", class.to_string())],
-                ConstCounter::new(l.evictions()),
-            )
-        });
-        encode_rows(
-            &mut encoder,
-            "gateway_rate_limit_evictions",
-            "Active clients dropped to keep memory bounded",
-            rows,
-        )
+        let rows = limiters.iter().map(|(class, l)| ([("class", class.to_string())], ConstGauge::new(l.len() as i64)));
+        encode_rows(&mut encoder, "gateway_rate_limit_clients", "Clients remembered by the rate limiter", rows)?;
+        let rows = limiters.iter().map(|(class, l)| ([("class", class.to_string())], ConstCounter::new(l.evictions())));
+        encode_rows(&mut encoder, "gateway_rate_limit_evictions", "Active clients dropped to keep memory bounded", rows)
     }
 }
 
@@ -477,41 +367,31 @@ impl Collector for UpstreamCollector {
             &mut encoder,
             "gateway_backend_health",
             "1 healthy, 0 unhealthy (active checks)",
-            nodes
-                .iter()
-                .map(|n| (label(n), ConstGauge::new(i64::from(n.healthy())))),
+            nodes.iter().map(|n| (label(n), ConstGauge::new(i64::from(n.healthy())))),
         )?;
         encode_rows(
             &mut encoder,
             "gateway_circuit_breaker_state",
             "0 closed, 1 open, 2 half-open",
-            nodes
-                .iter()
-                .map(|n| (label(n), ConstGauge::new(n.breaker.state().gauge()))),
+            nodes.iter().map(|n| (label(n), ConstGauge::new(n.breaker.state().gauge()))),
         )?;
         encode_rows(
             &mut encoder,
             "gateway_circuit_breaker_opened",
             "Times the breaker opened",
-            nodes
-                .iter()
-                .map(|n| (label(n), ConstCounter::new(n.breaker.opened_total()))),
+            nodes.iter().map(|n| (label(n), ConstCounter::new(n.breaker.opened_total()))),
         )?;
         encode_rows(
             &mut encoder,
             "gateway_upstream_requests",
             "Requests sent to the upstream",
-            nodes
-                .iter()
-                .map(|n| (label(n), ConstCounter::new(n.total()))),
+            nodes.iter().map(|n| (label(n), ConstCounter::new(n.total()))),
         )?;
         encode_rows(
             &mut encoder,
             "gateway_upstream_active",
             "Requests in flight to the upstream",
-            nodes
-                .iter()
-                .map(|n| (label(n), ConstGauge::new(n.active() as i64))),
+            nodes.iter().map(|n| (label(n), ConstGauge::new(n.active() as i64))),
         )?;
         let no_labels: [(&str, String); 0] = [];
         encode_rows(
@@ -520,5 +400,20 @@ impl Collector for UpstreamCollector {
             "Retries of idempotent requests",
             [(no_labels, ConstCounter::new(self.0.retries_total()))],
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(grpc_method_label("/product.ProductService/GetProduct"), "/product.ProductService/GetProduct");
+        assert_eq!(grpc_method_label("/evil.Service/x"), "unknown");
+        assert_eq!(grpc_method_label("nonsense"), "unknown");
+        assert_eq!(fallback_endpoint("/api/products/1/x/y"), "/api/products/*");
+        assert_eq!(fallback_endpoint("/api/productsX"), "unmatched");
+        assert_eq!(fallback_endpoint("/random/abc"), "unmatched");
     }
 }

@@ -8,18 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use parking_lot::Mutex;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::auth::Principal;
 use crate::front::Shared;
 
-use crate::config::LimitClass;
+use crate::config::{LimitClass, RateLimitConfig};
 
 const SHARDS: usize = 64;
 
@@ -49,17 +47,15 @@ pub struct RateLimiter {
     shard_capacity: usize,
     hasher: RandomState,
     evictions: AtomicU64,
+    /// `RateLimit-Policy` header value, e.g. `100;w=60;burst=100`.
+    policy: HeaderValue,
 }
 
 impl RateLimiter {
     /// `max_clients` bounds memory: at most that many clients are remembered at once.
     pub fn new(class: LimitClass, max_clients: usize) -> RateLimiter {
-        assert!(
-            class.limit > 0 && class.burst > 0 && class.window_ms > 0,
-            "validated by GatewayConfig"
-        );
-        let emission_ns =
-            (class.window_ms.saturating_mul(1_000_000) / u64::from(class.limit)).max(1);
+        assert!(class.limit > 0 && class.burst > 0 && class.window_ms > 0, "validated by GatewayConfig");
+        let emission_ns = (class.window_ms.saturating_mul(1_000_000) / u64::from(class.limit)).max(1);
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
         RateLimiter {
             class,
@@ -69,7 +65,18 @@ impl RateLimiter {
             shard_capacity: (max_clients / SHARDS).max(1),
             hasher: RandomState::new(),
             evictions: AtomicU64::new(0),
+            policy: HeaderValue::from(u64::from(class.limit)),
         }
+        .with_policy()
+    }
+
+    fn with_policy(mut self) -> RateLimiter {
+        let c = self.class;
+        let text = format!("{};w={};burst={}", c.limit, c.window_ms.div_ceil(1000), c.burst);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            self.policy = v;
+        }
+        self
     }
 
     pub fn class(&self) -> LimitClass {
@@ -103,15 +110,8 @@ impl RateLimiter {
         }
         map.insert(key, new_tat);
         debug_assert!(map.len() <= self.shard_capacity);
-        let remaining = ((self.tolerance_ns - ahead) / self.emission_ns)
-            .min(u64::from(self.class.limit)) as u32;
-        Decision {
-            allowed: true,
-            limit: self.class.limit,
-            remaining,
-            reset: Duration::from_nanos(ahead),
-            retry_after: Duration::ZERO,
-        }
+        let remaining = ((self.tolerance_ns - ahead) / self.emission_ns).min(u64::from(self.class.limit)) as u32;
+        Decision { allowed: true, limit: self.class.limit, remaining, reset: Duration::from_nanos(ahead), retry_after: Duration::ZERO }
     }
 
     /// Entries whose TAT has passed behave exactly like absent ones, so dropping them loses nothing. If
@@ -154,9 +154,7 @@ pub fn class_of(path: &str) -> &'static str {
         "health"
     } else if path.starts_with("/api/")
         || path == "/api"
-        || ["/products", "/baskets", "/payments"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || ["/products", "/baskets", "/payments"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         "api"
     } else {
@@ -192,32 +190,52 @@ impl Limiters {
     }
 
     pub fn iter(&self) -> [(&'static str, &RateLimiter); 4] {
-        [
-            ("api", &self.api),
-            ("admin", &self.admin),
-            ("health", &self.health),
-            ("default", &self.default),
-        ]
+        [("api", &self.api), ("admin", &self.admin), ("health", &self.health), ("default", &self.default)]
     }
 }
 
 /// Who a request counts against: the verified user, else a hash of its API key, else its peer address.
 /// Never a client-chosen header such as `X-User-ID`.
-pub fn client_of(req: &Request, api_key_header: &str) -> String {
+/// `X-Forwarded-For` is believed only from `trusted_proxies` (e.g. a Kassa gateway in front of this
+/// node), and then only up to the first address that is not itself a trusted proxy.
+pub fn client_of(req: &Request, cfg: &RateLimitConfig) -> String {
     if let Some(p) = req.extensions().get::<Principal>() {
         return format!("u:{}", p.subject);
     }
-    if let Some(key) = req.headers().get(api_key_header).filter(|v| !v.is_empty()) {
+    if let Some(key) = req.headers().get(cfg.api_key_header.as_str()).filter(|v| !v.is_empty()) {
         // The limiter stores only a keyed 64-bit hash of this string, never the key itself.
         return format!("k:{}", String::from_utf8_lossy(key.as_bytes()));
     }
-    match req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
-        None => "ip:unknown".to_string(),
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return "ip:unknown".to_string();
+    };
+    let mut ip = peer.ip();
+    if cfg.trusted_proxies.contains(&ip) {
+        let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        let hops: Vec<IpAddr> = forwarded.flat_map(|v| v.split(',')).filter_map(|a| a.trim().parse().ok()).collect();
+        // Walk from the nearest hop back; the first untrusted address is the client.
+        for hop in hops.iter().rev().take(FORWARDED_HOPS_MAX) {
+            ip = *hop;
+            if !cfg.trusted_proxies.contains(hop) {
+                break;
+            }
+        }
     }
+    format!("ip:{ip}")
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
+/// Hops of `X-Forwarded-For` looked at, at most.
+const FORWARDED_HOPS_MAX: usize = 16;
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: u64) {
     headers.insert(name, HeaderValue::from(value));
 }
 
@@ -225,59 +243,48 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_nanos().div_ceil(1_000_000_000) as u64
 }
 
-/// Applies the limit of the request's class; adds `RateLimit-*` (IETF draft) and the old `X-RateLimit-*`
-/// headers to every checked response, and refuses with 429 + `Retry-After` when over.
-pub async fn limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+/// One request's check against its class.
+pub struct Checked<'a> {
+    pub class: &'static str,
+    pub limiter: &'a RateLimiter,
+    pub decision: Decision,
+}
+
+/// Checks a request against the limit of its class.
+pub fn check<'a>(shared: &'a Shared, req: &Request) -> Checked<'a> {
     let class = class_of(req.uri().path());
     let limiter = shared.limiters.for_class(class);
-    let decision = limiter.check(&client_of(&req, &shared.cfg.rate_limit.api_key_header));
-    let grpc = crate::auth::is_grpc(req.headers());
-    let mut response = if decision.allowed {
-        next.run(req).await
-    } else {
-        shared
-            .metrics
-            .rate_limited
-            .get_or_create(&crate::metrics::ClassLabels {
-                class: class.to_string(),
-            })
-            .inc();
-        let retry_after = ceil_secs(decision.retry_after).max(1);
+    let decision = limiter.check(&client_of(req, &shared.cfg.rate_limit));
+    Checked { class, limiter, decision }
+}
+
+impl Checked<'_> {
+    /// The 429 for a refused request, with `Retry-After` (whole seconds, at least 1).
+    pub fn rejection(&self, grpc: bool) -> Response {
         let mut r = if grpc {
             crate::respond::grpc_error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
         } else {
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                Json(serde_json::json!({
-                    "error": "Rate limit exceeded",
-                    "retry_after": decision.retry_after.as_secs_f64(),
-                })),
-            )
-                .into_response()
+            let body = serde_json::json!({"error": "Rate limit exceeded", "retry_after": self.decision.retry_after.as_secs_f64()});
+            (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
         };
-        set(r.headers_mut(), "retry-after", retry_after);
+        set(r.headers_mut(), http::header::RETRY_AFTER, ceil_secs(self.decision.retry_after).max(1));
         r
-    };
-    let window_secs = limiter.class().window_ms.div_ceil(1000);
-    let reset_secs = ceil_secs(decision.reset.max(decision.retry_after));
-    let unix_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let h = response.headers_mut();
-    set(h, "ratelimit-limit", u64::from(decision.limit));
-    set(h, "ratelimit-remaining", u64::from(decision.remaining));
-    set(h, "ratelimit-reset", reset_secs);
-    if let Ok(policy) = HeaderValue::from_str(&format!(
-        "{};w={window_secs};burst={}",
-        decision.limit,
-        limiter.class().burst
-    )) {
-        h.insert("ratelimit-policy", policy);
     }
-    set(h, "x-ratelimit-limit", u64::from(decision.limit));
-    set(h, "x-ratelimit-remaining", u64::from(decision.remaining));
-    set(h, "x-ratelimit-reset", unix_now + reset_secs);
-    response
+
+    /// `RateLimit-*` (IETF draft) and the old `X-RateLimit-*` headers, on every checked response.
+    pub fn stamp(&self, response: &mut Response) {
+        let d = &self.decision;
+        let reset_secs = ceil_secs(d.reset.max(d.retry_after));
+        let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
+        let h = response.headers_mut();
+        set(h, RATELIMIT_LIMIT, u64::from(d.limit));
+        set(h, RATELIMIT_REMAINING, u64::from(d.remaining));
+        set(h, RATELIMIT_RESET, reset_secs);
+        h.insert(RATELIMIT_POLICY, self.limiter.policy.clone());
+        set(h, X_RATELIMIT_LIMIT, u64::from(d.limit));
+        set(h, X_RATELIMIT_REMAINING, u64::from(d.remaining));
+        set(h, X_RATELIMIT_RESET, unix_now + reset_secs);
+    }
 }
 
 #[cfg(test)]
@@ -288,24 +295,11 @@ mod tests {
 
     #[test]
     fn burst_then_one_per_interval() {
-        let rl = RateLimiter::new(
-            LimitClass {
-                limit: 10,
-                window_ms: 1000,
-                burst: 3,
-            },
-            1000,
-        );
+        let rl = RateLimiter::new(LimitClass { limit: 10, window_ms: 1000, burst: 3 }, 1000);
         let t0 = 5 * 1000 * MS;
         let d: Vec<Decision> = (0..4).map(|_| rl.check_at("a", t0)).collect();
-        assert_eq!(
-            d.iter().map(|d| d.allowed).collect::<Vec<_>>(),
-            [true, true, true, false]
-        );
-        assert_eq!(
-            d.iter().map(|d| d.remaining).collect::<Vec<_>>(),
-            [2, 1, 0, 0]
-        );
+        assert_eq!(d.iter().map(|d| d.allowed).collect::<Vec<_>>(), [true, true, true, false]);
+        assert_eq!(d.iter().map(|d| d.remaining).collect::<Vec<_>>(), [2, 1, 0, 0]);
         assert_eq!(d[3].retry_after, Duration::from_millis(100));
         // Another client is unaffected.
         assert!(rl.check_at("b", t0).allowed);
@@ -319,14 +313,7 @@ mod tests {
 
     #[test]
     fn denied_requests_do_not_extend_the_wait() {
-        let rl = RateLimiter::new(
-            LimitClass {
-                limit: 1,
-                window_ms: 1000,
-                burst: 1,
-            },
-            10,
-        );
+        let rl = RateLimiter::new(LimitClass { limit: 1, window_ms: 1000, burst: 1 }, 10);
         assert!(rl.check_at("a", 0).allowed);
         for i in 0..100 {
             assert!(!rl.check_at("a", i * MS).allowed);
@@ -336,23 +323,11 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_for_many_clients() {
-        let rl = RateLimiter::new(
-            LimitClass {
-                limit: 100,
-                window_ms: 60_000,
-                burst: 100,
-            },
-            6_400,
-        );
+        let rl = RateLimiter::new(LimitClass { limit: 100, window_ms: 60_000, burst: 100 }, 6_400);
         for i in 0..200_000u64 {
             rl.check_at(&format!("ip:{i}"), i);
         }
-        assert!(
-            rl.len() <= rl.capacity(),
-            "{} > {}",
-            rl.len(),
-            rl.capacity()
-        );
+        assert!(rl.len() <= rl.capacity(), "{} > {}", rl.len(), rl.capacity());
         assert!(rl.capacity() <= 6_400);
         assert!(rl.evictions() > 0, "active clients had to be evicted");
         // Once everyone's TAT is in the past, new clients evict expired entries, not active ones.
@@ -365,6 +340,30 @@ mod tests {
         // Entries inserted in this second pass are all active, so evictions happen again, but every old
         // (expired) entry was removed without counting as an eviction.
         assert!(rl.evictions() - before < 200_000);
+    }
+
+    #[test]
+    fn client_identity_trusts_forwarding_only_from_trusted_proxies() {
+        let req = |peer: &str, xff: Option<&str>| {
+            let mut r = Request::new(axum::body::Body::empty());
+            r.extensions_mut().insert(ConnectInfo(SocketAddr::new(peer.parse().unwrap(), 1234)));
+            if let Some(x) = xff {
+                r.headers_mut().insert("x-forwarded-for", HeaderValue::from_str(x).unwrap());
+            }
+            r
+        };
+        let mut cfg = RateLimitConfig::default();
+        assert_eq!(client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg), "ip:10.0.0.9", "untrusted peers cannot choose an identity");
+        cfg.trusted_proxies = vec!["10.0.0.9".parse().unwrap(), "10.0.0.8".parse().unwrap()];
+        assert_eq!(client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg), "ip:1.2.3.4");
+        assert_eq!(client_of(&req("10.0.0.9", Some("6.6.6.6, 1.2.3.4, 10.0.0.8")), &cfg), "ip:1.2.3.4", "spoofed left hops ignored");
+        assert_eq!(client_of(&req("10.0.0.9", None), &cfg), "ip:10.0.0.9");
+        let mut with_user = req("10.0.0.9", None);
+        with_user.extensions_mut().insert(Principal { subject: "ann".into(), role: crate::auth::Role::User });
+        assert_eq!(client_of(&with_user, &cfg), "u:ann");
+        let mut with_key = req("10.0.0.9", None);
+        with_key.headers_mut().insert("x-api-key", HeaderValue::from_static("k1"));
+        assert_eq!(client_of(&with_key, &cfg), "k:k1");
     }
 
     #[test]

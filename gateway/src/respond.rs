@@ -26,14 +26,8 @@ pub fn grpc_code(status: StatusCode) -> u8 {
 pub fn grpc_error(status: StatusCode, message: &str) -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(
-        "grpc-status",
-        HeaderValue::from(u16::from(grpc_code(status))),
-    );
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", HeaderValue::from(u16::from(grpc_code(status))));
     if let Ok(v) = HeaderValue::from_str(&message.replace(' ', "%20")) {
         headers.insert("grpc-message", v);
     }
@@ -42,9 +36,5 @@ pub fn grpc_error(status: StatusCode, message: &str) -> Response {
 
 /// An error in whichever protocol the request spoke.
 pub fn error_for(grpc: bool, status: StatusCode, message: &str) -> Response {
-    if grpc {
-        grpc_error(status, message)
-    } else {
-        error(status, message)
-    }
+    if grpc { grpc_error(status, message) } else { error(status, message) }
 }

@@ -75,9 +75,7 @@ impl Node {
             breaker: self.breaker.state().as_str(),
             failed_requests: self.failed.load(Ordering::Relaxed),
             healthy: self.healthy(),
-            last_health_check: crate::health::rfc3339(
-                self.last_check_micros.load(Ordering::Relaxed),
-            ),
+            last_health_check: crate::health::rfc3339(self.last_check_micros.load(Ordering::Relaxed)),
             primary: self.primary,
             total_requests: self.total(),
             url: self.http.to_string(),
@@ -94,8 +92,7 @@ impl Node {
     }
 
     fn probe(&self, ok: bool, cfg: &HealthCheckConfig) {
-        self.last_check_micros
-            .store(crate::health::now_micros(), Ordering::Relaxed);
+        self.last_check_micros.store(crate::health::now_micros(), Ordering::Relaxed);
         if ok {
             self.probe_failures.store(0, Ordering::Relaxed);
             let n = self.probe_successes.fetch_add(1, Ordering::Relaxed) + 1;
@@ -159,14 +156,10 @@ pub struct Pool {
 }
 
 fn base_uri(text: &str) -> Result<Uri, GatewayError> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| GatewayError::Config(format!("upstream {text}: {e}")))?;
+    let uri: Uri = text.parse().map_err(|e| GatewayError::Config(format!("upstream {text}: {e}")))?;
     match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(_)) => Ok(uri),
-        _ => Err(GatewayError::Config(format!(
-            "upstream {text}: need http://host:port (TLS to upstreams is not supported)"
-        ))),
+        _ => Err(GatewayError::Config(format!("upstream {text}: need http://host:port (TLS to upstreams is not supported)"))),
     }
 }
 
@@ -180,9 +173,7 @@ fn connector(connect_ms: u64) -> HttpConnector {
 impl Pool {
     pub fn new(cfg: &GatewayConfig) -> Result<Pool, GatewayError> {
         if cfg.upstreams.is_empty() {
-            return Err(GatewayError::Config(
-                "standalone mode needs at least one upstream".into(),
-            ));
+            return Err(GatewayError::Config("standalone mode needs at least one upstream".into()));
         }
         let nodes = cfg
             .upstreams
@@ -213,12 +204,8 @@ impl Pool {
             .collect::<Result<Vec<_>, GatewayError>>()?;
         let primary = nodes.iter().position(|n| n.primary).unwrap_or(0);
         let connect_ms = cfg.timeouts.upstream_connect_ms;
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector(connect_ms));
-        let grpc = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector(connect_ms));
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector(connect_ms));
+        let grpc = Client::builder(TokioExecutor::new()).http2_only(true).build(connector(connect_ms));
         Ok(Pool {
             nodes,
             primary,
@@ -227,10 +214,7 @@ impl Pool {
             http,
             grpc,
             retry: cfg.retry.clone(),
-            budget: RetryBudget {
-                cfg: cfg.retry.clone(),
-                window: Mutex::new((Instant::now(), 0, 0)),
-            },
+            budget: RetryBudget { cfg: cfg.retry.clone(), window: Mutex::new((Instant::now(), 0, 0)) },
             body_limit_bytes: cfg.body_limit_bytes,
             retries_total: AtomicU64::new(0),
         })
@@ -245,10 +229,7 @@ impl Pool {
     }
 
     pub fn healthy_count(&self) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| n.healthy() && n.breaker.state() != BreakerState::Open)
-            .count()
+        self.nodes.iter().filter(|n| n.healthy() && n.breaker.state() != BreakerState::Open).count()
     }
 
     pub fn retries_total(&self) -> u64 {
@@ -262,11 +243,7 @@ impl Pool {
             let p = &self.nodes[self.primary];
             return (p.breaker.available() && !tried.contains(&p.index)).then(|| p.clone());
         }
-        let usable: Vec<&Arc<Node>> = self
-            .nodes
-            .iter()
-            .filter(|n| n.usable() && !tried.contains(&n.index))
-            .collect();
+        let usable: Vec<&Arc<Node>> = self.nodes.iter().filter(|n| n.usable() && !tried.contains(&n.index)).collect();
         if usable.is_empty() {
             return None;
         }
@@ -276,10 +253,7 @@ impl Pool {
                 let n = self.counter.fetch_add(1, Ordering::Relaxed) as usize;
                 usable[n % usable.len()]
             }
-            Strategy::LeastConnections => usable
-                .iter()
-                .min_by_key(|n| (n.active(), n.index))
-                .copied()?,
+            Strategy::LeastConnections => usable.iter().min_by_key(|n| (n.active(), n.index)).copied()?,
             Strategy::WeightedRoundRobin => {
                 let total: u64 = usable.iter().map(|n| u64::from(n.weight)).sum();
                 let mut slot = self.counter.fetch_add(1, Ordering::Relaxed) % total.max(1);
@@ -298,19 +272,14 @@ impl Pool {
     }
 
     /// Starts the active health checker on its own thread; it stops when the pool is dropped.
-    pub fn start_health_checks(
-        self: &Arc<Self>,
-        cfg: &HealthCheckConfig,
-    ) -> Result<(), GatewayError> {
+    pub fn start_health_checks(self: &Arc<Self>, cfg: &HealthCheckConfig) -> Result<(), GatewayError> {
         if !cfg.enabled {
             return Ok(());
         }
         let weak: Weak<Pool> = Arc::downgrade(self);
         let cfg = cfg.clone();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| GatewayError::Io("health runtime".into(), e))?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| GatewayError::Io("health runtime".into(), e))?;
         std::thread::Builder::new()
             .name("kassa-health".into())
             .spawn(move || runtime.block_on(health_loop(weak, cfg)))
@@ -320,8 +289,7 @@ impl Pool {
 }
 
 async fn health_loop(pool: Weak<Pool>, cfg: HealthCheckConfig) {
-    let client: Client<HttpConnector, Body> =
-        Client::builder(TokioExecutor::new()).build(connector(cfg.timeout_ms));
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build(connector(cfg.timeout_ms));
     let interval = Duration::from_millis(cfg.interval_ms.max(10));
     loop {
         let Some(nodes) = pool.upgrade().map(|p| p.nodes.clone()) else {
@@ -354,16 +322,8 @@ async fn health_loop(pool: Weak<Pool>, cfg: HealthCheckConfig) {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.
@@ -385,23 +345,12 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 /// gRPC methods that only read (safe on a replica).
 fn grpc_is_read(path: &str) -> bool {
     let method = path.rsplit('/').next().unwrap_or("");
-    [
-        "Get",
-        "List",
-        "Check",
-        "Watch",
-        "HealthCheck",
-        "ServerReflectionInfo",
-    ]
-    .iter()
-    .any(|p| method.starts_with(p))
+    ["Get", "List", "Check", "Watch", "HealthCheck", "ServerReflectionInfo"].iter().any(|p| method.starts_with(p))
 }
 
 fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-    ) || headers.contains_key("idempotency-key")
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS)
+        || headers.contains_key("idempotency-key")
 }
 
 /// Decrements a node's in-flight count when the response body is done (or dropped).
@@ -422,28 +371,15 @@ fn forwarded_request(
 ) -> Option<http::Request<Body>> {
     let base = if grpc { &node.grpc } else { &node.http };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(base.authority()?.clone())
-        .path_and_query(path)
-        .build()
-        .ok()?;
-    let mut req = http::Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .body(body)
-        .ok()?;
+    let uri = Uri::builder().scheme("http").authority(base.authority()?.clone()).path_and_query(path).build().ok()?;
+    let mut req = http::Request::builder().method(parts.method.clone()).uri(uri).body(body).ok()?;
     copy_headers(&parts.headers, req.headers_mut());
     let h = req.headers_mut();
     if grpc {
         h.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
     if let Some(peer) = peer {
-        let chain = match parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
+        let chain = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prior) => format!("{prior}, {}", peer.ip()),
             None => peer.ip().to_string(),
         };
@@ -454,18 +390,12 @@ fn forwarded_request(
     if let Some(host) = parts.headers.get(http::header::HOST) {
         h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    h.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
     Some(req)
 }
 
 fn is_failure(response: &http::Response<hyper::body::Incoming>) -> bool {
-    let unavailable = response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|v| v == "14");
+    let unavailable = response.headers().get("grpc-status").is_some_and(|v| v == "14");
     response.status().is_server_error() || unavailable
 }
 
@@ -475,45 +405,28 @@ pub async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response 
         return respond::error(StatusCode::SERVICE_UNAVAILABLE, "Service not available");
     };
     let grpc = crate::auth::is_grpc(req.headers());
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let deadline = shared.cfg.timeouts.for_path(req.uri().path());
     let (parts, body) = req.into_parts();
-    let write = if grpc {
-        !grpc_is_read(parts.uri.path())
-    } else {
-        !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-    };
+    let write = if grpc { !grpc_is_read(parts.uri.path()) } else { !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) };
     pool.budget.note_request();
     if grpc {
         // Streams cannot be replayed: one attempt, body streamed through.
         let Some(node) = pool.pick(write, &[]) else {
-            return respond::grpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "No healthy backends available",
-            );
+            return respond::grpc_error(StatusCode::SERVICE_UNAVAILABLE, "No healthy backends available");
         };
         return match attempt(&pool, &node, true, &parts, body, peer, deadline).await {
             Ok(response) => response,
-            Err(message) => respond::grpc_error(StatusCode::SERVICE_UNAVAILABLE, message),
+            Err((status, message)) => respond::grpc_error(status, message),
         };
     }
     // HTTP bodies are buffered (bounded by the body limit) so an idempotent request can be replayed.
-    let bytes: Bytes = match http_body_util::Limited::new(body, pool.body_limit_bytes)
-        .collect()
-        .await
-    {
+    let bytes: Bytes = match http_body_util::Limited::new(body, pool.body_limit_bytes).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return respond::error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
     let retryable = is_idempotent(&parts.method, &parts.headers);
-    let attempts_max = if retryable {
-        pool.retry.attempts.max(1)
-    } else {
-        1
-    };
+    let attempts_max = if retryable { pool.retry.attempts.max(1) } else { 1 };
     let mut tried: Vec<usize> = Vec::with_capacity(attempts_max as usize);
     let mut last_error: Option<Response> = None;
     for n in 0..attempts_max {
@@ -522,44 +435,21 @@ pub async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response 
                 break;
             }
             pool.retries_total.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(
-                pool.retry.backoff_ms.saturating_mul(1 << (n - 1).min(4)),
-            ))
-            .await;
+            tokio::time::sleep(Duration::from_millis(pool.retry.backoff_ms.saturating_mul(1 << (n - 1).min(4)))).await;
         }
         // A write retried on connect errors goes to the primary again; reads move to another node.
         let exclude: &[usize] = if write { &[] } else { &tried };
-        let Some(node) = pool
-            .pick(write, exclude)
-            .or_else(|| if write { None } else { pool.pick(false, &[]) })
-        else {
+        let Some(node) = pool.pick(write, exclude).or_else(|| if write { None } else { pool.pick(false, &[]) }) else {
             break;
         };
         tried.push(node.index);
-        match attempt(
-            &pool,
-            &node,
-            false,
-            &parts,
-            Body::from(bytes.clone()),
-            peer,
-            deadline,
-        )
-        .await
-        {
-            Ok(response) if response.status().is_server_error() && n + 1 < attempts_max => {
-                last_error = Some(response)
-            }
+        match attempt(&pool, &node, false, &parts, Body::from(bytes.clone()), peer, deadline).await {
+            Ok(response) if response.status().is_server_error() && n + 1 < attempts_max => last_error = Some(response),
             Ok(response) => return response,
-            Err(message) => last_error = Some(respond::error(StatusCode::BAD_GATEWAY, message)),
+            Err((status, message)) => last_error = Some(respond::error(status, message)),
         }
     }
-    last_error.unwrap_or_else(|| {
-        respond::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "No healthy backends available",
-        )
-    })
+    last_error.unwrap_or_else(|| respond::error(StatusCode::SERVICE_UNAVAILABLE, "No healthy backends available"))
 }
 
 /// One try against one node: breaker admission, the call under the deadline, the outcome recorded.
@@ -571,13 +461,13 @@ async fn attempt(
     body: Body,
     peer: Option<SocketAddr>,
     deadline: Duration,
-) -> Result<Response, &'static str> {
+) -> Result<Response, (StatusCode, &'static str)> {
     if !node.breaker.try_acquire() {
-        return Err("Service temporarily unavailable");
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "Service temporarily unavailable"));
     }
     let Some(request) = forwarded_request(node, grpc, parts, body, peer) else {
         node.breaker.record(true);
-        return Err("Bad upstream request");
+        return Err((StatusCode::BAD_REQUEST, "request path cannot be forwarded"));
     };
     node.total.fetch_add(1, Ordering::Relaxed);
     node.active.fetch_add(1, Ordering::Relaxed);
@@ -610,13 +500,13 @@ async fn attempt(
             node.breaker.record(false);
             node.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(upstream = %node.http, error = %e, "upstream request failed");
-            Err("Backend service unavailable")
+            Err((StatusCode::BAD_GATEWAY, "Backend service unavailable"))
         }
         Err(_) => {
             node.breaker.record(false);
             node.failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(upstream = %node.http, "upstream timed out");
-            Err("Backend service timed out")
+            Err((StatusCode::GATEWAY_TIMEOUT, "Backend service timed out"))
         }
     }
 }
@@ -629,19 +519,9 @@ mod tests {
         let upstreams = weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| UpstreamConfig {
-                http: format!("http://127.0.0.1:{}", 1000 + i),
-                grpc: None,
-                weight,
-                primary: false,
-            })
+            .map(|(i, &weight)| UpstreamConfig { http: format!("http://127.0.0.1:{}", 1000 + i), grpc: None, weight, primary: false })
             .collect();
-        Pool::new(&GatewayConfig {
-            upstreams,
-            strategy,
-            ..GatewayConfig::default()
-        })
-        .unwrap()
+        Pool::new(&GatewayConfig { upstreams, strategy, ..GatewayConfig::default() }).unwrap()
     }
 
     fn picks(p: &Pool, n: usize) -> Vec<usize> {
@@ -652,11 +532,7 @@ mod tests {
     async fn round_robin_starts_with_the_first_node() {
         let p = pool(Strategy::RoundRobin, &[1, 1, 1]);
         assert_eq!(picks(&p, 5), [0, 1, 2, 0, 1]);
-        assert_eq!(
-            p.pick(true, &[]).unwrap().index,
-            0,
-            "writes go to the primary"
-        );
+        assert_eq!(p.pick(true, &[]).unwrap().index, 0, "writes go to the primary");
     }
 
     #[tokio::test]
@@ -677,10 +553,7 @@ mod tests {
     #[tokio::test]
     async fn unhealthy_or_open_nodes_are_skipped() {
         let p = pool(Strategy::RoundRobin, &[1, 1]);
-        let cfg = HealthCheckConfig {
-            unhealthy_threshold: 1,
-            ..HealthCheckConfig::default()
-        };
+        let cfg = HealthCheckConfig { unhealthy_threshold: 1, ..HealthCheckConfig::default() };
         p.nodes[0].probe(false, &cfg);
         assert_eq!(picks(&p, 3), [1, 1, 1]);
         p.nodes[0].probe(true, &cfg);
@@ -696,10 +569,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut from = HeaderMap::new();
-        from.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        from.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
         from.insert("x-secret", HeaderValue::from_static("1"));
         from.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         from.insert("x-kept", HeaderValue::from_static("1"));

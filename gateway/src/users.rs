@@ -48,10 +48,7 @@ pub struct UserRecord {
 /// How a token's subject stands in the directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
-    Active {
-        role: Role,
-        tokens_valid_after_secs: u64,
-    },
+    Active { role: Role, tokens_valid_after_secs: u64 },
     Inactive,
     Unknown,
 }
@@ -94,41 +91,22 @@ fn storage(e: impl std::fmt::Display) -> UserError {
 }
 
 fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 fn hash_password(password: &str) -> Result<String, UserError> {
     let salt_bytes: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&salt_bytes).map_err(storage)?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(storage)
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(storage)
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 fn check_username(name: &str) -> Result<(), UserError> {
-    let ok = !name.is_empty()
-        && name.len() <= USERNAME_LEN_MAX
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(UserError::Invalid(format!(
-            "username must be 1-{USERNAME_LEN_MAX} of A-Z a-z 0-9 _ . - @"
-        )))
-    }
+    let ok = !name.is_empty() && name.len() <= USERNAME_LEN_MAX && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-@".contains(c));
+    if ok { Ok(()) } else { Err(UserError::Invalid(format!("username must be 1-{USERNAME_LEN_MAX} of A-Z a-z 0-9 _ . - @"))) }
 }
 
 pub struct UserStore {
@@ -141,11 +119,9 @@ pub struct UserStore {
 impl UserStore {
     /// Opens (or creates) `<data_dir>/users.redb`.
     pub fn open(data_dir: &Path, password_min_len: usize) -> Result<UserStore, GatewayError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| GatewayError::Io(data_dir.display().to_string(), e))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| GatewayError::Io(data_dir.display().to_string(), e))?;
         let path = data_dir.join("users.redb");
-        let db = Database::create(&path)
-            .map_err(|e| GatewayError::Users(format!("{}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| GatewayError::Users(format!("{}: {e}", path.display())))?;
         let load = || -> Result<_, UserError> {
             let txn = db.begin_write().map_err(storage)?;
             txn.open_table(USERS).map_err(storage)?;
@@ -153,52 +129,30 @@ impl UserStore {
             txn.commit().map_err(storage)?;
             let read = db.begin_read().map_err(storage)?;
             let mut users = BTreeMap::new();
-            for row in read
-                .open_table(USERS)
-                .map_err(storage)?
-                .iter()
-                .map_err(storage)?
-            {
+            for row in read.open_table(USERS).map_err(storage)?.iter().map_err(storage)? {
                 let (k, v) = row.map_err(storage)?;
                 let record: UserRecord = serde_json::from_slice(v.value()).map_err(storage)?;
                 users.insert(k.value().to_string(), record);
             }
             let mut deleted = HashSet::new();
-            for row in read
-                .open_table(DELETED)
-                .map_err(storage)?
-                .iter()
-                .map_err(storage)?
-            {
+            for row in read.open_table(DELETED).map_err(storage)?.iter().map_err(storage)? {
                 deleted.insert(row.map_err(storage)?.0.value().to_string());
             }
             Ok((users, deleted))
         };
         let (users, deleted) = load().map_err(|e| GatewayError::Users(e.to_string()))?;
-        Ok(UserStore {
-            db,
-            users: RwLock::new(users),
-            deleted: RwLock::new(deleted),
-            password_min_len,
-        })
+        Ok(UserStore { db, users: RwLock::new(users), deleted: RwLock::new(deleted), password_min_len })
     }
 
     pub fn standing(&self, subject: &str) -> Standing {
         if let Some(u) = self.users.read().get(subject) {
             return if u.active {
-                Standing::Active {
-                    role: u.role,
-                    tokens_valid_after_secs: u.tokens_valid_after_secs,
-                }
+                Standing::Active { role: u.role, tokens_valid_after_secs: u.tokens_valid_after_secs }
             } else {
                 Standing::Inactive
             };
         }
-        if self.deleted.read().contains(subject) {
-            Standing::Inactive
-        } else {
-            Standing::Unknown
-        }
+        if self.deleted.read().contains(subject) { Standing::Inactive } else { Standing::Unknown }
     }
 
     pub fn get(&self, username: &str) -> Option<UserRecord> {
@@ -217,13 +171,8 @@ impl UserStore {
         {
             let mut table = txn.open_table(USERS).map_err(storage)?;
             let bytes = serde_json::to_vec(&record).map_err(storage)?;
-            table
-                .insert(record.username.as_str(), bytes.as_slice())
-                .map_err(storage)?;
-            txn.open_table(DELETED)
-                .map_err(storage)?
-                .remove(record.username.as_str())
-                .map_err(storage)?;
+            table.insert(record.username.as_str(), bytes.as_slice()).map_err(storage)?;
+            txn.open_table(DELETED).map_err(storage)?.remove(record.username.as_str()).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         self.deleted.write().remove(&record.username);
@@ -233,23 +182,13 @@ impl UserStore {
 
     fn check_password(&self, password: &str) -> Result<(), UserError> {
         if password.len() < self.password_min_len || password.len() > PASSWORD_LEN_MAX {
-            return Err(UserError::Invalid(format!(
-                "password must be {}-{PASSWORD_LEN_MAX} characters",
-                self.password_min_len
-            )));
+            return Err(UserError::Invalid(format!("password must be {}-{PASSWORD_LEN_MAX} characters", self.password_min_len)));
         }
         Ok(())
     }
 
     /// Creates a user (argon2id hash; blocking for tens of milliseconds: call from a blocking thread).
-    pub fn create(
-        &self,
-        username: &str,
-        password: &str,
-        email: &str,
-        full_name: &str,
-        role: Role,
-    ) -> Result<UserRecord, UserError> {
+    pub fn create(&self, username: &str, password: &str, email: &str, full_name: &str, role: Role) -> Result<UserRecord, UserError> {
         check_username(username)?;
         self.check_password(password)?;
         if email.len() > 254 || full_name.len() > 200 {
@@ -296,12 +235,7 @@ impl UserStore {
         Ok(user)
     }
 
-    pub fn change_password(
-        &self,
-        username: &str,
-        current: &str,
-        new: &str,
-    ) -> Result<(), UserError> {
+    pub fn change_password(&self, username: &str, current: &str, new: &str) -> Result<(), UserError> {
         self.check_password(new)?;
         let mut user = self.get(username).ok_or(UserError::NotFound)?;
         if !verify_password(current, &user.password_hash) {
@@ -313,12 +247,7 @@ impl UserStore {
         self.put(user)
     }
 
-    pub fn update(
-        &self,
-        username: &str,
-        change: &UserUpdate,
-        as_admin: bool,
-    ) -> Result<UserRecord, UserError> {
+    pub fn update(&self, username: &str, change: &UserUpdate, as_admin: bool) -> Result<UserRecord, UserError> {
         let mut user = self.get(username).ok_or(UserError::NotFound)?;
         if let Some(email) = &change.email {
             if email.len() > 254 {
@@ -334,13 +263,10 @@ impl UserStore {
         }
         if change.role.is_some() || change.is_active.is_some() {
             if !as_admin {
-                return Err(UserError::Invalid(
-                    "role and is_active can only be changed by an admin".into(),
-                ));
+                return Err(UserError::Invalid("role and is_active can only be changed by an admin".into()));
             }
             if let Some(role) = &change.role {
-                user.role = Role::parse(role)
-                    .ok_or_else(|| UserError::Invalid("role must be user or admin".into()))?;
+                user.role = Role::parse(role).ok_or_else(|| UserError::Invalid("role must be user or admin".into()))?;
             }
             if let Some(active) = change.is_active {
                 user.active = active;
@@ -358,14 +284,8 @@ impl UserStore {
         }
         let txn = self.db.begin_write().map_err(storage)?;
         {
-            txn.open_table(USERS)
-                .map_err(storage)?
-                .remove(username)
-                .map_err(storage)?;
-            txn.open_table(DELETED)
-                .map_err(storage)?
-                .insert(username, now_micros() as u64)
-                .map_err(storage)?;
+            txn.open_table(USERS).map_err(storage)?.remove(username).map_err(storage)?;
+            txn.open_table(DELETED).map_err(storage)?.insert(username, now_micros() as u64).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         users.remove(username);
@@ -375,10 +295,7 @@ impl UserStore {
 
     pub fn page(&self, offset: usize, limit: usize) -> (Vec<UserRecord>, usize) {
         let users = self.users.read();
-        (
-            users.values().skip(offset).take(limit).cloned().collect(),
-            users.len(),
-        )
+        (users.values().skip(offset).take(limit).cloned().collect(), users.len())
     }
 
     /// Creates the configured first admin if no user of that name exists yet.
@@ -470,40 +387,23 @@ pub struct PageQuery {
 type Ctx = State<Arc<Shared>>;
 
 fn store(shared: &Shared) -> Result<Arc<UserStore>, UserError> {
-    shared
-        .users
-        .clone()
-        .ok_or(UserError::Invalid("authentication is disabled".into()))
+    shared.users.clone().ok_or(UserError::Invalid("authentication is disabled".into()))
 }
 
 /// Password hashing is deliberately slow: keep it off the per-core runtimes' event loops.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, UserError> + Send + 'static,
-) -> Result<T, UserError> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, UserError> + Send + 'static) -> Result<T, UserError> {
     tokio::task::spawn_blocking(f).await.map_err(storage)?
 }
 
 fn token_reply(shared: &Shared, user: &UserRecord) -> Result<serde_json::Value, UserError> {
-    let keys = shared
-        .tokens
-        .as_ref()
-        .ok_or(UserError::Invalid("authentication is disabled".into()))?;
+    let keys = shared.tokens.as_ref().ok_or(UserError::Invalid("authentication is disabled".into()))?;
     let token = keys.issue(user.role, &user.username).map_err(storage)?;
     Ok(json!({"token": token, "token_type": "Bearer", "expires_in": keys.ttl().as_secs()}))
 }
 
 async fn register(State(shared): Ctx, Json(body): Json<Register>) -> Result<Response, UserError> {
     let users = store(&shared)?;
-    let user = blocking(move || {
-        users.create(
-            &body.username,
-            &body.password,
-            &body.email,
-            &body.full_name,
-            Role::User,
-        )
-    })
-    .await?;
+    let user = blocking(move || users.create(&body.username, &body.password, &body.email, &body.full_name, Role::User)).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))).into_response())
 }
 
@@ -516,31 +416,17 @@ async fn login(State(shared): Ctx, Json(body): Json<Login>) -> Result<Response, 
 }
 
 /// A new token for a still-valid one (from `Authorization: Bearer` or the body's `token`).
-async fn refresh(
-    State(shared): Ctx,
-    headers: HeaderMap,
-    body: Option<Json<Refresh>>,
-) -> Result<Response, UserError> {
-    let from_header = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
-    let token = from_header
-        .or_else(|| body.and_then(|Json(b)| b.token))
-        .ok_or(UserError::BadCredentials)?;
+async fn refresh(State(shared): Ctx, headers: HeaderMap, body: Option<Json<Refresh>>) -> Result<Response, UserError> {
+    let from_header =
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_string);
+    let token = from_header.or_else(|| body.and_then(|Json(b)| b.token)).ok_or(UserError::BadCredentials)?;
     let principal = crate::auth::principal_of(&shared, &token).map_err(|f| match f {
         crate::auth::AuthFailure::Inactive => UserError::Inactive,
         _ => UserError::BadCredentials,
     })?;
     let keys = shared.tokens.as_ref().ok_or(UserError::BadCredentials)?;
-    let token = keys
-        .issue(principal.role, &principal.subject)
-        .map_err(storage)?;
-    Ok(
-        Json(json!({"token": token, "token_type": "Bearer", "expires_in": keys.ttl().as_secs()}))
-            .into_response(),
-    )
+    let token = keys.issue(principal.role, &principal.subject).map_err(storage)?;
+    Ok(Json(json!({"token": token, "token_type": "Bearer", "expires_in": keys.ttl().as_secs()})).into_response())
 }
 
 async fn me(State(shared): Ctx, Extension(p): Extension<Principal>) -> Result<Response, UserError> {
@@ -548,11 +434,7 @@ async fn me(State(shared): Ctx, Extension(p): Extension<Principal>) -> Result<Re
     Ok(Json(UserView::from(&user)).into_response())
 }
 
-async fn update_me(
-    State(shared): Ctx,
-    Extension(p): Extension<Principal>,
-    Json(body): Json<UserUpdate>,
-) -> Result<Response, UserError> {
+async fn update_me(State(shared): Ctx, Extension(p): Extension<Principal>, Json(body): Json<UserUpdate>) -> Result<Response, UserError> {
     let user = store(&shared)?.update(&p.subject, &body, false)?;
     Ok(Json(UserView::from(&user)).into_response())
 }
@@ -564,8 +446,7 @@ async fn change_password(
 ) -> Result<Response, UserError> {
     let users = store(&shared)?;
     let subject = p.subject.clone();
-    blocking(move || users.change_password(&subject, &body.current_password, &body.new_password))
-        .await?;
+    blocking(move || users.change_password(&subject, &body.current_password, &body.new_password)).await?;
     let user = store(&shared)?.get(&p.subject).ok_or(UserError::NotFound)?;
     let mut reply = token_reply(&shared, &user)?;
     reply["message"] = json!("password changed; tokens issued before now are no longer valid");
@@ -576,33 +457,20 @@ async fn list(State(shared): Ctx, Query(q): Query<PageQuery>) -> Result<Response
     let limit = q.limit.unwrap_or(50).clamp(1, PAGE_LIMIT_MAX);
     let (page, total) = store(&shared)?.page(q.offset, limit);
     let users: Vec<UserView> = page.iter().map(UserView::from).collect();
-    Ok(
-        Json(json!({"users": users, "total": total, "offset": q.offset, "limit": limit}))
-            .into_response(),
-    )
+    Ok(Json(json!({"users": users, "total": total, "offset": q.offset, "limit": limit})).into_response())
 }
 
-async fn get_user(
-    State(shared): Ctx,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Response, UserError> {
+async fn get_user(State(shared): Ctx, UrlPath(name): UrlPath<String>) -> Result<Response, UserError> {
     let user = store(&shared)?.get(&name).ok_or(UserError::NotFound)?;
     Ok(Json(UserView::from(&user)).into_response())
 }
 
-async fn update_user(
-    State(shared): Ctx,
-    UrlPath(name): UrlPath<String>,
-    Json(body): Json<UserUpdate>,
-) -> Result<Response, UserError> {
+async fn update_user(State(shared): Ctx, UrlPath(name): UrlPath<String>, Json(body): Json<UserUpdate>) -> Result<Response, UserError> {
     let user = store(&shared)?.update(&name, &body, true)?;
     Ok(Json(UserView::from(&user)).into_response())
 }
 
-async fn delete_user(
-    State(shared): Ctx,
-    UrlPath(name): UrlPath<String>,
-) -> Result<Response, UserError> {
+async fn delete_user(State(shared): Ctx, UrlPath(name): UrlPath<String>) -> Result<Response, UserError> {
     store(&shared)?.delete(&name)?;
     Ok(Json(json!({"message": "user deleted"})).into_response())
 }
@@ -622,10 +490,7 @@ pub fn routes(shared: Arc<Shared>) -> Router {
         .route("/api/v1/users/profile", get(me).put(update_me))
         .route("/api/v1/users/change-password", post(change_password))
         .route("/admin/users", get(list))
-        .route(
-            "/admin/users/{username}",
-            get(get_user).put(update_user).delete(delete_user),
-        )
+        .route("/admin/users/{username}", get(get_user).put(update_user).delete(delete_user))
         .with_state(shared)
 }
 
@@ -638,64 +503,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = UserStore::open(dir.path(), 8).unwrap();
-            store
-                .create("alice", "correct horse", "a@x", "Alice", Role::User)
-                .unwrap();
-            store
-                .create("bob", "battery staple", "", "", Role::User)
-                .unwrap();
-            assert!(matches!(
-                store.create("alice", "whatever12", "", "", Role::User),
-                Err(UserError::Exists(_))
-            ));
-            assert!(matches!(
-                store.create("al ice", "whatever12", "", "", Role::User),
-                Err(UserError::Invalid(_))
-            ));
-            assert!(matches!(
-                store.create("carol", "short", "", "", Role::User),
-                Err(UserError::Invalid(_))
-            ));
+            store.create("alice", "correct horse", "a@x", "Alice", Role::User).unwrap();
+            store.create("bob", "battery staple", "", "", Role::User).unwrap();
+            assert!(matches!(store.create("alice", "whatever12", "", "", Role::User), Err(UserError::Exists(_))));
+            assert!(matches!(store.create("al ice", "whatever12", "", "", Role::User), Err(UserError::Invalid(_))));
+            assert!(matches!(store.create("carol", "short", "", "", Role::User), Err(UserError::Invalid(_))));
             store.delete("bob").unwrap();
             assert!(store.bootstrap_admin("root", "rootpassword").unwrap());
         }
         let store = UserStore::open(dir.path(), 8).unwrap();
         assert!(store.login("alice", "correct horse").is_ok());
-        assert!(matches!(
-            store.login("alice", "wrong password"),
-            Err(UserError::BadCredentials)
-        ));
-        assert!(matches!(
-            store.login("nobody", "whatever"),
-            Err(UserError::BadCredentials)
-        ));
-        assert_eq!(
-            store.standing("bob"),
-            Standing::Inactive,
-            "deleted users stay refused after a restart"
-        );
+        assert!(matches!(store.login("alice", "wrong password"), Err(UserError::BadCredentials)));
+        assert!(matches!(store.login("nobody", "whatever"), Err(UserError::BadCredentials)));
+        assert_eq!(store.standing("bob"), Standing::Inactive, "deleted users stay refused after a restart");
         assert_eq!(store.standing("svc"), Standing::Unknown);
-        assert!(matches!(
-            store.standing("root"),
-            Standing::Active {
-                role: Role::Admin,
-                ..
-            }
-        ));
+        assert!(matches!(store.standing("root"), Standing::Active { role: Role::Admin, .. }));
         assert!(!store.bootstrap_admin("root", "rootpassword").unwrap());
-        let off = UserUpdate {
-            is_active: Some(false),
-            ..Default::default()
-        };
-        assert!(
-            store.update("alice", &off, false).is_err(),
-            "users cannot deactivate or promote themselves"
-        );
+        let off = UserUpdate { is_active: Some(false), ..Default::default() };
+        assert!(store.update("alice", &off, false).is_err(), "users cannot deactivate or promote themselves");
         store.update("alice", &off, true).unwrap();
-        assert!(matches!(
-            store.login("alice", "correct horse"),
-            Err(UserError::Inactive)
-        ));
+        assert!(matches!(store.login("alice", "correct horse"), Err(UserError::Inactive)));
         assert_eq!(store.standing("alice"), Standing::Inactive);
     }
 

@@ -37,14 +37,7 @@ impl Upstream {
         .unwrap();
         let http = serve(front.http.clone());
         let grpc = serve(front.grpc.clone());
-        Upstream {
-            _engine: engine,
-            front,
-            http_addr: http.local_addr(),
-            http: Some(http),
-            grpc,
-            _dir: dir,
-        }
+        Upstream { _engine: engine, front, http_addr: http.local_addr(), http: Some(http), grpc, _dir: dir }
     }
 
     fn kill(&mut self) {
@@ -70,10 +63,7 @@ impl Upstream {
     }
 }
 
-fn gateway(
-    upstreams: &[&Upstream],
-    tweak: impl FnOnce(&mut GatewayConfig),
-) -> (Node, tempfile::TempDir) {
+fn gateway(upstreams: &[&Upstream], tweak: impl FnOnce(&mut GatewayConfig)) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config();
     cfg.data_dir = Some(dir.path().to_path_buf());
@@ -89,16 +79,7 @@ fn gateway(
     // The gateway keeps no engine; Node wants one only for embedded tests, so reuse a throwaway.
     let engine_dir = tempfile::tempdir().unwrap();
     let engine = open_engine(engine_dir.path());
-    (
-        Node {
-            engine,
-            front,
-            http,
-            grpc,
-            _dir: engine_dir,
-        },
-        dir,
-    )
+    (Node { engine, front, http, grpc, _dir: engine_dir }, dir)
 }
 
 fn admin_token(dir: &tempfile::TempDir) -> String {
@@ -108,22 +89,8 @@ fn admin_token(dir: &tempfile::TempDir) -> String {
 }
 
 async fn breaker_of(c: &reqwest::Client, gw: &Node, token: &str, url: &str) -> String {
-    let v: Value = c
-        .get(gw.url("/admin/circuitbreaker/kassa"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let backend = v["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["url"].as_str().unwrap().contains(url))
-        .unwrap()
-        .clone();
+    let v: Value = c.get(gw.url("/admin/circuitbreaker/kassa")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let backend = v["backends"].as_array().unwrap().iter().find(|b| b["url"].as_str().unwrap().contains(url)).unwrap().clone();
     backend["state"].as_str().unwrap().to_string()
 }
 
@@ -140,56 +107,22 @@ async fn reads_spread_writes_go_to_the_primary_and_a_dead_node_is_routed_around(
     let token = admin_token(&dir);
 
     for _ in 0..10 {
-        assert_eq!(
-            c.get(gw.url("/api/products"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200);
     }
-    assert_eq!(
-        (requests_of(&gw, 0), requests_of(&gw, 1)),
-        (5, 5),
-        "round robin over both nodes"
-    );
-    let services: Value = c
-        .get(gw.url("/admin/services"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!((requests_of(&gw, 0), requests_of(&gw, 1)), (5, 5), "round robin over both nodes");
+    let services: Value = c.get(gw.url("/admin/services")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(services["kassa"].as_array().unwrap().len(), 2);
 
     // Writes: the primary only, never the replica.
-    let body =
-        json!({"name": "Chair", "description": "", "price": 42.0, "stock": 3, "category": "home"});
-    let r = c
-        .post(gw.url("/api/products"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"name": "Chair", "description": "", "price": 42.0, "stock": 3, "category": "home"});
+    let r = c.post(gw.url("/api/products")).bearer_auth(&token).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
     let direct = |u: &Upstream| format!("http://{}/api/products/{id}", u.http_addr);
     assert_eq!(c.get(direct(&a)).send().await.unwrap().status(), 200);
     assert_eq!(c.get(direct(&b)).send().await.unwrap().status(), 404);
     // The gateway's auth still applies in front of upstreams that run without it.
-    assert_eq!(
-        c.post(gw.url("/api/products"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(c.post(gw.url("/api/products")).json(&body).send().await.unwrap().status(), 401);
 
     // Kill B: idempotent reads keep succeeding (retried on A) and B's breaker opens.
     b.kill();
@@ -201,38 +134,12 @@ async fn reads_spread_writes_go_to_the_primary_and_a_dead_node_is_routed_around(
     assert_eq!(breaker_of(&c, &gw, &token, &b_url).await, "open");
     let before = requests_of(&gw, 1);
     for _ in 0..5 {
-        assert_eq!(
-            c.get(gw.url("/api/products"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200);
     }
-    assert_eq!(
-        requests_of(&gw, 1),
-        before,
-        "an open breaker takes B out of rotation"
-    );
-    let text = c
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(requests_of(&gw, 1), before, "an open breaker takes B out of rotation");
+    let text = c.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let samples = parse_metrics(&text);
-    assert_eq!(
-        sample(
-            &samples,
-            "gateway_circuit_breaker_state",
-            &[("upstream", &format!("http://{b_url}/"))]
-        ),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(sample(&samples, "gateway_circuit_breaker_state", &[("upstream", &format!("http://{b_url}/"))]), Some(1.0), "{text}");
     assert!(sample(&samples, "gateway_upstream_retries_total", &[]).unwrap() >= 1.0);
 
     // Restart B: after the open timeout the breaker is half-open, probes succeed, it closes again.
@@ -242,25 +149,11 @@ async fn reads_spread_writes_go_to_the_primary_and_a_dead_node_is_routed_around(
     let deadline = Instant::now() + Duration::from_secs(5);
     while breaker_of(&c, &gw, &token, &b_url).await != "closed" {
         assert!(Instant::now() < deadline, "breaker never closed");
-        assert_eq!(
-            c.get(gw.url("/api/products"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200);
     }
     let before = requests_of(&gw, 1);
     for _ in 0..4 {
-        assert_eq!(
-            c.get(gw.url("/api/products"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200);
     }
     assert_eq!(requests_of(&gw, 1), before + 2, "B is back in rotation");
     drop(a);
@@ -274,30 +167,12 @@ async fn writes_are_not_retried_elsewhere_and_fail_cleanly_when_the_primary_is_d
     let c = client();
     let token = admin_token(&dir);
     a.kill();
-    let body =
-        json!({"name": "Chair", "description": "", "price": 42.0, "stock": 3, "category": "home"});
-    let r = c
-        .post(gw.url("/api/products"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"name": "Chair", "description": "", "price": 42.0, "stock": 3, "category": "home"});
+    let r = c.post(gw.url("/api/products")).bearer_auth(&token).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "Backend service unavailable"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "Backend service unavailable");
     assert_eq!(requests_of(&gw, 1), 0, "a write never goes to the replica");
-    assert_eq!(
-        c.get(gw.url("/api/products"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200,
-        "reads still work"
-    );
+    assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200, "reads still work");
     drop(b);
 }
 
@@ -313,50 +188,19 @@ async fn active_health_checks_drive_readiness() {
         cfg.strategy = Strategy::LeastConnections;
     });
     let c = client();
-    assert_eq!(
-        c.get(gw.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(gw.url("/health/ready")).send().await.unwrap().status(), 200);
     a.kill();
     b.kill();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        c.get(gw.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(c.get(gw.url("/health/ready")).send().await.unwrap().status(), 503);
     let r = c.get(gw.url("/api/products")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
-        "No healthy backends available"
-    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "No healthy backends available");
     b.restart();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        c.get(gw.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(gw.url("/health/ready")).send().await.unwrap().status(), 200);
     let before = requests_of(&gw, 1);
-    assert_eq!(
-        c.get(gw.url("/api/products"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(gw.url("/api/products")).send().await.unwrap().status(), 200);
     assert_eq!(requests_of(&gw, 1), before + 1, "the healthy node serves");
     assert_eq!(requests_of(&gw, 0), 0);
 }
@@ -370,46 +214,136 @@ async fn grpc_is_proxied_over_http2_with_the_same_policy() {
     let (gw, dir) = gateway(&[&a, &b], |_| {});
     let token = admin_token(&dir);
     let mut grpc = ProductServiceClient::connect(gw.grpc_url()).await.unwrap();
-    let create = CreateProductRequest {
-        name: "Desk".into(),
-        description: "".into(),
-        price: 10.5,
-        stock: 2,
-        category: "office".into(),
-    };
+    let create = CreateProductRequest { name: "Desk".into(), description: "".into(), price: 10.5, stock: 2, category: "office".into() };
     let err = grpc.create_product(create.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(create);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let created = grpc.create_product(req).await.unwrap().into_inner();
     assert_eq!(created.product.unwrap().name, "Desk");
     // The write went to the primary: listing there shows it.
-    let mut on_a = ProductServiceClient::connect(format!("http://{}", a.grpc.local_addr()))
-        .await
-        .unwrap();
-    assert_eq!(
-        on_a.list_products(ListProductsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .products
-            .len(),
-        1
-    );
+    let mut on_a = ProductServiceClient::connect(format!("http://{}", a.grpc.local_addr())).await.unwrap();
+    assert_eq!(on_a.list_products(ListProductsRequest {}).await.unwrap().into_inner().products.len(), 1);
     // Reads spread: one of two ListProducts lands on B (empty), one on A.
     let mut sizes = Vec::new();
     for _ in 0..2 {
-        sizes.push(
-            grpc.list_products(ListProductsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .products
-                .len(),
-        );
+        sizes.push(grpc.list_products(ListProductsRequest {}).await.unwrap().into_inner().products.len());
     }
     sizes.sort();
     assert_eq!(sizes, [0, 1]);
     drop(b);
+}
+
+/// A stand-in upstream whose answers the test controls: counts hits, can be slow or failing.
+struct Fake {
+    hits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    listeners: Listeners,
+}
+
+fn fake(status: u16, delay_ms: u64) -> Fake {
+    use std::sync::atomic::Ordering;
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = hits.clone();
+    let handler = move |req: axum::extract::Request| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let echo = req.headers().get("traceparent").cloned();
+            let mut r = axum::response::IntoResponse::into_response((
+                http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"seen_request_id": req.headers().get("x-request-id").and_then(|v| v.to_str().ok())})),
+            ));
+            if let Some(tp) = echo {
+                r.headers_mut().insert("x-seen-traceparent", tp);
+            }
+            r
+        }
+    };
+    let router = axum::Router::new().route("/health/ready", axum::routing::get(|| async { "ok" })).fallback(handler);
+    Fake { hits, listeners: serve(router) }
+}
+
+impl Fake {
+    fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn upstream(&self) -> UpstreamConfig {
+        UpstreamConfig { http: format!("http://{}", self.listeners.local_addr()), grpc: None, weight: 1, primary: false }
+    }
+}
+
+fn fake_gateway(upstreams: &[&Fake], tweak: impl FnOnce(&mut GatewayConfig)) -> (Listeners, tempfile::TempDir, Front) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.auth.enabled = false;
+    cfg.data_dir = Some(dir.path().to_path_buf());
+    cfg.upstreams = upstreams.iter().map(|f| f.upstream()).collect();
+    cfg.health_check.enabled = false;
+    tweak(&mut cfg);
+    let front = kassa_gateway::standalone(&cfg).unwrap();
+    (serve(front.http.clone()), dir, front)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_idempotent_requests_are_retried_and_headers_propagate() {
+    let failing = fake(503, 0);
+    let good = fake(200, 0);
+    let (gw, _dir, _front) = fake_gateway(&[&failing, &good], |cfg| cfg.breaker.enabled = false);
+    let c = client();
+    let url = format!("http://{}/api/baskets/u1", gw.local_addr());
+    // GET: the first try hits the failing node, the retry the good one.
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = c.get(&url).header("x-request-id", "rid-7").header("traceparent", parent).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = r.headers()["x-seen-traceparent"].to_str().unwrap().to_string();
+    assert!(seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && seen != parent, "the upstream got a child span: {seen}");
+    assert_eq!(r.json::<Value>().await.unwrap()["seen_request_id"], "rid-7");
+    assert_eq!((failing.hits(), good.hits()), (1, 1));
+    // POST without an Idempotency-Key: writes go to the primary (the failing node) and are not retried.
+    let r = c.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!((failing.hits(), good.hits()), (2, 1));
+    // With an Idempotency-Key a write may be retried (on the primary again: replicas refuse writes).
+    let r = c.post(&url).header("idempotency-key", "k-1").json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(failing.hits(), 5, "three tries of the idempotent write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstreams_hit_the_route_deadline() {
+    let slow = fake(200, 2_000);
+    let (gw, _dir, _front) = fake_gateway(&[&slow], |cfg| {
+        cfg.timeouts.request_ms = 5_000;
+        cfg.timeouts.routes.insert("/api/payments".into(), 200);
+        cfg.retry.attempts = 1;
+    });
+    let c = client();
+    let started = Instant::now();
+    let r = c.get(format!("http://{}/api/payments/p1", gw.local_addr())).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+    let metrics = c.get(format!("http://{}/metrics", gw.local_addr())).send().await.unwrap().text().await.unwrap();
+    let samples = parse_metrics(&metrics);
+    assert_eq!(
+        sample(&samples, "http_requests_total", &[("endpoint", "/api/payments/*"), ("status", "504")]),
+        Some(1.0),
+        "proxied routes are labelled by their service prefix: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_over_real_sockets() {
+    let heavy = fake(200, 0);
+    let light = fake(200, 0);
+    let (gw, _dir, _front) = fake_gateway(&[&heavy, &light], |cfg| {
+        cfg.strategy = Strategy::WeightedRoundRobin;
+        cfg.upstreams[0].weight = 3;
+    });
+    let c = client();
+    for _ in 0..8 {
+        assert_eq!(c.get(format!("http://{}/api/products", gw.local_addr())).send().await.unwrap().status(), 200);
+    }
+    assert_eq!((heavy.hits(), light.hits()), (6, 2));
 }

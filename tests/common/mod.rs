@@ -29,20 +29,15 @@ impl Server {
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let data = dir.path().join("data");
+        // The suite sends thousands of requests from one client: the gateway's rate limits are off here
+        // (they have their own tests).
+        let config = dir.path().join("kassa.toml");
+        std::fs::write(&config, "[gateway.rate_limit]\nenabled = false\n").expect("config file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--grpc",
-                "127.0.0.1:0",
-                "--auth",
-                "off",
-                "--shards",
-                "2",
-                "--data-dir",
-            ])
+            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])
             .arg(&data)
+            .arg("--config")
+            .arg(&config)
             .args(extra)
             .env("LOG_LEVEL", "warn")
             .env_remove("PORT")
@@ -75,17 +70,8 @@ impl Server {
         };
         let http = format!("http://{}", field("http="));
         let grpc = format!("http://{}", field("grpc="));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
-        Server {
-            child,
-            http,
-            grpc,
-            dir,
-            client,
-        }
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Server { child, http, grpc, dir, client }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -93,23 +79,14 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request");
+        let r = self.client.get(self.url(path)).send().await.expect("request");
         read(r).await
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method.parse().expect("method"), self.url(path));
+        let mut req = self.client.request(method.parse().expect("method"), self.url(path));
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
+            req = req.header("content-type", "application/json").body(b.to_string());
         }
         read(req.send().await.expect("request")).await
     }
@@ -127,17 +104,8 @@ impl Server {
         (status, value, text)
     }
 
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-        headers: &[(&str, &str)],
-    ) -> (u16, String) {
-        let mut req = self
-            .client
-            .request(method.parse().expect("method"), self.url(path))
-            .body(body);
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.client.request(method.parse().expect("method"), self.url(path)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -183,17 +151,14 @@ impl Drop for Server {
 pub async fn read(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
-    let value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
     (status, value)
 }
 
 /// The keys of a JSON object, in order.
 pub fn keys(v: &Value) -> Vec<String> {
     // serde_json without `preserve_order` sorts keys, so order is checked on the raw text instead.
-    v.as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
+    v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// Asserts that `text` (a JSON object) has exactly these top-level keys in this order.

@@ -147,129 +147,26 @@ pub struct RecommendationsJson {
 pub fn routes() -> Vec<RouteDef> {
     let t = "baskets";
     vec![
-        def(
-            Method::POST,
-            "/baskets",
-            t,
-            "Create the user's basket (or return the existing one)",
-            create,
-        )
-        .body("CreateBasketBody")
-        .returns(201, "BasketJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}",
-            t,
-            "Get the user's basket",
-            get,
-        )
-        .returns(200, "BasketJson"),
-        def(
-            Method::DELETE,
-            "/baskets/{user_id}",
-            t,
-            "Delete the user's basket",
-            delete,
-        )
-        .returns(200, "MessageJson"),
-        def(
-            Method::POST,
-            "/baskets/{user_id}/items",
-            t,
-            "Add units of a product",
-            add_item,
-        )
-        .body("AddItemBody")
-        .returns(200, "BasketJson"),
-        def(
-            Method::DELETE,
-            "/baskets/{user_id}/items",
-            t,
-            "Remove every line",
-            clear,
-        )
-        .returns(200, "BasketJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/items",
-            t,
-            "The basket's lines",
-            items,
-        )
-        .returns(200, "ItemJsonList"),
-        def(
-            Method::PUT,
-            "/baskets/{user_id}/items/{product_id}",
-            t,
-            "Set a line's quantity (0 removes it)",
-            update_item,
-        )
-        .body("UpdateItemBody")
-        .returns(200, "BasketJson"),
-        def(
-            Method::DELETE,
-            "/baskets/{user_id}/items/{product_id}",
-            t,
-            "Remove a line",
-            remove_item,
-        )
-        .returns(200, "BasketJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/total",
-            t,
-            "Total and unit count",
-            total,
-        )
-        .returns(200, "TotalJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/count",
-            t,
-            "Unit and line counts",
-            count,
-        )
-        .returns(200, "CountJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/category/{category}",
-            t,
-            "Lines of one category",
-            by_category,
-        )
-        .returns(200, "ItemJsonList"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/stats",
-            t,
-            "Basket statistics",
-            stats,
-        )
-        .returns(200, "BasketStatsJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/expiry",
-            t,
-            "When the basket expires",
-            expiry,
-        )
-        .returns(200, "ExpiryJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/history",
-            t,
-            "The basket's lines as history",
-            history,
-        )
-        .returns(200, "HistoryJson"),
-        def(
-            Method::GET,
-            "/baskets/{user_id}/recommendations",
-            t,
-            "Products from the basket's categories",
-            recommendations,
-        )
-        .returns(200, "RecommendationsJson"),
+        def(Method::POST, "/baskets", t, "Create the user's basket (or return the existing one)", create)
+            .body("CreateBasketBody")
+            .returns(201, "BasketJson"),
+        def(Method::GET, "/baskets/{user_id}", t, "Get the user's basket", get).returns(200, "BasketJson"),
+        def(Method::DELETE, "/baskets/{user_id}", t, "Delete the user's basket", delete).returns(200, "MessageJson"),
+        def(Method::POST, "/baskets/{user_id}/items", t, "Add units of a product", add_item).body("AddItemBody").returns(200, "BasketJson"),
+        def(Method::DELETE, "/baskets/{user_id}/items", t, "Remove every line", clear).returns(200, "BasketJson"),
+        def(Method::GET, "/baskets/{user_id}/items", t, "The basket's lines", items).returns(200, "ItemJsonList"),
+        def(Method::PUT, "/baskets/{user_id}/items/{product_id}", t, "Set a line's quantity (0 removes it)", update_item)
+            .body("UpdateItemBody")
+            .returns(200, "BasketJson"),
+        def(Method::DELETE, "/baskets/{user_id}/items/{product_id}", t, "Remove a line", remove_item).returns(200, "BasketJson"),
+        def(Method::GET, "/baskets/{user_id}/total", t, "Total and unit count", total).returns(200, "TotalJson"),
+        def(Method::GET, "/baskets/{user_id}/count", t, "Unit and line counts", count).returns(200, "CountJson"),
+        def(Method::GET, "/baskets/{user_id}/category/{category}", t, "Lines of one category", by_category).returns(200, "ItemJsonList"),
+        def(Method::GET, "/baskets/{user_id}/stats", t, "Basket statistics", stats).returns(200, "BasketStatsJson"),
+        def(Method::GET, "/baskets/{user_id}/expiry", t, "When the basket expires", expiry).returns(200, "ExpiryJson"),
+        def(Method::GET, "/baskets/{user_id}/history", t, "The basket's lines as history", history).returns(200, "HistoryJson"),
+        def(Method::GET, "/baskets/{user_id}/recommendations", t, "Products from the basket's categories", recommendations)
+            .returns(200, "RecommendationsJson"),
     ]
 }
 
@@ -285,18 +182,13 @@ pub(crate) fn user<'a>(caller: &Caller, user_id: &'a str) -> Result<&'a str, Api
 fn load(s: &AppState, user_id: &str) -> Result<Basket, ApiError> {
     match s.engine.basket(user_id)? {
         Some(b) => Ok(b),
-        None => Err(ApiError::not_found(format!(
-            "failed to get basket: basket not found for user {user_id}"
-        ))),
+        None => Err(ApiError::not_found(format!("failed to get basket: basket not found for user {user_id}"))),
     }
 }
 
 fn basket_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
     match reply {
-        Reply::Basket(b) => Ok(super::json_response(
-            status,
-            &BasketJson::new(&b, s.currency()),
-        )),
+        Reply::Basket(b) => Ok(super::json_response(status, &BasketJson::new(&b, s.currency()))),
         other => Err(unexpected(other)),
     }
 }
@@ -305,17 +197,15 @@ fn product_id(value: Option<i64>) -> Result<u64, ApiError> {
     match value {
         None => Err(ApiError::invalid_body("product_id is required")),
         Some(v) if v > 0 => Ok(v as u64),
-        Some(v) => Err(ApiError::invalid_body(format!(
-            "product_id must be a positive integer, got {v}"
-        ))),
+        Some(v) => Err(ApiError::invalid_body(format!("product_id must be a positive integer, got {v}"))),
     }
 }
 
 fn same_user(body_user: Option<&str>, path_user: &str) -> Result<(), ApiError> {
     match body_user {
-        Some(u) if !u.is_empty() && u != path_user => Err(ApiError::invalid_body(format!(
-            "user_id '{u}' in the body does not match the path"
-        ))),
+        Some(u) if !u.is_empty() && u != path_user => {
+            Err(ApiError::invalid_body(format!("user_id '{u}' in the body does not match the path")))
+        }
         _ => Ok(()),
     }
 }
@@ -327,10 +217,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         return Err(ApiError::invalid_body("user_id is required"));
     }
     let user_id = user(&caller, &user_id)?.to_string();
-    let reply = s
-        .engine
-        .execute(w.request(Command::CreateBasket { user_id }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::CreateBasket { user_id })).await?;
     basket_reply(&s, reply, StatusCode::CREATED)
 }
 
@@ -339,61 +226,30 @@ async fn get(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -
     Ok(ok(&BasketJson::new(&load(&s, user_id)?, s.currency())))
 }
 
-async fn delete(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(user_id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn delete(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
-    s.engine
-        .execute(w.request(Command::DeleteBasket { user_id }))
-        .await?;
-    Ok(ok(&MessageJson {
-        message: "Basket deleted successfully".into(),
-    }))
+    s.engine.execute(w.request(Command::DeleteBasket { user_id })).await?;
+    Ok(ok(&MessageJson { message: "Basket deleted successfully".into() }))
 }
 
-async fn add_item(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(user_id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn add_item(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
     let body: AddItemBody = w.json()?;
     same_user(body.user_id.as_deref(), &user_id)?;
     let product_id = product_id(body.product_id)?;
-    let quantity = body
-        .quantity
-        .ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::AddItem {
-            user_id,
-            product_id,
-            quantity,
-        }))
-        .await?;
+    let quantity = body.quantity.ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
+    let reply = s.engine.execute(w.request(Command::AddItem { user_id, product_id, quantity })).await?;
     basket_reply(&s, reply, StatusCode::OK)
 }
 
 fn path_product(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid product ID",
-            "Product ID must be a valid number",
-        )
-    })
+    text.parse::<u64>()
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid product ID", "Product ID must be a valid number"))
 }
 
-async fn update_item(
-    State(s): State<AppState>,
-    caller: Caller,
-    P((user_id, pid)): P<(String, String)>,
-    w: Write,
-) -> ApiResult {
+async fn update_item(State(s): State<AppState>, caller: Caller, P((user_id, pid)): P<(String, String)>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
     let product_id = path_product(&pid)?;
     let body: UpdateItemBody = w.json()?;
@@ -402,62 +258,28 @@ async fn update_item(
         && b != 0
         && b as u64 != product_id
     {
-        return Err(ApiError::invalid_body(format!(
-            "product_id {b} in the body does not match the path"
-        )));
+        return Err(ApiError::invalid_body(format!("product_id {b} in the body does not match the path")));
     }
-    let quantity = body
-        .quantity
-        .ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::UpdateItem {
-            user_id,
-            product_id,
-            quantity,
-        }))
-        .await?;
+    let quantity = body.quantity.ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
+    let reply = s.engine.execute(w.request(Command::UpdateItem { user_id, product_id, quantity })).await?;
     basket_reply(&s, reply, StatusCode::OK)
 }
 
-async fn remove_item(
-    State(s): State<AppState>,
-    caller: Caller,
-    P((user_id, pid)): P<(String, String)>,
-    w: Write,
-) -> ApiResult {
+async fn remove_item(State(s): State<AppState>, caller: Caller, P((user_id, pid)): P<(String, String)>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
     let product_id = path_product(&pid)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::RemoveItem {
-            user_id,
-            product_id,
-        }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::RemoveItem { user_id, product_id })).await?;
     basket_reply(&s, reply, StatusCode::OK)
 }
 
-async fn clear(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(user_id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn clear(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
-    let reply = s
-        .engine
-        .execute(w.request(Command::ClearBasket { user_id }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::ClearBasket { user_id })).await?;
     basket_reply(&s, reply, StatusCode::OK)
 }
 
 fn items_of(b: &Basket, c: Currency, keep: impl Fn(&BasketLine) -> bool) -> Vec<ItemJson> {
-    b.lines
-        .iter()
-        .filter(|l| keep(l))
-        .map(|l| ItemJson::new(l, c))
-        .collect()
+    b.lines.iter().filter(|l| keep(l)).map(|l| ItemJson::new(l, c)).collect()
 }
 
 async fn items(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
@@ -478,18 +300,10 @@ async fn total(State(s): State<AppState>, caller: Caller, P(user_id): P<String>)
 
 async fn count(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
     let b = load(&s, user(&caller, &user_id)?)?;
-    Ok(ok(&CountJson {
-        user_id: b.user_id.clone(),
-        item_count: b.item_count(),
-        unique_items: b.lines.len(),
-    }))
+    Ok(ok(&CountJson { user_id: b.user_id.clone(), item_count: b.item_count(), unique_items: b.lines.len() }))
 }
 
-async fn by_category(
-    State(s): State<AppState>,
-    caller: Caller,
-    P((user_id, category)): P<(String, String)>,
-) -> ApiResult {
+async fn by_category(State(s): State<AppState>, caller: Caller, P((user_id, category)): P<(String, String)>) -> ApiResult {
     let b = load(&s, user(&caller, &user_id)?)?;
     let category = segment(&category, "category", TEXT_MAX)?;
     Ok(ok(&items_of(&b, s.currency(), |l| l.category == category)))
@@ -504,7 +318,8 @@ async fn stats(State(s): State<AppState>, caller: Caller, P(user_id): P<String>)
     let average = if lines == 0 {
         0
     } else {
-        (2 * total + lines as i64 * total.signum()) / (2 * lines as i64)
+        let (t, n) = (i128::from(total), lines as i128);
+        i64::try_from((2 * t + n * t.signum()) / (2 * n)).unwrap_or(i64::MAX)
     };
     let mut categories: Vec<&str> = b.lines.iter().map(|l| l.category.as_str()).collect();
     categories.sort_unstable();
@@ -535,40 +350,22 @@ async fn expiry(State(s): State<AppState>, caller: Caller, P(user_id): P<String>
 async fn history(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
     let b = load(&s, user(&caller, &user_id)?)?;
     let history = items_of(&b, s.currency(), |_| true);
-    Ok(ok(&HistoryJson {
-        user_id: b.user_id.clone(),
-        total_operations: history.len(),
-        history,
-    }))
+    Ok(ok(&HistoryJson { user_id: b.user_id.clone(), total_operations: history.len(), history }))
 }
 
 const RECOMMENDATIONS_MAX: usize = 5;
 
 /// Real recommendations: available products from the basket's categories that are not in it yet;
 /// the most expensive available products when the basket gives no hint.
-async fn recommendations(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(user_id): P<String>,
-) -> Result<Response, ApiError> {
+async fn recommendations(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> Result<Response, ApiError> {
     let user_id = user(&caller, &user_id)?;
     let basket = s.engine.basket(user_id).ok().flatten();
-    let in_basket = |id: u64| {
-        basket
-            .as_ref()
-            .is_some_and(|b| b.lines.iter().any(|l| l.product_id == id))
-    };
+    let in_basket = |id: u64| basket.as_ref().is_some_and(|b| b.lines.iter().any(|l| l.product_id == id));
     let mut picked = Vec::new();
-    let mut categories: Vec<String> = basket
-        .as_ref()
-        .map(|b| b.lines.iter().map(|l| l.category.clone()).collect())
-        .unwrap_or_default();
+    let mut categories: Vec<String> = basket.as_ref().map(|b| b.lines.iter().map(|l| l.category.clone()).collect()).unwrap_or_default();
     categories.dedup();
     for category in categories.iter().take(RECOMMENDATIONS_MAX) {
-        for p in s
-            .engine
-            .products(&ProductQuery::Category(category.clone()), Page::first(50))?
-        {
+        for p in s.engine.products(&ProductQuery::Category(category.clone()), Page::first(50))? {
             if picked.len() < RECOMMENDATIONS_MAX
                 && p.available > 0
                 && !in_basket(p.id)
@@ -579,10 +376,7 @@ async fn recommendations(
         }
     }
     let reason = if picked.is_empty() {
-        for p in s
-            .engine
-            .products(&ProductQuery::TopByPrice, Page::first(50))?
-        {
+        for p in s.engine.products(&ProductQuery::TopByPrice, Page::first(50))? {
             if picked.len() < RECOMMENDATIONS_MAX && p.available > 0 && !in_basket(p.id) {
                 picked.push(p);
             }
@@ -603,9 +397,5 @@ async fn recommendations(
             category: p.category,
         })
         .collect();
-    Ok(ok(&RecommendationsJson {
-        user_id: user_id.to_string(),
-        recommendations,
-        reason: reason.to_string(),
-    }))
+    Ok(ok(&RecommendationsJson { user_id: user_id.to_string(), recommendations, reason: reason.to_string() }))
 }

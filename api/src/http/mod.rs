@@ -43,12 +43,7 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig {
-            body_limit_bytes: 64 * 1024,
-            page_limit_default: 100,
-            page_limit_max: 1000,
-            notification_limit_default: 10,
-        }
+        ApiConfig { body_limit_bytes: 64 * 1024, page_limit_default: 100, page_limit_max: 1000, notification_limit_default: 10 }
     }
 }
 
@@ -71,17 +66,12 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
         Ok(body) => {
             let mut r = Response::new(Body::from(body));
             *r.status_mut() = status;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
             r
         }
         Err(e) => {
             tracing::error!(error = %e, "response could not be serialized");
-            let mut r = Response::new(Body::from(
-                r#"{"error":"Internal Server Error","message":"response could not be serialized"}"#,
-            ));
+            let mut r = Response::new(Body::from(r#"{"error":"Internal Server Error","message":"response could not be serialized"}"#));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         }
@@ -122,10 +112,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(P(v)),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "invalid path: {}",
-                e.body_text()
-            ))),
+            Err(e) => Err(ApiError::bad_request(format!("invalid path: {}", e.body_text()))),
         }
     }
 }
@@ -136,14 +123,10 @@ pub fn segment<'a>(value: &'a str, what: &str, max: usize) -> Result<&'a str, Ap
         return Err(ApiError::bad_request(format!("{what} is required")));
     }
     if value.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{what} is longer than {max} bytes"
-        )));
+        return Err(ApiError::bad_request(format!("{what} is longer than {max} bytes")));
     }
     if value.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "{what} contains control characters"
-        )));
+        return Err(ApiError::bad_request(format!("{what} contains control characters")));
     }
     Ok(value)
 }
@@ -159,10 +142,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Q(v)),
-            Err(e) => Err(ApiError::bad_request(format!(
-                "invalid query: {}",
-                e.body_text()
-            ))),
+            Err(e) => Err(ApiError::bad_request(format!("invalid query: {}", e.body_text()))),
         }
     }
 }
@@ -182,9 +162,7 @@ impl PageParams {
             Some(text) => match text.parse::<usize>() {
                 Ok(v) if (1..=max).contains(&v) => v,
                 _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "limit must be a whole number between 1 and {max}"
-                    )));
+                    return Err(ApiError::bad_request(format!("limit must be a whole number between 1 and {max}")));
                 }
             },
         };
@@ -194,9 +172,7 @@ impl PageParams {
             Some(text) => match text.parse::<usize>() {
                 Ok(v) if v <= offset_max => v,
                 _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "offset must be a whole number between 0 and {offset_max}"
-                    )));
+                    return Err(ApiError::bad_request(format!("offset must be a whole number between 0 and {offset_max}")));
                 }
             },
         };
@@ -222,13 +198,8 @@ fn idempotency_key(parts: &Parts) -> Result<Option<String>, ApiError> {
         return Err(ApiError::bad_request("Idempotency-Key must be sent once"));
     }
     let bytes = value.as_bytes();
-    if bytes.is_empty()
-        || bytes.len() > IDEMPOTENCY_KEY_MAX
-        || !bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-    {
-        return Err(ApiError::bad_request(format!(
-            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
-        )));
+    if bytes.is_empty() || bytes.len() > IDEMPOTENCY_KEY_MAX || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(ApiError::bad_request(format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters")));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
@@ -238,46 +209,40 @@ impl FromRequest<AppState> for Write {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let limit = state.cfg.body_limit_bytes;
-        let too_large = || {
-            ApiError::status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {limit} bytes"),
-            )
-        };
-        if let Some(len) = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            && len > limit as u64
+        let too_large = || ApiError::status(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"));
+        // Oversized bodies up to this size are read and dropped before the 413, so that the client, still
+        // sending, reliably receives the answer instead of a reset connection; larger ones are cut off.
+        let drain_max = limit.saturating_mul(4).max(1 << 20);
+        if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+            && len > drain_max as u64
         {
             return Err(too_large());
         }
         let key = idempotency_key(&parts)?;
-        let body = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::bad_request(format!(
-                    "request body could not be read: {e}"
-                )));
+        let mut body = body;
+        let mut collected = bytes::BytesMut::new();
+        let mut total = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::bad_request(format!("request body could not be read: {e}")))?;
+            if let Ok(data) = frame.into_data() {
+                total = total.saturating_add(data.len());
+                if total > drain_max {
+                    break;
+                }
+                if total <= limit {
+                    collected.extend_from_slice(&data);
+                }
             }
-        };
+        }
+        if total > limit {
+            return Err(too_large());
+        }
+        let body = collected.freeze();
         let idempotency = key.map(|key| {
-            let scope = parts
-                .extensions
-                .get::<Actor>()
-                .map_or_else(|| "anonymous".to_string(), |a| a.subject.clone());
-            let fingerprint = wire::fnv1a(&[
-                parts.method.as_str().as_bytes(),
-                parts.uri.path().as_bytes(),
-                &body,
-            ]);
-            IdempotencyKey {
-                scope,
-                key,
-                fingerprint,
-            }
+            let scope = parts.extensions.get::<Actor>().map_or_else(|| "anonymous".to_string(), |a| a.subject.clone());
+            let path = canonical_path(parts.uri.path());
+            let fingerprint = wire::fnv1a(&[parts.method.as_str().as_bytes(), path.as_bytes(), &body]);
+            IdempotencyKey { scope, key, fingerprint }
         });
         Ok(Write { body, idempotency })
     }
@@ -298,19 +263,12 @@ impl Write {
 
     /// Like `json`, but an empty body means all defaults (for actions whose body is optional).
     pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
-        if self.is_blank() {
-            Ok(T::default())
-        } else {
-            self.json()
-        }
+        if self.is_blank() { Ok(T::default()) } else { self.json() }
     }
 
     /// The engine request for `command`, carrying this write's idempotency key.
     pub fn request(&self, command: Command) -> EngineRequest {
-        EngineRequest {
-            command,
-            idempotency: self.idempotency.clone(),
-        }
+        EngineRequest { command, idempotency: self.idempotency.clone() }
     }
 }
 
@@ -330,29 +288,13 @@ pub struct RouteDef {
     pub handler: MethodRouter<AppState>,
 }
 
-pub(crate) fn def<H, T>(
-    method: Method,
-    path: &'static str,
-    tag: &'static str,
-    summary: &'static str,
-    handler: H,
-) -> RouteDef
+pub(crate) fn def<H, T>(method: Method, path: &'static str, tag: &'static str, summary: &'static str, handler: H) -> RouteDef
 where
     H: Handler<T, AppState>,
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("standard method");
-    RouteDef {
-        method,
-        path,
-        tag,
-        summary,
-        request: None,
-        status: 200,
-        response: "Object",
-        query: &[],
-        handler: on(filter, handler),
-    }
+    RouteDef { method, path, tag, summary, request: None, status: 200, response: "Object", query: &[], handler: on(filter, handler) }
 }
 
 impl RouteDef {
@@ -376,38 +318,29 @@ pub fn gateway_alias(path: &str) -> Option<String> {
     if let Some(rest) = path.strip_prefix("/api/v1/notifications") {
         return Some(format!("/api/notifications{rest}"));
     }
-    ["/products", "/baskets", "/payments"]
-        .iter()
-        .find(|p| path.starts_with(*p))
-        .map(|_| format!("/api{path}"))
+    ["/products", "/baskets", "/payments"].iter().find(|p| path.starts_with(*p)).map(|_| format!("/api{path}"))
+}
+
+/// The service path of a request path, so that a retry through the gateway path (`/api/products`) and
+/// one at the service path (`/products`) are the same request for idempotency.
+pub fn canonical_path(path: &str) -> String {
+    if let Some(rest) = path.strip_prefix("/api/notifications") {
+        return format!("/api/v1/notifications{rest}");
+    }
+    for service in ["/products", "/baskets", "/payments"] {
+        if let Some(rest) = path.strip_prefix("/api").filter(|r| r.starts_with(service)) {
+            return rest.to_string();
+        }
+    }
+    path.to_string()
 }
 
 /// Every route of the API, each service route once (its alias is added by `all_routes`).
 pub fn route_table() -> Vec<RouteDef> {
     let mut routes = vec![
-        def(
-            Method::GET,
-            "/health",
-            "system",
-            "Service health (RFC 3339 timestamp without fraction)",
-            health,
-        )
-        .returns(200, "Health"),
-        def(
-            Method::GET,
-            "/api/v1/health",
-            "system",
-            "Service health (full RFC 3339 timestamp)",
-            health_v1,
-        )
-        .returns(200, "Health"),
-        def(
-            Method::GET,
-            "/openapi.json",
-            "system",
-            "This OpenAPI document",
-            openapi::serve,
-        ),
+        def(Method::GET, "/health", "system", "Service health (RFC 3339 timestamp without fraction)", health).returns(200, "Health"),
+        def(Method::GET, "/api/v1/health", "system", "Service health (full RFC 3339 timestamp)", health_v1).returns(200, "Health"),
+        def(Method::GET, "/openapi.json", "system", "This OpenAPI document", openapi::serve),
     ];
     routes.extend(products::routes());
     routes.extend(baskets::routes());
@@ -441,10 +374,7 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
 
 /// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
 pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
-    let state = AppState {
-        engine,
-        cfg: Arc::new(cfg),
-    };
+    let state = AppState { engine, cfg: Arc::new(cfg) };
     let mut service = Router::new();
     let mut notification = Router::new();
     for (_, path, r) in all_routes() {
@@ -460,9 +390,7 @@ pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }
 
 /// The notification service's error envelope is `{"error": <text>}`.
@@ -473,12 +401,7 @@ async fn notification_envelope(response: Response) -> Response {
             struct Envelope<'a> {
                 error: &'a str,
             }
-            json_response(
-                response.status(),
-                &Envelope {
-                    error: &info.message,
-                },
-            )
+            json_response(response.status(), &Envelope { error: &info.message })
         }
         None => response,
     }
@@ -491,10 +414,7 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     let path: String = uri.path().chars().take(256).collect();
-    ApiError::status(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed on {path}"),
-    )
+    ApiError::status(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -512,27 +432,13 @@ pub struct Health {
 
 fn health_of(state: &AppState, timestamp: String) -> Response {
     let open = state.engine.is_open();
-    let body = Health {
-        service: "kassa",
-        status: if open { "healthy" } else { "unhealthy" },
-        timestamp,
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    json_response(
-        if open {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        &body,
-    )
+    let body =
+        Health { service: "kassa", status: if open { "healthy" } else { "unhealthy" }, timestamp, version: env!("CARGO_PKG_VERSION") };
+    json_response(if open { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    health_of(
-        &state,
-        wire::rfc3339_seconds(kassa_engine::model::now_micros()),
-    )
+    health_of(&state, wire::rfc3339_seconds(kassa_engine::model::now_micros()))
 }
 
 async fn health_v1(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
@@ -554,18 +460,14 @@ impl Serialize for Pairs<'_> {
 }
 
 /// A JSON object of strings from a request, kept in the client's order, bounded.
-pub fn pairs_from(
-    map: Option<serde_json::Map<String, serde_json::Value>>,
-) -> Result<Option<Vec<(String, String)>>, ApiError> {
+pub fn pairs_from(map: Option<serde_json::Map<String, serde_json::Value>>) -> Result<Option<Vec<(String, String)>>, ApiError> {
     let Some(map) = map else { return Ok(None) };
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         match v {
             serde_json::Value::String(s) => out.push((k, s)),
             _ => {
-                return Err(ApiError::invalid_body(format!(
-                    "metadata/data value of '{k}' must be a string"
-                )));
+                return Err(ApiError::invalid_body(format!("metadata/data value of '{k}' must be a string")));
             }
         }
     }

@@ -11,10 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::products::unexpected;
-use super::{
-    ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def,
-    json_response, ok, pairs_from, segment,
-};
+use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def, json_response, ok, pairs_from, segment};
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
 use crate::wire;
@@ -163,146 +160,44 @@ pub fn routes() -> Vec<RouteDef> {
     const LIST: &[&str] = &["user_id", "limit", "offset", "status", "type"];
     let t = "notifications";
     vec![
-        def(
-            Method::POST,
-            "/api/v1/notifications",
-            t,
-            "Create a notification",
-            create,
-        )
-        .body("CreateNotificationBody")
-        .returns(201, "SingleEnvelope"),
-        def(
-            Method::GET,
-            "/api/v1/notifications",
-            t,
-            "A user's notifications, newest first",
-            list,
-        )
-        .returns(200, "ListEnvelope")
-        .query(LIST),
-        def(
-            Method::GET,
-            "/api/v1/notifications/unread",
-            t,
-            "A user's unread notifications",
-            unread,
-        )
-        .returns(200, "ListEnvelope")
-        .query(&["user_id", "limit", "offset"]),
-        def(
-            Method::GET,
-            "/api/v1/notifications/stats",
-            t,
-            "A user's notification statistics",
-            stats,
-        )
-        .returns(200, "StatsEnvelope")
-        .query(&["user_id"]),
-        def(
-            Method::POST,
-            "/api/v1/notifications/read-all",
-            t,
-            "Mark all of a user's notifications read",
-            read_all,
-        )
-        .body("ReadAllBody")
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/bulk",
-            t,
-            "Create one notification per user (admin)",
-            bulk,
-        )
-        .body("BulkNotificationBody")
-        .returns(201, "ListEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/schedule",
-            t,
-            "Create a notification to be sent at send_at",
-            schedule,
-        )
-        .body("CreateNotificationBody")
-        .returns(201, "SingleEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/cleanup",
-            t,
-            "Delete expired notifications (admin)",
-            cleanup,
-        )
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::GET,
-            "/api/v1/notifications/{id}",
-            t,
-            "Get a notification",
-            get,
-        )
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::PUT,
-            "/api/v1/notifications/{id}",
-            t,
-            "Update status, title or message",
-            update,
-        )
-        .body("UpdateNotificationBody")
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::DELETE,
-            "/api/v1/notifications/{id}",
-            t,
-            "Delete a notification",
-            delete,
-        )
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/{id}/send",
-            t,
-            "Send a notification",
-            send,
-        )
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/{id}/read",
-            t,
-            "Mark a notification read",
-            read,
-        )
-        .returns(200, "SingleEnvelope"),
-        def(
-            Method::POST,
-            "/api/v1/notifications/{id}/retry",
-            t,
-            "Retry a failed notification",
-            retry,
-        )
-        .returns(200, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications", t, "Create a notification", create)
+            .body("CreateNotificationBody")
+            .returns(201, "SingleEnvelope"),
+        def(Method::GET, "/api/v1/notifications", t, "A user's notifications, newest first", list).returns(200, "ListEnvelope").query(LIST),
+        def(Method::GET, "/api/v1/notifications/unread", t, "A user's unread notifications", unread)
+            .returns(200, "ListEnvelope")
+            .query(&["user_id", "limit", "offset"]),
+        def(Method::GET, "/api/v1/notifications/stats", t, "A user's notification statistics", stats)
+            .returns(200, "StatsEnvelope")
+            .query(&["user_id"]),
+        def(Method::POST, "/api/v1/notifications/read-all", t, "Mark all of a user's notifications read", read_all)
+            .body("ReadAllBody")
+            .returns(200, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications/bulk", t, "Create one notification per user (admin)", bulk)
+            .body("BulkNotificationBody")
+            .returns(201, "ListEnvelope"),
+        def(Method::POST, "/api/v1/notifications/schedule", t, "Create a notification to be sent at send_at", schedule)
+            .body("CreateNotificationBody")
+            .returns(201, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications/cleanup", t, "Delete expired notifications (admin)", cleanup)
+            .returns(200, "SingleEnvelope"),
+        def(Method::GET, "/api/v1/notifications/{id}", t, "Get a notification", get).returns(200, "SingleEnvelope"),
+        def(Method::PUT, "/api/v1/notifications/{id}", t, "Update status, title or message", update)
+            .body("UpdateNotificationBody")
+            .returns(200, "SingleEnvelope"),
+        def(Method::DELETE, "/api/v1/notifications/{id}", t, "Delete a notification", delete).returns(200, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications/{id}/send", t, "Send a notification", send).returns(200, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications/{id}/read", t, "Mark a notification read", read).returns(200, "SingleEnvelope"),
+        def(Method::POST, "/api/v1/notifications/{id}/retry", t, "Retry a failed notification", retry).returns(200, "SingleEnvelope"),
     ]
 }
 
 fn single(status: StatusCode, message: &str, n: &Notification) -> axum::response::Response {
-    json_response(
-        status,
-        &SingleEnvelope {
-            success: true,
-            message,
-            notification: Some(NotificationJson::new(n)),
-        },
-    )
+    json_response(status, &SingleEnvelope { success: true, message, notification: Some(NotificationJson::new(n)) })
 }
 
 fn plain(message: &str) -> axum::response::Response {
-    ok(&SingleEnvelope {
-        success: true,
-        message,
-        notification: None,
-    })
+    ok(&SingleEnvelope { success: true, message, notification: None })
 }
 
 fn notification_reply(reply: Reply, status: StatusCode, message: &str) -> ApiResult {
@@ -322,15 +217,11 @@ fn required(value: Option<String>, field: &str) -> Result<String, ApiError> {
 fn time_field(value: Option<&str>, field: &str) -> Result<Option<i64>, ApiError> {
     match value {
         None | Some("") => Ok(None),
-        Some(v) => wire::parse_time(v)
-            .map(Some)
-            .map_err(|e| ApiError::invalid_body(format!("{field}: {e}"))),
+        Some(v) => wire::parse_time(v).map(Some).map_err(|e| ApiError::invalid_body(format!("{field}: {e}"))),
     }
 }
 
-fn input_from(
-    body: CreateNotificationBody,
-) -> Result<(NotificationInput, Option<String>), ApiError> {
+fn input_from(body: CreateNotificationBody) -> Result<(NotificationInput, Option<String>), ApiError> {
     let input = NotificationInput {
         user_id: required(body.user_id, "user_id")?,
         title: required(body.title, "title")?,
@@ -348,19 +239,13 @@ fn input_from(
 /// Loads a notification and checks the caller owns it.
 fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Notification, ApiError> {
     let id = segment(id, "notification id", ID_MAX)?;
-    let n = s
-        .engine
-        .notification(id)?
-        .ok_or_else(|| ApiError::not_found(format!("notification not found: {id}")))?;
+    let n = s.engine.notification(id)?.ok_or_else(|| ApiError::not_found(format!("notification not found: {id}")))?;
     authorize(caller.actor(), Need::Owner(&n.user_id))?;
     Ok(n)
 }
 
 fn query_user<'a>(caller: &Caller, user_id: &'a Option<String>) -> Result<&'a str, ApiError> {
-    let user_id = user_id
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::bad_request("User ID is required"))?;
+    let user_id = user_id.as_deref().filter(|u| !u.is_empty()).ok_or_else(|| ApiError::bad_request("User ID is required"))?;
     super::baskets::user(caller, user_id)
 }
 
@@ -368,44 +253,25 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
     let (input, _) = input_from(w.json()?)?;
     segment(&input.user_id, "user_id", ID_MAX)?;
     authorize(caller.actor(), Need::Owner(&input.user_id))?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::CreateNotification(input)))
-        .await?;
-    notification_reply(
-        reply,
-        StatusCode::CREATED,
-        "Notification created successfully",
-    )
+    let reply = s.engine.execute(w.request(Command::CreateNotification(input))).await?;
+    notification_reply(reply, StatusCode::CREATED, "Notification created successfully")
 }
 
 async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     let (input, send_at) = input_from(w.json()?)?;
     segment(&input.user_id, "user_id", ID_MAX)?;
     authorize(caller.actor(), Need::Owner(&input.user_id))?;
-    let send_at = time_field(send_at.as_deref(), "send_at")?
-        .ok_or_else(|| ApiError::invalid_body("send_at is required"))?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::ScheduleNotification { input, send_at }))
-        .await?;
-    notification_reply(
-        reply,
-        StatusCode::CREATED,
-        "Notification scheduled successfully",
-    )
+    let send_at = time_field(send_at.as_deref(), "send_at")?.ok_or_else(|| ApiError::invalid_body("send_at is required"))?;
+    let reply = s.engine.execute(w.request(Command::ScheduleNotification { input, send_at })).await?;
+    notification_reply(reply, StatusCode::CREATED, "Notification scheduled successfully")
 }
 
 async fn bulk(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
     let body: BulkNotificationBody = w.json()?;
-    let users = body
-        .user_ids
-        .ok_or_else(|| ApiError::invalid_body("user_ids is required"))?;
+    let users = body.user_ids.ok_or_else(|| ApiError::invalid_body("user_ids is required"))?;
     if users.len() > BULK_USERS_MAX {
-        return Err(ApiError::invalid_body(format!(
-            "at most {BULK_USERS_MAX} user_ids per call"
-        )));
+        return Err(ApiError::invalid_body(format!("at most {BULK_USERS_MAX} user_ids per call")));
     }
     for u in &users {
         segment(u, "user_id", ID_MAX)?;
@@ -428,23 +294,13 @@ async fn bulk(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult 
     let n = notifications.len() as u64;
     Ok(json_response(
         StatusCode::CREATED,
-        &ListEnvelope {
-            success: true,
-            message: format!("Created {n} notifications"),
-            notifications,
-            total: n,
-            unread_count: 0,
-        },
+        &ListEnvelope { success: true, message: format!("Created {n} notifications"), notifications, total: n, unread_count: 0 },
     ))
 }
 
 async fn cleanup(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
-    match s
-        .engine
-        .execute(w.request(Command::CleanupNotifications))
-        .await?
-    {
+    match s.engine.execute(w.request(Command::CleanupNotifications)).await? {
         Reply::Count(n) => Ok(plain(&format!("Cleaned up {n} expired notifications"))),
         other => Err(unexpected(other)),
     }
@@ -452,16 +308,9 @@ async fn cleanup(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResu
 
 async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     let body: ReadAllBody = w.json()?;
-    let user_id = body
-        .user_id
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::invalid_body("user_id is required"))?;
+    let user_id = body.user_id.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::invalid_body("user_id is required"))?;
     let user_id = super::baskets::user(&caller, &user_id)?.to_string();
-    match s
-        .engine
-        .execute(w.request(Command::MarkAllNotificationsRead { user_id }))
-        .await?
-    {
+    match s.engine.execute(w.request(Command::MarkAllNotificationsRead { user_id })).await? {
         Reply::Count(n) => Ok(plain(&format!("Marked {n} notifications as read"))),
         other => Err(unexpected(other)),
     }
@@ -469,11 +318,7 @@ async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
 
 async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams {
-        limit: q.limit.clone(),
-        offset: q.offset.clone(),
-    }
-    .page(&s.cfg, s.cfg.notification_limit_default)?;
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, s.cfg.notification_limit_default)?;
     let filter = NotificationFilter {
         status: q.status.clone().filter(|v| !v.is_empty()),
         kind: q.kind.clone().filter(|v| !v.is_empty()),
@@ -482,9 +327,7 @@ async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) ->
     let result = s.engine.notifications_for_user(user_id, &filter, page)?;
     // `total` counts all of the user's notifications, as the old service did.
     let total = if filter.status.is_some() || filter.kind.is_some() {
-        s.engine
-            .notifications_for_user(user_id, &NotificationFilter::default(), Page::first(0))?
-            .total
+        s.engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::first(0))?.total
     } else {
         result.total
     };
@@ -499,15 +342,8 @@ async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) ->
 
 async fn unread(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams {
-        limit: q.limit.clone(),
-        offset: q.offset.clone(),
-    }
-    .page(&s.cfg, s.cfg.notification_limit_default)?;
-    let filter = NotificationFilter {
-        unread_only: true,
-        ..Default::default()
-    };
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, s.cfg.notification_limit_default)?;
+    let filter = NotificationFilter { unread_only: true, ..Default::default() };
     let result = s.engine.notifications_for_user(user_id, &filter, page)?;
     Ok(ok(&ListEnvelope {
         success: true,
@@ -533,11 +369,7 @@ async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -
     let step = kassa_engine::query::PAGE_LIMIT_MAX;
     let mut offset = 0;
     while offset <= kassa_engine::query::PAGE_OFFSET_MAX {
-        let page = s.engine.notifications_for_user(
-            user_id,
-            &NotificationFilter::default(),
-            Page::new(offset, step),
-        )?;
+        let page = s.engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::new(offset, step))?;
         for n in &page.items {
             st.total_notifications += 1;
             if n.read_at.is_none() {
@@ -558,28 +390,15 @@ async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -
         }
         offset += step;
     }
-    Ok(ok(&StatsEnvelope {
-        success: true,
-        message: "Notification statistics retrieved successfully",
-        stats: st,
-    }))
+    Ok(ok(&StatsEnvelope { success: true, message: "Notification statistics retrieved successfully", stats: st }))
 }
 
 async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
-    Ok(single(
-        StatusCode::OK,
-        "Notification retrieved successfully",
-        &n,
-    ))
+    Ok(single(StatusCode::OK, "Notification retrieved successfully", &n))
 }
 
-async fn update(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
     let body: UpdateNotificationBody = w.json()?;
     let command = Command::UpdateNotification {
@@ -592,42 +411,26 @@ async fn update(
     notification_reply(reply, StatusCode::OK, "Notification updated successfully")
 }
 
-async fn delete(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn delete(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
-    s.engine
-        .execute(w.request(Command::DeleteNotification { id: n.id.clone() }))
-        .await?;
+    s.engine.execute(w.request(Command::DeleteNotification { id: n.id.clone() })).await?;
     Ok(plain("Notification deleted successfully"))
 }
 
 async fn send(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::SendNotification { id: n.id.clone() }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::SendNotification { id: n.id.clone() })).await?;
     notification_reply(reply, StatusCode::OK, "Notification sent successfully")
 }
 
 async fn read(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::MarkNotificationRead { id: n.id.clone() }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::MarkNotificationRead { id: n.id.clone() })).await?;
     notification_reply(reply, StatusCode::OK, "Notification marked as read")
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let n = owned(&s, &caller, &id)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::RetryNotification { id: n.id.clone() }))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::RetryNotification { id: n.id.clone() })).await?;
     notification_reply(reply, StatusCode::OK, "Notification retried successfully")
 }

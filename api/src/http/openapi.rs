@@ -9,10 +9,7 @@ use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, Para
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
-    Required,
-};
+use utoipa::openapi::{ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr, Required};
 
 use super::{all_routes, baskets, notifications, payments, products};
 
@@ -31,14 +28,8 @@ fn method(m: &Method) -> HttpMethod {
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
     match name.strip_suffix("List") {
-        Some(item) if name.ends_with("JsonList") => ArrayBuilder::new()
-            .items(Ref::from_schema_name(item))
-            .build()
-            .into(),
-        _ if name == "Object" => ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::Object))
-            .build()
-            .into(),
+        Some(item) if name.ends_with("JsonList") => ArrayBuilder::new().items(Ref::from_schema_name(item)).build().into(),
+        _ if name == "Object" => ObjectBuilder::new().schema_type(SchemaType::Type(Type::Object)).build().into(),
         _ => Ref::from_schema_name(name).into(),
     }
 }
@@ -51,27 +42,18 @@ fn json_content(name: &str) -> utoipa::openapi::Content {
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
     for (m, path, r) in all_routes() {
-        let mut op = OperationBuilder::new()
-            .tag(r.tag)
-            .summary(Some(r.summary))
-            .operation_id(Some(format!(
-                "{}_{}",
-                m.as_str().to_lowercase(),
-                path.trim_matches('/')
-                    .replace(['/', '{', '}', '-', '.'], "_")
-            )));
-        for segment in path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        {
+        let mut op = OperationBuilder::new().tag(r.tag).summary(Some(r.summary)).operation_id(Some(format!(
+            "{}_{}",
+            m.as_str().to_lowercase(),
+            path.trim_matches('/').replace(['/', '{', '}', '-', '.'], "_")
+        )));
+        for segment in path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))) {
             op = op.parameter(
                 ParameterBuilder::new()
                     .name(segment)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .schema(Some(
-                        ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
-                    )),
+                    .schema(Some(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)))),
             );
         }
         for q in r.query {
@@ -80,17 +62,12 @@ pub fn document() -> OpenApi {
                     .name(*q)
                     .parameter_in(ParameterIn::Query)
                     .required(Required::False)
-                    .schema(Some(
-                        ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
-                    )),
+                    .schema(Some(ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)))),
             );
         }
         if let Some(body) = r.request {
             op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .content("application/json", json_content(body))
-                    .required(Some(Required::True))
-                    .build(),
+                RequestBodyBuilder::new().content("application/json", json_content(body)).required(Some(Required::True)).build(),
             ));
         }
         if matches!(m, Method::POST | Method::PUT | Method::DELETE) {
@@ -106,17 +83,11 @@ pub fn document() -> OpenApi {
         op = op
             .response(
                 r.status.to_string(),
-                ResponseBuilder::new()
-                    .description("Success")
-                    .content("application/json", json_content(r.response))
-                    .build(),
+                ResponseBuilder::new().description("Success").content("application/json", json_content(r.response)).build(),
             )
             .response(
                 "default",
-                ResponseBuilder::new()
-                    .description("Error envelope")
-                    .content("application/json", json_content("ErrorEnvelope"))
-                    .build(),
+                ResponseBuilder::new().description("Error envelope").content("application/json", json_content("ErrorEnvelope")).build(),
             );
         paths.add_path_operation(&path, vec![method(&m)], op.build());
     }
@@ -182,12 +153,9 @@ pub struct ErrorEnvelope {
 }
 
 pub async fn serve() -> Response {
-    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    let body = DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default());
+    static DOC: OnceLock<bytes::Bytes> = OnceLock::new();
+    let body = DOC.get_or_init(|| serde_json::to_vec(&document()).unwrap_or_default().into());
     let mut r = Response::new(axum::body::Body::from(body.clone()));
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     r
 }

@@ -10,13 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::products::unexpected;
-use super::{
-    ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def,
-    ok, pairs_from, segment,
-};
+use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def, ok, pairs_from, segment};
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
-use crate::wire::{self, Money, MoneyText};
+use crate::wire::{self, GoFloat, Money, MoneyText};
 
 #[derive(Serialize, ToSchema)]
 pub struct PaymentItemJson {
@@ -158,7 +155,8 @@ pub struct AnalyticsJson {
     total_payments: u64,
     #[schema(value_type = f64)]
     total_revenue: Money,
-    success_rate: f64,
+    #[schema(value_type = f64)]
+    success_rate: GoFloat,
     #[schema(value_type = f64)]
     average_amount: Money,
     top_payment_method: String,
@@ -177,7 +175,8 @@ pub struct SummaryJson {
     completed_payments: u64,
     failed_payments: u64,
     refunded_payments: u64,
-    success_rate: f64,
+    #[schema(value_type = f64)]
+    success_rate: GoFloat,
     #[schema(value_type = f64)]
     average_amount: Money,
 }
@@ -198,170 +197,46 @@ pub fn routes() -> Vec<RouteDef> {
     const PAGED: &[&str] = &["limit", "offset"];
     let t = "payments";
     vec![
-        def(
-            Method::POST,
-            "/payments",
-            t,
-            "Check out the user's basket: reserves stock, creates a pending payment",
-            create,
-        )
-        .body("CreatePaymentBody")
-        .returns(201, "PaymentJson"),
-        def(
-            Method::GET,
-            "/payments",
-            t,
-            "All payments, newest first (admin)",
-            list_all,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
+        def(Method::POST, "/payments", t, "Check out the user's basket: reserves stock, creates a pending payment", create)
+            .body("CreatePaymentBody")
+            .returns(201, "PaymentJson"),
+        def(Method::GET, "/payments", t, "All payments, newest first (admin)", list_all).returns(200, "PaymentJsonList").query(PAGED),
         def(Method::GET, "/payments/{id}", t, "Get a payment", get).returns(200, "PaymentJson"),
-        def(
-            Method::PUT,
-            "/payments/{id}",
-            t,
-            "Administrative status change (admin)",
-            update,
-        )
-        .body("UpdatePaymentBody")
-        .returns(200, "PaymentJson"),
-        def(
-            Method::POST,
-            "/payments/{id}/process",
-            t,
-            "Complete a pending payment: sells the stock, clears the basket",
-            process,
-        )
-        .body("ProcessPaymentBody")
-        .returns(200, "PaymentJson"),
-        def(
-            Method::POST,
-            "/payments/{id}/refund",
-            t,
-            "Refund a completed payment (admin)",
-            refund,
-        )
-        .body("RefundPaymentBody")
-        .returns(200, "PaymentJson"),
-        def(
-            Method::POST,
-            "/payments/{id}/cancel",
-            t,
-            "Cancel a pending payment: releases the stock",
-            cancel,
-        )
-        .returns(200, "PaymentJson"),
-        def(
-            Method::POST,
-            "/payments/{id}/retry",
-            t,
-            "Retry a failed payment",
-            retry,
-        )
-        .returns(200, "PaymentJson"),
-        def(
-            Method::GET,
-            "/payments/{id}/items",
-            t,
-            "A payment's items",
-            items,
-        )
-        .returns(200, "PaymentItemJsonList"),
-        def(
-            Method::GET,
-            "/payments/user/{user_id}",
-            t,
-            "A user's payments, newest first",
-            by_user,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/stats/{user_id}",
-            t,
-            "A user's payment statistics",
-            user_stats,
-        )
-        .returns(200, "PaymentStatsJson"),
-        def(
-            Method::GET,
-            "/payments/status/{status}",
-            t,
-            "Payments with a status (admin)",
-            by_status,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/date/{start}/{end}",
-            t,
-            "Payments created in a time range (admin)",
-            by_date,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/amount/{min}/{max}",
-            t,
-            "Payments in an amount range (admin)",
-            by_amount,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/method/{method}",
-            t,
-            "Payments by method (admin)",
-            by_method,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/provider/{provider}",
-            t,
-            "Payments by provider (admin)",
-            by_provider,
-        )
-        .returns(200, "PaymentJsonList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/payments/analytics",
-            t,
-            "Payment analytics (admin)",
-            analytics,
-        )
-        .returns(200, "AnalyticsJson"),
-        def(
-            Method::GET,
-            "/payments/methods",
-            t,
-            "Distinct payment methods (admin)",
-            methods,
-        )
-        .returns(200, "MethodsJson"),
-        def(
-            Method::GET,
-            "/payments/providers",
-            t,
-            "Distinct providers (admin)",
-            providers,
-        )
-        .returns(200, "ProvidersJson"),
-        def(
-            Method::GET,
-            "/payments/summary",
-            t,
-            "Payment summary (admin)",
-            summary,
-        )
-        .returns(200, "SummaryJson"),
+        def(Method::PUT, "/payments/{id}", t, "Administrative status change (admin)", update)
+            .body("UpdatePaymentBody")
+            .returns(200, "PaymentJson"),
+        def(Method::POST, "/payments/{id}/process", t, "Complete a pending payment: sells the stock, clears the basket", process)
+            .body("ProcessPaymentBody")
+            .returns(200, "PaymentJson"),
+        def(Method::POST, "/payments/{id}/refund", t, "Refund a completed payment (admin)", refund)
+            .body("RefundPaymentBody")
+            .returns(200, "PaymentJson"),
+        def(Method::POST, "/payments/{id}/cancel", t, "Cancel a pending payment: releases the stock", cancel).returns(200, "PaymentJson"),
+        def(Method::POST, "/payments/{id}/retry", t, "Retry a failed payment", retry).returns(200, "PaymentJson"),
+        def(Method::GET, "/payments/{id}/items", t, "A payment's items", items).returns(200, "PaymentItemJsonList"),
+        def(Method::GET, "/payments/user/{user_id}", t, "A user's payments, newest first", by_user)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/stats/{user_id}", t, "A user's payment statistics", user_stats).returns(200, "PaymentStatsJson"),
+        def(Method::GET, "/payments/status/{status}", t, "Payments with a status (admin)", by_status)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/date/{start}/{end}", t, "Payments created in a time range (admin)", by_date)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/amount/{min}/{max}", t, "Payments in an amount range (admin)", by_amount)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/method/{method}", t, "Payments by method (admin)", by_method)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/provider/{provider}", t, "Payments by provider (admin)", by_provider)
+            .returns(200, "PaymentJsonList")
+            .query(PAGED),
+        def(Method::GET, "/payments/analytics", t, "Payment analytics (admin)", analytics).returns(200, "AnalyticsJson"),
+        def(Method::GET, "/payments/methods", t, "Distinct payment methods (admin)", methods).returns(200, "MethodsJson"),
+        def(Method::GET, "/payments/providers", t, "Distinct providers (admin)", providers).returns(200, "ProvidersJson"),
+        def(Method::GET, "/payments/summary", t, "Payment summary (admin)", summary).returns(200, "SummaryJson"),
     ]
 }
 
@@ -379,10 +254,7 @@ fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
 
 fn payment_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
     match reply {
-        Reply::Payment(p) => Ok(super::json_response(
-            status,
-            &PaymentJson::new(&p, s.currency()),
-        )),
+        Reply::Payment(p) => Ok(super::json_response(status, &PaymentJson::new(&p, s.currency()))),
         other => Err(unexpected(other)),
     }
 }
@@ -395,9 +267,9 @@ fn list_reply(s: &AppState, payments: &[Payment]) -> ApiResult {
 
 fn same_payment(body: Option<&str>, path: &str) -> Result<(), ApiError> {
     match body {
-        Some(b) if !b.is_empty() && b != path => Err(ApiError::invalid_body(format!(
-            "payment_id '{b}' in the body does not match the path"
-        ))),
+        Some(b) if !b.is_empty() && b != path => {
+            Err(ApiError::invalid_body(format!("payment_id '{b}' in the body does not match the path")))
+        }
         _ => Ok(()),
     }
 }
@@ -405,12 +277,7 @@ fn same_payment(body: Option<&str>, path: &str) -> Result<(), ApiError> {
 /// The engine answers a missing payment with its own text; keep the old envelope text.
 fn engine_err(id: &str) -> impl Fn(kassa_engine::EngineError) -> ApiError + '_ {
     move |e| {
-        if e.kind == kassa_engine::ErrorKind::NotFound && e.message.starts_with("payment not found")
-        {
-            not_found(id)
-        } else {
-            e.into()
-        }
+        if e.kind == kassa_engine::ErrorKind::NotFound && e.message.starts_with("payment not found") { not_found(id) } else { e.into() }
     }
 }
 
@@ -439,10 +306,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         description: body.description.unwrap_or_default(),
         metadata: pairs_from(body.metadata)?.unwrap_or_default(),
     };
-    let reply = s
-        .engine
-        .execute(w.request(Command::CreatePayment(input)))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::CreatePayment(input))).await?;
     payment_reply(&s, reply, StatusCode::CREATED)
 }
 
@@ -457,12 +321,7 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
     Ok(ok(&PaymentJson::new(&p, s.currency())))
 }
 
-async fn update(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let id = segment(&id, "payment id", ID_MAX)?.to_string();
     authorize(caller.actor(), Need::Admin)?;
     let body: UpdatePaymentBody = w.json()?;
@@ -471,60 +330,34 @@ async fn update(
     if status_text.is_empty() {
         return Err(ApiError::invalid_body("status is required"));
     }
-    let status = PaymentStatus::parse(&status_text)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {status_text}")))?;
+    let status =
+        PaymentStatus::parse(&status_text).ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {status_text}")))?;
     let metadata = pairs_from(body.metadata)?;
     if s.engine.payment(&id)?.is_none() {
         return Err(not_found(&id));
     }
-    let reply = s
-        .engine
-        .execute(w.request(Command::UpdatePayment {
-            payment_id: id.clone(),
-            status,
-            metadata,
-        }))
-        .await
-        .map_err(engine_err(&id))?;
+    let reply =
+        s.engine.execute(w.request(Command::UpdatePayment { payment_id: id.clone(), status, metadata })).await.map_err(engine_err(&id))?;
     payment_reply(&s, reply, StatusCode::OK)
 }
 
-async fn process(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn process(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let payment = owned(&s, &caller, &id)?;
     let body: ProcessPaymentBody = w.json_or_default()?;
     same_payment(body.payment_id.as_deref(), &payment.id)?;
-    let command = Command::ProcessPayment {
-        payment_id: payment.id.clone(),
-        provider_id: body.provider_id.unwrap_or_default(),
-    };
-    let reply = s
-        .engine
-        .execute(w.request(command))
-        .await
-        .map_err(engine_err(&payment.id))?;
+    let command = Command::ProcessPayment { payment_id: payment.id.clone(), provider_id: body.provider_id.unwrap_or_default() };
+    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(&payment.id))?;
     payment_reply(&s, reply, StatusCode::OK)
 }
 
-async fn refund(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn refund(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let id = segment(&id, "payment id", ID_MAX)?.to_string();
     authorize(caller.actor(), Need::Admin)?;
     let body: RefundPaymentBody = w.json_or_default()?;
     same_payment(body.payment_id.as_deref(), &id)?;
     let amount = match &body.amount {
         Some(a) => {
-            let minor = a
-                .minor(s.currency())
-                .map_err(|e| ApiError::invalid_body(e.to_string()))?;
+            let minor = a.minor(s.currency()).map_err(|e| ApiError::invalid_body(e.to_string()))?;
             if minor < 0 {
                 return Err(ApiError::invalid_body("refund amount cannot be negative"));
             }
@@ -535,45 +368,22 @@ async fn refund(
     if s.engine.payment(&id)?.is_none() {
         return Err(not_found(&id));
     }
-    let command = Command::RefundPayment {
-        payment_id: id.clone(),
-        amount,
-        reason: body.reason.unwrap_or_default(),
-    };
-    let reply = s
-        .engine
-        .execute(w.request(command))
-        .await
-        .map_err(engine_err(&id))?;
+    let command = Command::RefundPayment { payment_id: id.clone(), amount, reason: body.reason.unwrap_or_default() };
+    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(&id))?;
     payment_reply(&s, reply, StatusCode::OK)
 }
 
-async fn cancel(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn cancel(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let payment = owned(&s, &caller, &id)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::CancelPayment {
-            payment_id: payment.id.clone(),
-        }))
-        .await
-        .map_err(engine_err(&payment.id))?;
+    let reply =
+        s.engine.execute(w.request(Command::CancelPayment { payment_id: payment.id.clone() })).await.map_err(engine_err(&payment.id))?;
     payment_reply(&s, reply, StatusCode::OK)
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let payment = owned(&s, &caller, &id)?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::RetryPayment {
-            payment_id: payment.id.clone(),
-        }))
-        .await
-        .map_err(engine_err(&payment.id))?;
+    let reply =
+        s.engine.execute(w.request(Command::RetryPayment { payment_id: payment.id.clone() })).await.map_err(engine_err(&payment.id))?;
     payment_reply(&s, reply, StatusCode::OK)
 }
 
@@ -584,12 +394,7 @@ async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> A
     Ok(ok(&items))
 }
 
-async fn by_user(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(user_id): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let user_id = super::baskets::user(&caller, &user_id)?;
     let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
     list_reply(&s, &s.engine.payments_by_user(user_id, page)?)
@@ -600,9 +405,7 @@ pub(crate) fn all_of_user(s: &AppState, user_id: &str) -> Result<Vec<Payment>, A
     let mut out = Vec::new();
     let step = kassa_engine::query::PAGE_LIMIT_MAX;
     while out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
-        let page = s
-            .engine
-            .payments_by_user(user_id, Page::new(out.len(), step))?;
+        let page = s.engine.payments_by_user(user_id, Page::new(out.len(), step))?;
         let n = page.len();
         out.extend(page);
         if n < step {
@@ -630,13 +433,7 @@ pub(crate) struct Tally {
 }
 
 pub(crate) fn tally(payments: &[Payment]) -> Tally {
-    let mut t = Tally {
-        total: 0,
-        amount: 0,
-        completed: 0,
-        failed: 0,
-        pending: 0,
-    };
+    let mut t = Tally { total: 0, amount: 0, completed: 0, failed: 0, pending: 0 };
     for p in payments {
         t.total += 1;
         t.amount = t.amount.saturating_add(p.amount);
@@ -674,116 +471,35 @@ fn filtered(s: &AppState, caller: &Caller, filter: PaymentFilter, p: &PageParams
     list_reply(s, &s.engine.payments(&filter, page)?)
 }
 
-async fn by_status(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(status): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
-    let status = PaymentStatus::parse(&status).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "invalid payment status: {}",
-            status.chars().take(64).collect::<String>()
-        ))
-    })?;
-    filtered(
-        &s,
-        &caller,
-        PaymentFilter {
-            status: Some(status),
-            ..Default::default()
-        },
-        &p,
-    )
+async fn by_status(State(s): State<AppState>, caller: Caller, P(status): P<String>, Q(p): Q<PageParams>) -> ApiResult {
+    let status = PaymentStatus::parse(&status)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {}", status.chars().take(64).collect::<String>())))?;
+    filtered(&s, &caller, PaymentFilter { status: Some(status), ..Default::default() }, &p)
 }
 
-async fn by_date(
-    State(s): State<AppState>,
-    caller: Caller,
-    P((start, end)): P<(String, String)>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_date(State(s): State<AppState>, caller: Caller, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    filtered(
-        &s,
-        &caller,
-        PaymentFilter {
-            created_from: Some(from),
-            created_to: Some(to),
-            ..Default::default()
-        },
-        &p,
-    )
+    filtered(&s, &caller, PaymentFilter { created_from: Some(from), created_to: Some(to), ..Default::default() }, &p)
 }
 
-async fn by_amount(
-    State(s): State<AppState>,
-    caller: Caller,
-    P((min, max)): P<(String, String)>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_amount(State(s): State<AppState>, caller: Caller, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let c = s.currency();
-    let min = kassa_engine::money::parse_minor(&min, c).map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid min amount",
-            "Min amount must be a valid number",
-        )
-    })?;
-    let max = kassa_engine::money::parse_minor(&max, c).map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid max amount",
-            "Max amount must be a valid number",
-        )
-    })?;
-    filtered(
-        &s,
-        &caller,
-        PaymentFilter {
-            amount_min: Some(min),
-            amount_max: Some(max),
-            ..Default::default()
-        },
-        &p,
-    )
+    let min = kassa_engine::money::parse_minor(&min, c)
+        .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid min amount", "Min amount must be a valid number"))?;
+    let max = kassa_engine::money::parse_minor(&max, c)
+        .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid max amount", "Max amount must be a valid number"))?;
+    filtered(&s, &caller, PaymentFilter { amount_min: Some(min), amount_max: Some(max), ..Default::default() }, &p)
 }
 
-async fn by_method(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(method): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_method(State(s): State<AppState>, caller: Caller, P(method): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let method = segment(&method, "method", TEXT_MAX)?.to_string();
-    filtered(
-        &s,
-        &caller,
-        PaymentFilter {
-            method: Some(method),
-            ..Default::default()
-        },
-        &p,
-    )
+    filtered(&s, &caller, PaymentFilter { method: Some(method), ..Default::default() }, &p)
 }
 
-async fn by_provider(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(provider): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_provider(State(s): State<AppState>, caller: Caller, P(provider): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let provider = segment(&provider, "provider", TEXT_MAX)?.to_string();
-    filtered(
-        &s,
-        &caller,
-        PaymentFilter {
-            provider: Some(provider),
-            ..Default::default()
-        },
-        &p,
-    )
+    filtered(&s, &caller, PaymentFilter { provider: Some(provider), ..Default::default() }, &p)
 }
 
 /// Aggregates over every payment (an admin report; the scan is bounded by the data set).
@@ -840,11 +556,7 @@ fn report(s: &AppState) -> Result<Report, ApiError> {
 
 impl Report {
     fn success_rate(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.completed as f64 / self.total as f64 * 100.0
-        }
+        if self.total == 0 { 0.0 } else { self.completed as f64 / self.total as f64 * 100.0 }
     }
     fn count(&self, s: PaymentStatus) -> u64 {
         self.by_status.get(&s).copied().unwrap_or(0)
@@ -853,11 +565,7 @@ impl Report {
 
 /// Most frequent value; ties go to the alphabetically first, so the answer is stable.
 fn top(counts: &HashMap<String, u64>) -> String {
-    counts
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-        .map(|(k, _)| k.clone())
-        .unwrap_or_default()
+    counts.iter().max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0))).map(|(k, _)| k.clone()).unwrap_or_default()
 }
 
 fn sorted_keys(counts: HashMap<String, u64>) -> Vec<String> {
@@ -873,7 +581,7 @@ async fn analytics(State(s): State<AppState>, caller: Caller) -> ApiResult {
     Ok(ok(&AnalyticsJson {
         total_payments: r.total,
         total_revenue: Money::new(r.revenue, c),
-        success_rate: r.success_rate(),
+        success_rate: GoFloat(r.success_rate()),
         average_amount: Money::new(rounded_average(r.revenue, r.completed), c),
         top_payment_method: top(&r.methods),
         top_provider: top(&r.providers),
@@ -885,19 +593,13 @@ async fn analytics(State(s): State<AppState>, caller: Caller) -> ApiResult {
 async fn methods(State(s): State<AppState>, caller: Caller) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
     let methods = sorted_keys(report(&s)?.methods);
-    Ok(ok(&MethodsJson {
-        count: methods.len(),
-        methods,
-    }))
+    Ok(ok(&MethodsJson { count: methods.len(), methods }))
 }
 
 async fn providers(State(s): State<AppState>, caller: Caller) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
     let providers = sorted_keys(report(&s)?.providers);
-    Ok(ok(&ProvidersJson {
-        count: providers.len(),
-        providers,
-    }))
+    Ok(ok(&ProvidersJson { count: providers.len(), providers }))
 }
 
 async fn summary(State(s): State<AppState>, caller: Caller) -> ApiResult {
@@ -911,7 +613,7 @@ async fn summary(State(s): State<AppState>, caller: Caller) -> ApiResult {
         completed_payments: r.completed,
         failed_payments: r.count(PaymentStatus::Failed),
         refunded_payments: r.count(PaymentStatus::Refunded),
-        success_rate: r.success_rate(),
+        success_rate: GoFloat(r.success_rate()),
         average_amount: Money::new(rounded_average(r.revenue, r.completed), c),
     }))
 }

@@ -8,9 +8,7 @@ use kassa_engine::{Command, Currency, Page, ProductInput, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    ApiResult, AppState, Caller, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment,
-};
+use super::{ApiResult, AppState, Caller, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
 use crate::wire::{self, Money, MoneyText, WideMoney};
@@ -71,12 +69,8 @@ pub struct ProductBody {
 
 impl ProductBody {
     fn input(self, currency: Currency) -> Result<ProductInput, ApiError> {
-        let price = self
-            .price
-            .ok_or_else(|| ApiError::invalid_body("price is required"))?;
-        let price = price
-            .minor(currency)
-            .map_err(|e| ApiError::invalid_body(e.to_string()))?;
+        let price = self.price.ok_or_else(|| ApiError::invalid_body("price is required"))?;
+        let price = price.minor(currency).map_err(|e| ApiError::invalid_body(e.to_string()))?;
         let name = self.name.unwrap_or_default();
         if name.trim().is_empty() {
             return Err(ApiError::invalid_body("name is required"));
@@ -110,10 +104,7 @@ impl StatsJson {
             total_products: s.total_products,
             total_categories: s.total_categories,
             average_price: Money::new(s.average_price, currency),
-            total_value: WideMoney {
-                minor: s.total_value,
-                currency,
-            },
+            total_value: WideMoney { minor: s.total_value, currency },
             low_stock_products: s.low_stock_products,
             out_of_stock_products: s.out_of_stock_products,
         }
@@ -143,151 +134,39 @@ pub fn routes() -> Vec<RouteDef> {
     const PAGED: &[&str] = &["limit", "offset"];
     let t = "products";
     vec![
-        def(Method::GET, "/products", t, "List products by id", list)
+        def(Method::GET, "/products", t, "List products by id", list).returns(200, "ProductList").query(PAGED),
+        def(Method::POST, "/products", t, "Create a product (admin)", create).body("ProductBody").returns(201, "ProductJson"),
+        def(Method::GET, "/products/{id}", t, "Get a product", get).returns(200, "ProductJson"),
+        def(Method::PUT, "/products/{id}", t, "Replace a product (admin)", update).body("ProductBody").returns(200, "ProductJson"),
+        def(Method::DELETE, "/products/{id}", t, "Delete a product (admin)", delete).returns(200, "MessageJson"),
+        def(Method::GET, "/products/top-5", t, "The 5 most expensive products", top5).returns(200, "ProductList"),
+        def(Method::GET, "/products/top-10", t, "The 10 most expensive products", top10).returns(200, "ProductList"),
+        def(Method::GET, "/products/low-stock-1", t, "Products with at most 1 available", low1).returns(200, "ProductList").query(PAGED),
+        def(Method::GET, "/products/low-stock-10", t, "Products with at most 10 available", low10).returns(200, "ProductList").query(PAGED),
+        def(Method::GET, "/products/category/{category}", t, "Products of a category", by_category)
             .returns(200, "ProductList")
             .query(PAGED),
-        def(
-            Method::POST,
-            "/products",
-            t,
-            "Create a product (admin)",
-            create,
-        )
-        .body("ProductBody")
-        .returns(201, "ProductJson"),
-        def(Method::GET, "/products/{id}", t, "Get a product", get).returns(200, "ProductJson"),
-        def(
-            Method::PUT,
-            "/products/{id}",
-            t,
-            "Replace a product (admin)",
-            update,
-        )
-        .body("ProductBody")
-        .returns(200, "ProductJson"),
-        def(
-            Method::DELETE,
-            "/products/{id}",
-            t,
-            "Delete a product (admin)",
-            delete,
-        )
-        .returns(200, "MessageJson"),
-        def(
-            Method::GET,
-            "/products/top-5",
-            t,
-            "The 5 most expensive products",
-            top5,
-        )
-        .returns(200, "ProductList"),
-        def(
-            Method::GET,
-            "/products/top-10",
-            t,
-            "The 10 most expensive products",
-            top10,
-        )
-        .returns(200, "ProductList"),
-        def(
-            Method::GET,
-            "/products/low-stock-1",
-            t,
-            "Products with at most 1 available",
-            low1,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/low-stock-10",
-            t,
-            "Products with at most 10 available",
-            low10,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/category/{category}",
-            t,
-            "Products of a category",
-            by_category,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/price/{min}/{max}",
-            t,
-            "Products in a price range (inclusive)",
-            by_price,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/search/{name}",
-            t,
-            "Products whose name contains the text (case-insensitive)",
-            search,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/stats",
-            t,
-            "Catalog statistics",
-            stats,
-        )
-        .returns(200, "StatsJson"),
-        def(
-            Method::GET,
-            "/products/categories",
-            t,
-            "Categories with counts and average prices",
-            categories,
-        )
-        .returns(200, "CategoryList"),
-        def(
-            Method::GET,
-            "/products/stock/{stock}",
-            t,
-            "Products with exactly this many available",
-            by_stock,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
-        def(
-            Method::GET,
-            "/products/random/{count}",
-            t,
-            "1 to 50 random products",
-            random,
-        )
-        .returns(200, "ProductList"),
-        def(
-            Method::GET,
-            "/products/created/{start}/{end}",
-            t,
-            "Products created in a time range (RFC 3339 or dates)",
-            by_created,
-        )
-        .returns(200, "ProductList")
-        .query(PAGED),
+        def(Method::GET, "/products/price/{min}/{max}", t, "Products in a price range (inclusive)", by_price)
+            .returns(200, "ProductList")
+            .query(PAGED),
+        def(Method::GET, "/products/search/{name}", t, "Products whose name contains the text (case-insensitive)", search)
+            .returns(200, "ProductList")
+            .query(PAGED),
+        def(Method::GET, "/products/stats", t, "Catalog statistics", stats).returns(200, "StatsJson"),
+        def(Method::GET, "/products/categories", t, "Categories with counts and average prices", categories).returns(200, "CategoryList"),
+        def(Method::GET, "/products/stock/{stock}", t, "Products with exactly this many available", by_stock)
+            .returns(200, "ProductList")
+            .query(PAGED),
+        def(Method::GET, "/products/random/{count}", t, "1 to 50 random products", random).returns(200, "ProductList"),
+        def(Method::GET, "/products/created/{start}/{end}", t, "Products created in a time range (RFC 3339 or dates)", by_created)
+            .returns(200, "ProductList")
+            .query(PAGED),
     ]
 }
 
 fn list_response(products: Vec<Product>, currency: Currency) -> axum::response::Response {
-    let products: Vec<ProductJson> = products
-        .into_iter()
-        .map(|p| ProductJson::new(p, currency))
-        .collect();
-    ok(&ProductList {
-        count: products.len(),
-        products,
-    })
+    let products: Vec<ProductJson> = products.into_iter().map(|p| ProductJson::new(p, currency)).collect();
+    ok(&ProductList { count: products.len(), products })
 }
 
 fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
@@ -295,23 +174,14 @@ fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
 }
 
 fn parse_id(text: &str) -> Result<u64, ApiError> {
-    let invalid = || {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid product ID",
-            "Product ID must be a valid number",
-        )
-    };
+    let invalid = || ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid product ID", "Product ID must be a valid number");
     let v: i64 = text.parse().map_err(|_| invalid())?;
     u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(invalid)
 }
 
 fn product_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
     match reply {
-        Reply::Product(p) => Ok(super::json_response(
-            status,
-            &ProductJson::new(p, s.currency()),
-        )),
+        Reply::Product(p) => Ok(super::json_response(status, &ProductJson::new(p, s.currency()))),
         other => Err(unexpected(other)),
     }
 }
@@ -322,11 +192,7 @@ pub(crate) fn unexpected(reply: Reply) -> ApiError {
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(
-        &s,
-        ProductQuery::All,
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::All, p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
 async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
@@ -340,19 +206,11 @@ async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
 async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
     let input = w.json::<ProductBody>()?.input(s.currency())?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::CreateProduct(input)))
-        .await?;
+    let reply = s.engine.execute(w.request(Command::CreateProduct(input))).await?;
     product_reply(&s, reply, StatusCode::CREATED)
 }
 
-async fn update(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let id = parse_id(&id)?;
     authorize(caller.actor(), Need::Admin)?;
     let body = w.json::<ProductBody>()?;
@@ -360,46 +218,23 @@ async fn update(
         && body_id != 0
         && u64::try_from(body_id).ok() != Some(id)
     {
-        return Err(ApiError::invalid_body(format!(
-            "id {body_id} in the body does not match the path id {id}"
-        )));
+        return Err(ApiError::invalid_body(format!("id {body_id} in the body does not match the path id {id}")));
     }
     let input = body.input(s.currency())?;
-    let reply = s
-        .engine
-        .execute(w.request(Command::UpdateProduct { id, input }))
-        .await
-        .map_err(|e| match e.kind {
-            kassa_engine::ErrorKind::NotFound => {
-                ApiError::not_found("product not found: product not found")
-            }
-            _ => e.into(),
-        })?;
+    let reply = s.engine.execute(w.request(Command::UpdateProduct { id, input })).await.map_err(|e| match e.kind {
+        kassa_engine::ErrorKind::NotFound => ApiError::not_found("product not found: product not found"),
+        _ => e.into(),
+    })?;
     product_reply(&s, reply, StatusCode::OK)
 }
 
-async fn delete(
-    State(s): State<AppState>,
-    caller: Caller,
-    P(id): P<String>,
-    w: Write,
-) -> ApiResult {
+async fn delete(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     let id = parse_id(&id)?;
     authorize(caller.actor(), Need::Admin)?;
-    match s
-        .engine
-        .execute(w.request(Command::DeleteProduct { id }))
-        .await
-    {
-        Ok(Reply::Deleted { existed: false }) => Err(ApiError::not_found(
-            "failed to delete product: product not found",
-        )),
-        Ok(_) => Ok(ok(&MessageJson {
-            message: "Product deleted successfully".into(),
-        })),
-        Err(e) if e.kind == kassa_engine::ErrorKind::NotFound => Err(ApiError::not_found(
-            "failed to delete product: product not found",
-        )),
+    match s.engine.execute(w.request(Command::DeleteProduct { id })).await {
+        Ok(Reply::Deleted { existed: false }) => Err(ApiError::not_found("failed to delete product: product not found")),
+        Ok(_) => Ok(ok(&MessageJson { message: "Product deleted successfully".into() })),
+        Err(e) if e.kind == kassa_engine::ErrorKind::NotFound => Err(ApiError::not_found("failed to delete product: product not found")),
         Err(e) => Err(e.into()),
     }
 }
@@ -413,68 +248,30 @@ async fn top10(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn low1(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(
-        &s,
-        ProductQuery::StockAtMost(1),
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::StockAtMost(1), p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
 async fn low10(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(
-        &s,
-        ProductQuery::StockAtMost(10),
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::StockAtMost(10), p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
-async fn by_category(
-    State(s): State<AppState>,
-    P(category): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_category(State(s): State<AppState>, P(category): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let category = segment(&category, "category", TEXT_MAX)?.to_string();
-    query(
-        &s,
-        ProductQuery::Category(category),
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::Category(category), p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
-async fn by_price(
-    State(s): State<AppState>,
-    P((min, max)): P<(String, String)>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let c = s.currency();
-    let min = kassa_engine::money::parse_minor(&min, c).map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid min price",
-            "Min price must be a valid number",
-        )
-    })?;
-    let max = kassa_engine::money::parse_minor(&max, c).map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid max price",
-            "Max price must be a valid number",
-        )
-    })?;
-    query(
-        &s,
-        ProductQuery::PriceRange { min, max },
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    let min = kassa_engine::money::parse_minor(&min, c)
+        .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid min price", "Min price must be a valid number"))?;
+    let max = kassa_engine::money::parse_minor(&max, c)
+        .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid max price", "Max price must be a valid number"))?;
+    query(&s, ProductQuery::PriceRange { min, max }, p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
 async fn search(State(s): State<AppState>, P(name): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let name = segment(&name, "name", TEXT_MAX)?.to_string();
-    query(
-        &s,
-        ProductQuery::NameContains(name),
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::NameContains(name), p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
@@ -487,74 +284,32 @@ async fn categories(State(s): State<AppState>) -> ApiResult {
         .engine
         .categories()?
         .into_iter()
-        .map(
-            |CategoryStats {
-                 name,
-                 product_count,
-                 average_price,
-             }| CategoryJson {
-                name,
-                product_count,
-                average_price: Money::new(average_price, c),
-            },
-        )
+        .map(|CategoryStats { name, product_count, average_price }| CategoryJson {
+            name,
+            product_count,
+            average_price: Money::new(average_price, c),
+        })
         .collect();
-    Ok(ok(&CategoryList {
-        count: categories.len(),
-        categories,
-    }))
+    Ok(ok(&CategoryList { count: categories.len(), categories }))
 }
 
-async fn by_stock(
-    State(s): State<AppState>,
-    P(stock): P<String>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
-    let stock: i64 = stock.parse().map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid stock",
-            "Stock must be a valid number",
-        )
-    })?;
-    query(
-        &s,
-        ProductQuery::StockEquals(stock),
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+async fn by_stock(State(s): State<AppState>, P(stock): P<String>, Q(p): Q<PageParams>) -> ApiResult {
+    let stock: i64 =
+        stock.parse().map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid stock", "Stock must be a valid number"))?;
+    query(&s, ProductQuery::StockEquals(stock), p.page(&s.cfg, s.cfg.page_limit_default)?)
 }
 
 async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
-    let count: i64 = count.parse().map_err(|_| {
-        ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid count",
-            "Count must be a valid number",
-        )
-    })?;
+    let count: i64 =
+        count.parse().map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", "Count must be a valid number"))?;
     if !(1..=50).contains(&count) {
-        return Err(ApiError::labelled(
-            StatusCode::BAD_REQUEST,
-            "Invalid count",
-            "Count must be between 1 and 50",
-        ));
+        return Err(ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", "Count must be between 1 and 50"));
     }
-    Ok(list_response(
-        s.engine.random_products(count as usize)?,
-        s.currency(),
-    ))
+    Ok(list_response(s.engine.random_products(count as usize)?, s.currency()))
 }
 
-async fn by_created(
-    State(s): State<AppState>,
-    P((start, end)): P<(String, String)>,
-    Q(p): Q<PageParams>,
-) -> ApiResult {
+async fn by_created(State(s): State<AppState>, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    query(
-        &s,
-        ProductQuery::CreatedBetween { from, to },
-        p.page(&s.cfg, s.cfg.page_limit_default)?,
-    )
+    query(&s, ProductQuery::CreatedBetween { from, to }, p.page(&s.cfg, s.cfg.page_limit_default)?)
 }

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Everything: fdatasync cost, references, Kassa's workloads, ratios.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serves the `ceiling` reference (used by `run` as a separate process).
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -65,6 +65,9 @@ struct RunArgs {
     shards: usize,
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     auth: String,
+    /// An extra argument for `kassa serve` (repeatable), e.g. `--kassa-arg=--log-level=warn`.
+    #[arg(long = "kassa-arg", allow_hyphen_values = true)]
+    kassa_args: Vec<String>,
     #[arg(long)]
     flash_buyers: Option<usize>,
     #[arg(long)]
@@ -81,6 +84,9 @@ struct RunArgs {
     /// Skip the gateway layers on/off comparison.
     #[arg(long)]
     no_gateway_cost: bool,
+    /// Run only these measurements (comma-separated ids or prefixes: `ceiling,w2_http_uniform,w5,gateway`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Measure only the references (no Kassa needed).
     #[arg(long)]
     references_only: bool,
@@ -120,9 +126,10 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
         users: args.users.unwrap_or(if q { 200 } else { 1_000 }).max(1),
         shards: args.shards.max(1),
         auth: args.auth == "on",
+        kassa_args: args.kassa_args.clone(),
         pg_url: args.pg_url,
         redis_url: args.redis_url,
-        flash_buyers: args.flash_buyers.unwrap_or(if q { 64 } else { 500 }).max(1),
+        flash_buyers: args.flash_buyers.unwrap_or(if q { 150 } else { 500 }).max(1),
         flash_rounds: args.flash_rounds.unwrap_or(if q { 1 } else { 3 }),
         flash_stock: args.flash_stock.max(1),
         request_timeout: Duration::from_millis(args.timeout_ms.max(1)),
@@ -130,6 +137,7 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
         open_loop: !args.no_open_loop,
         gateway_cost: !args.no_gateway_cost,
         references_only: args.references_only,
+        only: args.only.clone(),
         quick: q,
         command,
     };
@@ -173,14 +181,21 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Cmd::ImportEngine { criterion_dir, result } => import_engine(&criterion_dir, &result),
         Cmd::Fsync { dir, samples } => sys::measure_fdatasync(&dir, samples.max(1), 4096).map_err(BenchError::from).map(|c| {
-            println!("fdatasync of a 4096 B append in {}: p50 {} us, p99 {} us, max {} us ({} samples)", dir.display(), c.p50_us, c.p99_us, c.max_us, c.samples);
+            println!(
+                "fdatasync of a 4096 B append in {}: p50 {} us, p99 {} us, max {} us ({} samples)",
+                dir.display(),
+                c.p50_us,
+                c.p99_us,
+                c.max_us,
+                c.samples
+            );
         }),
         Cmd::Ceiling { addr } => match tokio::runtime::Runtime::new() {
             Ok(rt) => rt.block_on(ceiling(&addr)),
             Err(e) => Err(e.into()),
         },
         Cmd::Run(args) => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(run(args)),
+            Ok(rt) => rt.block_on(run(*args)),
             Err(e) => Err(e.into()),
         },
     };

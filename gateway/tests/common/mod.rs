@@ -64,41 +64,22 @@ pub fn embedded(cfg: GatewayConfig) -> Node {
     let front = kassa_gateway::embedded(http, grpc, engine.clone(), &cfg).expect("gateway builds");
     let http = serve(front.http.clone());
     let grpc = serve(front.grpc.clone());
-    Node {
-        engine,
-        front,
-        http,
-        grpc,
-        _dir: dir,
-    }
+    Node { engine, front, http, grpc, _dir: dir }
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 pub async fn login(c: &reqwest::Client, node: &Node, user: &str, password: &str) -> String {
-    let r = c
-        .post(node.url("/auth/login"))
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(node.url("/auth/login")).json(&serde_json::json!({"username": user, "password": password})).send().await.unwrap();
     assert_eq!(r.status(), 200, "login {user}");
     let body: serde_json::Value = r.json().await.unwrap();
     body["token"].as_str().expect("token").to_string()
 }
 
 pub async fn register(c: &reqwest::Client, node: &Node, user: &str, password: &str) -> String {
-    let r = c
-        .post(node.url("/auth/register"))
-        .json(&serde_json::json!({"username": user, "password": password}))
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(node.url("/auth/register")).json(&serde_json::json!({"username": user, "password": password})).send().await.unwrap();
     assert_eq!(r.status(), 201, "register {user}");
     login(c, node, user, password).await
 }
@@ -116,17 +97,12 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         if let Some(rest) = line.strip_prefix('#') {
             let rest = rest.trim_start();
             assert!(
-                rest.starts_with("HELP ")
-                    || rest.starts_with("TYPE ")
-                    || rest.starts_with("UNIT ")
-                    || rest == "EOF",
+                rest.starts_with("HELP ") || rest.starts_with("TYPE ") || rest.starts_with("UNIT ") || rest == "EOF",
                 "bad comment line: {line}"
             );
             continue;
         }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("no value: {line}"));
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
@@ -134,18 +110,12 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
         };
         let (name, labels) = match series.split_once('{') {
             Some((name, rest)) => {
-                let body = rest
-                    .strip_suffix('}')
-                    .unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"));
                 let mut labels = Vec::new();
                 let mut chars = body.chars().peekable();
                 while chars.peek().is_some() {
                     let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-                    assert_eq!(
-                        chars.next(),
-                        Some('"'),
-                        "label value must be quoted: {line}"
-                    );
+                    assert_eq!(chars.next(), Some('"'), "label value must be quoted: {line}");
                     let mut value = String::new();
                     loop {
                         match chars.next() {
@@ -155,11 +125,7 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
                             None => panic!("unterminated label: {line}"),
                         }
                     }
-                    assert!(
-                        key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                            && !key.is_empty(),
-                        "bad label name {key}"
-                    );
+                    assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty(), "bad label name {key}");
                     labels.push((key, value));
                     if chars.peek() == Some(&',') {
                         chars.next();
@@ -169,30 +135,15 @@ pub fn parse_metrics(text: &str) -> Vec<Sample> {
             }
             None => (series.to_string(), Vec::new()),
         };
-        assert!(
-            !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name {name}"
-        );
+        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "bad metric name {name}");
         samples.push((name, labels, value));
     }
     samples
 }
 
-pub fn sample(
-    samples: &[Sample],
-    name: &str,
-    want: &[(&str, &str)],
-) -> Option<f64> {
+pub fn sample(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|(n, labels, _)| {
-            n == name
-                && want
-                    .iter()
-                    .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
-        })
+        .find(|(n, labels, _)| n == name && want.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v)))
         .map(|(_, _, v)| *v)
 }

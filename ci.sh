@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, local services, and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Real PostgreSQL, MariaDB, Redis and Kafka for the adapter tests and baselines (see deploy/README.md).
+# Every service is started here; a test that needs one that could not be had fails with a message.
+rc=0
+exports=$(deploy/local/services.sh up) || rc=$?
+eval "$exports"
+if [ "$rc" -ne 0 ]; then
+    echo "ci.sh: some local services are missing (exit $rc, see above); tests needing them will fail" >&2
+fi
+
+cargo test --workspace
