@@ -148,14 +148,21 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         let router = front.grpc.clone();
         Arc::new(move || router.clone())
     };
-    let http = match Listeners::start(cfg.http, cores, http_factory) {
+    let tls = match cfg.gateway_config().load_tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            engine.shutdown();
+            return Err(e.into());
+        }
+    };
+    let http = match Listeners::start_with(cfg.http, cores, http_factory, tls.clone()) {
         Ok(l) => l,
         Err(e) => {
             engine.shutdown();
             return Err(e.into());
         }
     };
-    let grpc = match Listeners::start(cfg.grpc, cores, grpc_factory) {
+    let grpc = match Listeners::start_with(cfg.grpc, cores, grpc_factory, tls) {
         Ok(l) => l,
         Err(e) => {
             http.shutdown(Duration::ZERO);
@@ -190,8 +197,9 @@ fn gateway(cfg: Config, upstreams: &[String], strategy: Option<&str>) -> anyhow:
     let front = kassa_gateway::standalone(&g)?;
     let cores = cfg.listener_threads();
     let serve_front = |router: Router| -> RouterFactory { Arc::new(move || router.clone()) };
-    let http = Listeners::start(cfg.http, cores, serve_front(front.http.clone()))?;
-    let grpc = match Listeners::start(cfg.grpc, cores, serve_front(front.grpc.clone())) {
+    let tls = g.load_tls()?;
+    let http = Listeners::start_with(cfg.http, cores, serve_front(front.http.clone()), tls.clone())?;
+    let grpc = match Listeners::start_with(cfg.grpc, cores, serve_front(front.grpc.clone()), tls) {
         Ok(l) => l,
         Err(e) => {
             http.shutdown(Duration::ZERO);

@@ -94,10 +94,6 @@ impl GatewayConfig {
         if !(0.0..=1.0).contains(&self.breaker.failure_ratio) || self.breaker.max_requests == 0 {
             return bad("breaker: failure_ratio must be within 0..=1 and max_requests positive".into());
         }
-        if self.tls.is_some() {
-            // Serving TLS needs a rustls acceptor the workspace does not declare yet (see gateway/README.md).
-            return bad("tls: TLS termination is not built into this binary; terminate TLS in front of kassa".into());
-        }
         if self.upstreams.iter().filter(|u| u.primary).count() > 1 {
             return bad("at most one upstream can be marked primary".into());
         }
@@ -255,6 +251,13 @@ impl Default for CorsConfig {
 pub struct TlsConfig {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+}
+
+impl GatewayConfig {
+    /// The listeners' TLS configuration, loaded from the configured PEM files (`None` = plain TCP).
+    pub fn load_tls(&self) -> Result<Option<crate::listen::Tls>, crate::listen::ListenError> {
+        self.tls.as_ref().map(|t| crate::listen::load_tls(&t.cert_file, &t.key_file)).transpose()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -19,9 +19,9 @@ pub mod upstream;
 pub mod users;
 
 pub use auth::{Principal, Role, TokenKeys, issue_token};
-pub use config::{GatewayConfig, UpstreamConfig};
+pub use config::{GatewayConfig, TlsConfig, UpstreamConfig};
 pub use front::{Front, Shared, embedded, standalone, wrap};
-pub use listen::{ListenError, Listeners, RouterFactory};
+pub use listen::{ListenError, Listeners, RouterFactory, Tls, load_tls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
