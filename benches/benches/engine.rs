@@ -4,6 +4,10 @@
 //! `cargo bench -p kassa-bench --bench engine`; `kassa-bench import-engine` turns the results into
 //! figures of a run (one iteration = one command or one read, so ops/s = 1e9 / mean ns).
 
+// The same allocator as the `kassa` binary, so the engine is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

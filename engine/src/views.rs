@@ -207,9 +207,14 @@ macro_rules! decoder {
     ($name:ident, $ty:ty) => {
         /// Decodes a stored record, validating it (store bytes are not assumed aligned or trusted).
         pub fn $name(bytes: &[u8]) -> Result<$ty, DecodeError> {
+            let err = |e: rkyv::rancor::Error| DecodeError { what: stringify!($ty), reason: e.to_string() };
+            // Most allocations are already 16-byte aligned; copy only when this one is not.
+            if (bytes.as_ptr() as usize) % 16 == 0 {
+                return rkyv::from_bytes::<$ty, rkyv::rancor::Error>(bytes).map_err(err);
+            }
             let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
             aligned.extend_from_slice(bytes);
-            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned).map_err(|e| DecodeError { what: stringify!($ty), reason: e.to_string() })
+            rkyv::from_bytes::<$ty, rkyv::rancor::Error>(&aligned).map_err(err)
         }
     };
 }
