@@ -522,19 +522,19 @@ impl Core {
             Command::UpdateItem { user_id, product_id, quantity } => self.update_item(&user_id, product_id, quantity, now, catalog, fx),
             Command::RemoveItem { user_id, product_id } => self.update_item(&user_id, product_id, 0, now, catalog, fx),
             Command::ClearBasket { user_id } => self.clear_basket(&user_id, now, fx),
-            Command::CreatePayment(input) => return self.create_payment(input, token, idem, now, fx),
+            Command::CreatePayment(input) => return self.create_payment(input, token, idem, now, fx).transpose(),
             Command::ProcessPayment { payment_id, provider_id } => {
-                return self.process_payment(&payment_id, provider_id, token, idem, now, fx);
+                return self.process_payment(&payment_id, provider_id, token, idem, now, fx).transpose();
             }
             Command::CancelPayment { payment_id } => {
-                return self.cancel_payment(&payment_id, PaymentStatus::Cancelled, token, idem, now, fx);
+                return self.cancel_payment(&payment_id, PaymentStatus::Cancelled, token, idem, now, fx).transpose();
             }
             Command::RefundPayment { payment_id, amount, reason } => {
-                return self.refund_payment(&payment_id, amount, reason, token, idem, now, fx);
+                return self.refund_payment(&payment_id, amount, reason, token, idem, now, fx).transpose();
             }
-            Command::RetryPayment { payment_id } => return self.retry_payment(&payment_id, token, idem, now, fx),
+            Command::RetryPayment { payment_id } => return self.retry_payment(&payment_id, token, idem, now, fx).transpose(),
             Command::UpdatePayment { payment_id, status, metadata } => {
-                return self.update_payment(&payment_id, status, metadata, token, idem, now, fx);
+                return self.update_payment(&payment_id, status, metadata, token, idem, now, fx).transpose();
             }
             Command::CreateNotification(input) => self.create_notification(input, None, now, fx),
             Command::ScheduleNotification { input, send_at } => {
@@ -880,7 +880,7 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
+    ) -> Result<Option<Reply>, EngineError> {
         let checked = (|| {
             check_user(&input.user_id)?;
             check_text("basket_id", &input.basket_id, limits::TEXT_SHORT_MAX, false)?;
@@ -908,10 +908,7 @@ impl Core {
             }
             Ok((basket.clone(), currency))
         })();
-        let (basket, currency) = match checked {
-            Ok(v) => v,
-            Err(e) => return Some(Err(e)),
-        };
+        let (basket, currency) = checked?;
         let id = self.new_id(now);
         let items: Vec<PaymentItem> = basket
             .lines
@@ -950,14 +947,11 @@ impl Core {
             expires_at: Some(now + self.cfg.payment_ttl),
             attempt: 1,
             process_after_reserve: false,
-            pending_idempotency: idem,
+            pending_idempotency: None,
             version: 0,
         };
         payment.waiting_on = self.payment_shards(&payment);
-        let payment = self.put_payment(payment, fx);
-        self.send_step(&payment, now, fx);
-        self.waiters.entry(id).or_default().push(token);
-        None
+        Ok(self.start_step(payment, token, idem, now, fx))
     }
 
     fn process_payment(
@@ -968,40 +962,31 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
-        if let Err(e) = check_text("provider_id", &provider_id, limits::TEXT_SHORT_MAX, false) {
-            return Some(Err(e));
-        }
-        let mut p = match self.payment_mut_checked(payment_id) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+    ) -> Result<Option<Reply>, EngineError> {
+        check_text("provider_id", &provider_id, limits::TEXT_SHORT_MAX, false)?;
+        let mut p = self.payment_mut_checked(payment_id)?;
         match (p.status, p.holding) {
-            // Another process call is committing this payment: wait for its outcome instead of selling twice.
             (PaymentStatus::Pending, Holding::Reserving) => {
-                Some(Err(EngineError::conflict("payment cannot be processed yet: its stock is still being reserved")))
+                Err(EngineError::conflict("payment cannot be processed yet: its stock is still being reserved"))
             }
+            // Another process call is committing this payment: wait for its outcome instead of selling twice.
             (PaymentStatus::Processing, Holding::Committing) => {
                 self.waiters.entry(p.id.clone()).or_default().push(token);
-                None
+                Ok(None)
             }
             (PaymentStatus::Pending, Holding::Reserved) => {
                 if p.expires_at.is_some_and(|at| now > at) {
                     self.expire_payment(payment_id, now, fx);
-                    return Some(Err(EngineError::new(ErrorKind::Expired, "payment has expired")));
+                    return Err(EngineError::new(ErrorKind::Expired, "payment has expired"));
                 }
                 p.status = PaymentStatus::Processing;
                 p.holding = Holding::Committing;
                 p.provider_id = provider_id;
                 p.updated_at = now;
                 p.waiting_on = self.payment_shards(&p);
-                p.pending_idempotency = idem;
-                let p = self.put_payment(p, fx);
-                self.send_step(&p, now, fx);
-                self.waiters.entry(p.id.clone()).or_default().push(token);
-                None
+                Ok(self.start_step(p, token, idem, now, fx))
             }
-            (status, _) => Some(Err(EngineError::conflict(format!("payment cannot be processed, current status: {}", status.as_str())))),
+            (status, _) => Err(EngineError::conflict(format!("payment cannot be processed, current status: {}", status.as_str()))),
         }
     }
 
@@ -1012,16 +997,13 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
-        let mut p = match self.payment_mut_checked(payment_id) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+    ) -> Result<Option<Reply>, EngineError> {
+        let mut p = self.payment_mut_checked(payment_id)?;
         if p.status == PaymentStatus::Failed && p.holding == Holding::Releasing {
-            return Some(Err(EngineError::conflict("payment cannot be retried yet: its stock is still being released")));
+            return Err(EngineError::conflict("payment cannot be retried yet: its stock is still being released"));
         }
         if p.status != PaymentStatus::Failed || !matches!(p.holding, Holding::Released) {
-            return Some(Err(EngineError::conflict(format!("payment cannot be retried, current status: {}", p.status.as_str()))));
+            return Err(EngineError::conflict(format!("payment cannot be retried, current status: {}", p.status.as_str())));
         }
         // A retry is a fresh checkout of the same items: reserve again (new attempt), then process.
         p.status = PaymentStatus::Pending;
@@ -1032,22 +1014,13 @@ impl Core {
         p.expires_at = Some(now + self.cfg.payment_ttl);
         p.updated_at = now;
         p.waiting_on = self.payment_shards(&p);
-        p.pending_idempotency = idem;
-        let p = self.put_payment(p, fx);
-        self.send_step(&p, now, fx);
-        self.waiters.entry(p.id.clone()).or_default().push(token);
-        None
+        Ok(self.start_step(p, token, idem, now, fx))
     }
 
-    /// Answers a cancel or refund once the units are back on sale, so a read after the answer sees them.
-    fn await_unwind(
-        &mut self,
-        mut p: Payment,
-        token: u64,
-        idem: Option<IdemRef>,
-        now: Micros,
-        fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
+    /// Records the payment and sends its current step to the shards in `waiting_on`; the caller is answered
+    /// once they all have (so a read after a cancel's or refund's answer sees the units back on sale), or at
+    /// once when no shard is involved. The idempotency key rides on the payment until then.
+    fn start_step(&mut self, mut p: Payment, token: u64, idem: Option<IdemRef>, now: Micros, fx: &mut Effects) -> Option<Reply> {
         let waits = !p.waiting_on.is_empty();
         if waits {
             p.pending_idempotency = idem;
@@ -1058,7 +1031,7 @@ impl Core {
             self.waiters.entry(p.id.clone()).or_default().push(token);
             None
         } else {
-            Some(Ok(Reply::Payment(p)))
+            Some(Reply::Payment(p))
         }
     }
 
@@ -1071,14 +1044,11 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
-        let mut p = match self.payment_mut_checked(payment_id) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+    ) -> Result<Option<Reply>, EngineError> {
+        let mut p = self.payment_mut_checked(payment_id)?;
         if !(p.status == PaymentStatus::Pending && p.holding == Holding::Reserved) {
             let verb = if to == PaymentStatus::Cancelled { "cancelled" } else { "failed" };
-            return Some(Err(EngineError::conflict(format!("payment cannot be {verb}, current status: {}", p.status.as_str()))));
+            return Err(EngineError::conflict(format!("payment cannot be {verb}, current status: {}", p.status.as_str())));
         }
         p.status = to;
         if to == PaymentStatus::Failed {
@@ -1090,7 +1060,7 @@ impl Core {
         if to == PaymentStatus::Failed {
             self.notify_payment_failed(&p, now, fx);
         }
-        self.await_unwind(p, token, idem, now, fx)
+        Ok(self.start_step(p, token, idem, now, fx))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1103,23 +1073,18 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
-        if let Err(e) = check_text("reason", &reason, limits::TEXT_LONG_MAX, false) {
-            return Some(Err(e));
-        }
-        let mut p = match self.payment_mut_checked(payment_id) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
+    ) -> Result<Option<Reply>, EngineError> {
+        check_text("reason", &reason, limits::TEXT_LONG_MAX, false)?;
+        let mut p = self.payment_mut_checked(payment_id)?;
         if p.status != PaymentStatus::Completed {
-            return Some(Err(EngineError::conflict(format!("payment cannot be refunded, current status: {}", p.status.as_str()))));
+            return Err(EngineError::conflict(format!("payment cannot be refunded, current status: {}", p.status.as_str())));
         }
         let amount = match amount {
             Some(a) if a > 0 => a,
             _ => p.amount,
         };
         if amount > p.amount {
-            return Some(Err(EngineError::invalid("validation failed: refund amount cannot exceed payment amount")));
+            return Err(EngineError::invalid("validation failed: refund amount cannot exceed payment amount"));
         }
         p.status = PaymentStatus::Refunded;
         p.refunded_amount = amount;
@@ -1136,7 +1101,7 @@ impl Core {
             ("reason".to_string(), reason),
         ];
         self.notify(&p.user_id, "Payment Refunded", "Your payment has been refunded successfully", "payment", "normal", data, now, fx);
-        self.await_unwind(p, token, idem, now, fx)
+        Ok(self.start_step(p, token, idem, now, fx))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1149,29 +1114,32 @@ impl Core {
         idem: Option<IdemRef>,
         now: Micros,
         fx: &mut Effects,
-    ) -> Option<Result<Reply, EngineError>> {
-        if let Some(m) = &metadata
-            && let Err(e) = check_map("metadata", m)
-        {
-            return Some(Err(e));
-        }
-        let p = match self.payment_mut_checked(payment_id) {
-            Ok(p) => p,
-            Err(e) => return Some(Err(e)),
-        };
-        if let Some(m) = metadata {
-            let mut updated = p.clone();
-            updated.metadata = m;
-            updated.updated_at = now;
-            self.put_payment(updated, fx);
+    ) -> Result<Option<Reply>, EngineError> {
+        if let Some(m) = &metadata {
+            check_map("metadata", m)?;
         }
         // Status changes go through the same guarded flows as the dedicated endpoints, so stock stays right.
-        match status {
-            PaymentStatus::Processing | PaymentStatus::Completed => self.process_payment(payment_id, String::new(), token, idem, now, fx),
-            PaymentStatus::Cancelled | PaymentStatus::Failed => self.cancel_payment(payment_id, status, token, idem, now, fx),
-            PaymentStatus::Refunded => self.refund_payment(payment_id, None, "updated by administrator".to_string(), token, idem, now, fx),
-            PaymentStatus::Pending => Some(Err(EngineError::invalid("invalid payment status: pending"))),
+        let outcome = match status {
+            PaymentStatus::Processing | PaymentStatus::Completed => {
+                self.process_payment(payment_id, String::new(), token, idem, now, fx)?
+            }
+            PaymentStatus::Cancelled | PaymentStatus::Failed => self.cancel_payment(payment_id, status, token, idem, now, fx)?,
+            PaymentStatus::Refunded => {
+                self.refund_payment(payment_id, None, "updated by administrator".to_string(), token, idem, now, fx)?
+            }
+            PaymentStatus::Pending => return Err(EngineError::invalid("invalid payment status: pending")),
+        };
+        // Metadata changes only with an accepted transition: a refused command changes nothing.
+        if let Some(m) = metadata {
+            let mut updated = self.payment_mut_checked(payment_id)?;
+            updated.metadata = m;
+            updated.updated_at = now;
+            let p = self.put_payment(updated, fx);
+            if outcome.is_some() {
+                return Ok(Some(Reply::Payment(p)));
+            }
         }
+        Ok(outcome)
     }
 
     fn expire_payment(&mut self, payment_id: &str, now: Micros, fx: &mut Effects) {
@@ -1990,6 +1958,19 @@ mod tests {
         }
         assert_eq!(ids, vec![1, 4, 7, 10]);
         assert!(ids.iter().all(|id| shard_of_product(*id, 3) == 1));
+    }
+
+    #[test]
+    fn a_refused_status_change_keeps_the_metadata() {
+        let mut core = with_product(5);
+        run(&mut core, Command::AddItem { user_id: "ho".into(), product_id: 1, quantity: 1 }.into(), T0).unwrap();
+        let Reply::Payment(p) = run(&mut core, pay("ho").into(), T0).unwrap() else { panic!() };
+        let update = |status| Command::UpdatePayment { payment_id: p.id.clone(), status, metadata: Some(vec![("k".into(), "v".into())]) };
+        let err = run(&mut core, update(PaymentStatus::Refunded).into(), T0).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "a pending payment cannot be refunded");
+        assert!(core.payments[&p.id].metadata.is_empty(), "nothing changed");
+        let Reply::Payment(done) = run(&mut core, update(PaymentStatus::Completed).into(), T0).unwrap() else { panic!() };
+        assert_eq!((done.status, done.metadata.clone()), (PaymentStatus::Completed, vec![("k".to_string(), "v".to_string())]));
     }
 
     #[test]
