@@ -88,6 +88,8 @@ async fn start_ceiling(bin: &PathBuf) -> Result<(Child, SocketAddr), BenchError>
 struct Runner<'a> {
     cfg: &'a BenchConfig,
     result: RunResult,
+    /// The Kassa server under load, if any (its RSS is noted after each measurement).
+    kassa_pid: Option<u32>,
 }
 
 impl Runner<'_> {
@@ -106,13 +108,15 @@ impl Runner<'_> {
         let n = workers.len();
         eprintln!("kassa-bench: {id} ({title}), {n} connections, {:?} ...", self.cfg.duration);
         let stats = load::run(&self.spec(mode), workers).await;
-        let m = Measurement::from_stats(&label, n, mode, &stats);
+        let mut m = Measurement::from_stats(&label, n, mode, &stats);
+        m.kassa_rss_kib_after = self.kassa_pid.and_then(kassa::rss_kib);
         eprintln!(
-            "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}",
+            "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}{}",
             m.ops_per_s,
             m.requests_per_s,
             m.latency.p99_us as f64 / 1000.0,
-            stats.errors
+            stats.errors,
+            m.kassa_rss_kib_after.map_or(String::new(), |k| format!(", kassa RSS {:.0} MiB", k as f64 / 1024.0))
         );
         self.result.measurements.push(m);
         stats
@@ -202,6 +206,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
             },
             ..RunResult::default()
         },
+        kassa_pid: None,
     };
 
     let fsync_dir = cfg.work_dir.clone();
@@ -237,8 +242,9 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
     r.measure(Label::new("pg_browse", "PostgreSQL product point select", Kind::Reference, "postgres", "query"), Mode::Closed, workers)
         .await;
     let mut workers = Vec::with_capacity(conns);
+    let redis_users = users("ru", cfg.users);
     for w in 0..conns {
-        workers.push(RedisFsync::connect(&cfg.redis_url, &format!("ru_{w}"), cfg.products, w as u64).await?);
+        workers.push(RedisFsync::connect(&cfg.redis_url, user_slice(&redis_users, w, conns), cfg.products, w as u64).await?);
     }
     let appendfsync = workers[0].appendfsync().await.unwrap_or_else(|e| format!("unknown ({e})"));
     if appendfsync != "always" {
@@ -268,6 +274,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
     let (server, opts) = start_with_bench_config(&mut r.result, opts).await?;
     let bearer = if cfg.auth { Some(kassa::token(&opts, "admin", "bench").await?) } else { None };
     let target = HttpTarget { addr: server.http, bearer, timeout: cfg.request_timeout };
+    r.kassa_pid = Some(server.pid);
     eprintln!("kassa-bench: kassa pid {} on http={} grpc={}; seeding {} products", server.pid, server.http, server.grpc, cfg.products);
     let outcome = kassa_workloads(&mut r, &server, &target).await;
     let peak = server.peak_rss_kib();
@@ -276,6 +283,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
         eprintln!("kassa-bench: kassa workloads failed: {e}\nlast server log lines:\n{}", server.log_tail(20));
     }
     server.stop(Duration::from_secs(30)).await?;
+    r.kassa_pid = None;
     let (catalog, seed_s) = outcome?;
     r.result.kassa = Some(KassaInfo {
         binary: cfg.kassa_binary.display().to_string(),
@@ -301,18 +309,25 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
     let conns = cfg.connections;
     let (catalog, seed_s) = workloads::seed_products(target, cfg.products, conns).await?;
     eprintln!("kassa-bench: seeded {} products in {seed_s:.1} s", cfg.products);
+    if let Some(rss) = kassa::rss_kib(server.pid) {
+        r.result.notes.push(format!("kassa RSS after seeding {} products: {:.0} MiB", cfg.products, rss as f64 / 1024.0));
+    }
     let w1_users = users("w1u", cfg.users);
     workloads::seed_baskets(target, &w1_users, conns).await?;
 
     let slice = |all: &[String], w: usize| user_slice(all, w, conns);
     let workers = (0..conns).map(|w| SeedMix::new(target, catalog.clone(), slice(&w1_users, w), w as u64)).collect();
     r.measure(Label::new("w1_http", "W1 seed mix (6 requests)", Kind::Workload, "http", "iteration"), Mode::Closed, workers).await;
-    for (id, title, what) in [
-        ("w2_http_uniform", "W2 get product, uniform", Browse::ById(KeyDist::Uniform)),
-        ("w2_http_zipf", "W2 get product, zipfian", Browse::ById(KeyDist::Zipf)),
-        ("w2_http_category", "W2 list by category (100/category)", Browse::ByCategory),
+    // Browsing is anonymous, as a shop's product pages are (product reads are public); the same with a
+    // token shows what verifying it on every request costs.
+    let anonymous = HttpTarget { bearer: None, ..target.clone() };
+    for (id, title, what, who) in [
+        ("w2_http_uniform", "W2 get product, uniform", Browse::ById(KeyDist::Uniform), &anonymous),
+        ("w2_http_zipf", "W2 get product, zipfian", Browse::ById(KeyDist::Zipf), &anonymous),
+        ("w2_http_category", "W2 list by category (100/category)", Browse::ByCategory, &anonymous),
+        ("w2_http_uniform_token", "W2 get product, uniform, with a bearer token", Browse::ById(KeyDist::Uniform), target),
     ] {
-        let workers = (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), what, w as u64)).collect();
+        let workers = (0..conns).map(|w| BrowseHttp::new(who, catalog.clone(), what, w as u64)).collect();
         r.measure(Label::new(id, title, Kind::Workload, "http", "request"), Mode::Closed, workers).await;
     }
     let w3_users = users("w3u", cfg.users);
@@ -363,7 +378,7 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
         let rate = half(r, "w2_http_uniform");
         if rate > 0.0 {
             let workers =
-                (0..conns).map(|w| BrowseHttp::new(target, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
+                (0..conns).map(|w| BrowseHttp::new(&anonymous, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
             r.measure(
                 Label::new("w2_http_open", "W2 get product at half max", Kind::Workload, "http", "request"),
                 Mode::Open { rate_per_s: rate },
@@ -430,6 +445,7 @@ async fn gateway_cost(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog
     off_opts.ready_timeout = Duration::from_secs(60);
     match KassaProcess::start(&off_opts).await {
         Ok(server) => {
+            r.kassa_pid = Some(server.pid);
             let target = HttpTarget { addr: server.http, bearer: None, timeout: cfg.request_timeout };
             let workers =
                 (0..cfg.connections).map(|w| BrowseHttp::new(&target, catalog.clone(), Browse::ById(KeyDist::Uniform), w as u64)).collect();
@@ -449,6 +465,7 @@ async fn gateway_cost(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog
                 cost.note = "same data directory, restarted with --config layers_enabled = false".into();
             }
             let _ = server.stop(Duration::from_secs(30)).await;
+            r.kassa_pid = None;
         }
         Err(e) => {
             cost.note = format!("kassa would not start with [gateway] layers_enabled = false (option missing?): {e}");
@@ -468,6 +485,7 @@ pub fn finish(r: &mut RunResult) {
     r.add_ratio("W3 add item / redis-fsync", "w3_http", "redis_fsync", false, Some(1.0));
     r.add_ratio("W4 checkouts / pg-checkout", "w4_http", "pg_checkout", false, Some(10.0));
     r.add_ratio("W2 by id / pg-browse (information)", "w2_http_uniform", "pg_browse", false, None);
+    r.add_ratio("W2 by id with a token / ceiling (information)", "w2_http_uniform_token", "ceiling", true, None);
     r.add_ratio("W7 GetProduct / ceiling (information)", "w7_grpc_browse", "ceiling", true, None);
     r.add_ratio("W7 AddItem / redis-fsync (information)", "w7_grpc_add_item", "redis_fsync", false, None);
     r.add_ratio("W7 checkouts / pg-checkout (information)", "w7_grpc_checkout", "pg_checkout", false, None);

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::dist::KeyDist;
 use crate::errors::OpError;
 use crate::load::{Op, OpOutcome};
-use crate::workloads::Catalog;
+use crate::workloads::{BasketRotation, Catalog};
 
 pub mod pb {
     pub mod product {
@@ -102,27 +102,25 @@ async fn add_item(client: &mut BasketServiceClient<Channel>, auth: &Auth, user: 
     Ok(answer.basket.map(|b| b.id).unwrap_or_default())
 }
 
-/// W7 basket write: `BasketService/AddItem`.
+/// W7 basket write: `BasketService/AddItem` (baskets bounded as in W3).
 pub struct AddItemGrpc {
     client: BasketServiceClient<Channel>,
     auth: Auth,
-    rng: SmallRng,
     catalog: Catalog,
-    users: Vec<String>,
-    next_user: usize,
+    rotation: BasketRotation,
 }
 
 impl AddItemGrpc {
     pub fn new(channel: Channel, auth: Auth, catalog: Catalog, users: Vec<String>, seed: u64) -> AddItemGrpc {
-        AddItemGrpc { client: BasketServiceClient::new(channel), auth, rng: SmallRng::seed_from_u64(seed), catalog, users, next_user: 0 }
+        let rotation = BasketRotation::new(users, catalog.ids.len(), seed);
+        AddItemGrpc { client: BasketServiceClient::new(channel), auth, catalog, rotation }
     }
 }
 
 impl Op for AddItemGrpc {
     async fn run(&mut self) -> OpOutcome {
-        let user = &self.users[self.next_user % self.users.len()];
-        self.next_user = self.next_user.wrapping_add(1);
-        let product_id = self.catalog.pick(&mut self.rng, KeyDist::Uniform);
+        let (user, index) = self.rotation.next(self.catalog.ids.len());
+        let product_id = self.catalog.ids[index];
         match add_item(&mut self.client, &self.auth, user, product_id).await {
             Ok(_) => OpOutcome::ok(1),
             Err(e) => OpOutcome::failed(1, e),

@@ -69,7 +69,9 @@ impl KassaProcess {
             .arg("--shards")
             .arg(opts.shards.to_string())
             .arg("--auth")
-            .arg(if opts.auth { "on" } else { "off" });
+            .arg(if opts.auth { "on" } else { "off" })
+            // Only the harness's own products: the old system's 10 have tiny stocks that checkouts exhaust.
+            .args(["--seed-catalog", "false"]);
         if let Some(config) = &opts.config {
             cmd.arg("--config").arg(config);
         }
@@ -130,6 +132,13 @@ impl KassaProcess {
         }
         Ok(())
     }
+}
+
+/// Current VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// VmHWM of a process from /proc/<pid>/status, in KiB.

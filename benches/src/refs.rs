@@ -10,6 +10,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use crate::BenchError;
 use crate::errors::OpError;
 use crate::load::{Op, OpOutcome};
+use crate::workloads::BasketRotation;
 
 /// The path and body the ceiling server answers.
 pub const CEILING_PATH: &str = "/ceiling";
@@ -163,24 +164,20 @@ impl Op for PgBrowse {
     }
 }
 
-/// `redis-fsync`: `HSET basket:<user> <product_id> <line json>` on the appendfsync-always Redis.
+/// `redis-fsync`: `HSET basket:<user> <product_id> <line json>` on the appendfsync-always Redis, users and
+/// products rotating as in W3 (one hash per user, at most `BASKET_LINES_MAX` fields).
 pub struct RedisFsync {
     conn: redis::aio::MultiplexedConnection,
-    rng: SmallRng,
-    key: String,
-    products: i64,
+    rotation: BasketRotation,
+    products: usize,
 }
 
 impl RedisFsync {
-    pub async fn connect(url: &str, user: &str, products: usize, seed: u64) -> Result<RedisFsync, BenchError> {
+    pub async fn connect(url: &str, users: Vec<String>, products: usize, seed: u64) -> Result<RedisFsync, BenchError> {
         let client = redis::Client::open(url).map_err(|e| BenchError::Store(format!("redis {url}: {e}")))?;
         let conn = client.get_multiplexed_async_connection().await.map_err(|e| BenchError::Store(format!("redis {url}: {e}")))?;
-        Ok(RedisFsync {
-            conn,
-            rng: SmallRng::seed_from_u64(seed),
-            key: format!("kassa_bench:basket:{user}"),
-            products: products.max(1) as i64,
-        })
+        let products = products.max(1);
+        Ok(RedisFsync { conn, rotation: BasketRotation::new(users, products, seed), products })
     }
 
     /// Checks that the server really is the `appendfsync always` reference.
@@ -195,10 +192,12 @@ impl RedisFsync {
     }
 
     async fn write(&mut self) -> Result<(), OpError> {
-        let product: i64 = self.rng.random_range(1..=self.products);
+        let (user, index) = self.rotation.next(self.products);
+        let key = format!("kassa_bench:basket:{user}");
+        let product = index as i64 + 1;
         let line =
             format!(r#"{{"product_id":{product},"name":"Bench product {product}","price":{},"quantity":1}}"#, reference_price(product));
-        let _: i64 = redis::cmd("HSET").arg(&self.key).arg(product).arg(line).query_async(&mut self.conn).await.map_err(store_err)?;
+        let _: i64 = redis::cmd("HSET").arg(key).arg(product).arg(line).query_async(&mut self.conn).await.map_err(store_err)?;
         Ok(())
     }
 }

@@ -48,6 +48,9 @@ pub struct Measurement {
     pub error_samples: BTreeMap<String, String>,
     /// Open loop only: due operations never started.
     pub missed: Option<u64>,
+    /// Resident set size of the Kassa server right after this measurement (Kassa workloads only).
+    #[serde(default)]
+    pub kassa_rss_kib_after: Option<u64>,
 }
 
 /// What a measurement is, before it has numbers.
@@ -93,6 +96,7 @@ impl Measurement {
             errors: stats.errors.counts.clone(),
             error_samples: stats.errors.samples.clone(),
             missed,
+            kassa_rss_kib_after: None,
         }
     }
 }
@@ -284,8 +288,8 @@ pub fn render_table(r: &RunResult) -> String {
     }
     let c = &r.config;
     let _ = writeln!(out, "connections {}, duration {} s (+{} s warm-up) per measurement\n", c.connections, c.duration_s, c.warmup_s);
-    let _ = writeln!(out, "| id | what | mode | ops/s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
-    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "| id | what | mode | ops/s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | kassa RSS MiB |");
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
     for x in &r.measurements {
         let mode = match x.target_rate_per_s {
             Some(rate) => format!("open @{rate:.0}/s"),
@@ -298,7 +302,7 @@ pub fn render_table(r: &RunResult) -> String {
         let errors = if errors.is_empty() { "-".to_owned() } else { errors.join(", ") };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} {}/s | {:.0} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} {}/s | {:.0} | {} | {} | {} | {} | {} | {} |",
             x.id,
             x.title,
             mode,
@@ -309,7 +313,8 @@ pub fn render_table(r: &RunResult) -> String {
             ms(x.latency.p99_us),
             ms(x.latency.p999_us),
             ms(x.latency.max_us),
-            errors
+            errors,
+            x.kassa_rss_kib_after.map_or_else(|| "-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
         );
     }
     if !r.ratios.is_empty() {

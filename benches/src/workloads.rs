@@ -226,6 +226,11 @@ async fn checkout(client: &mut HttpClient, user: &str, product_id: u64, requests
     Ok(())
 }
 
+/// Products per page of the W1 listing.
+pub const LIST_PAGE: usize = 20;
+/// W1 lists one of the first this many pages.
+pub const LIST_PAGES_BROWSED: usize = 50;
+
 /// W1 seed mix: list, get one, get the basket, add an item, create a payment, process it.
 pub struct SeedMix {
     client: HttpClient,
@@ -240,13 +245,18 @@ impl SeedMix {
     }
 
     async fn iteration(&mut self, requests: &mut u32) -> Result<(), OpError> {
-        let offset = self.rng.random_range(0..self.catalog.ids.len().max(1));
-        let list = self.client.get(&format!("/api/products?limit=20&offset={offset}")).await;
+        // One of the first pages, as shoppers browse (the old script listed everything and took the first
+        // product; with 100k products that would be a 100k-row answer, and every buyer would buy product 1).
+        let pages = (self.catalog.ids.len() / LIST_PAGE).clamp(1, LIST_PAGES_BROWSED);
+        let offset = self.rng.random_range(0..pages) * LIST_PAGE;
+        let list = self.client.get(&format!("/api/products?limit={LIST_PAGE}&offset={offset}")).await;
         *requests += 1;
         let list: ProductList = parse(&list?.body)?;
-        let product_id = match list.products.first().and_then(|p| id_u64(&p.id)) {
-            Some(id) => id,
-            None => self.catalog.pick(&mut self.rng, KeyDist::Uniform),
+        let product_id = if list.products.is_empty() {
+            self.catalog.pick(&mut self.rng, KeyDist::Uniform)
+        } else {
+            let p = &list.products[self.rng.random_range(0..list.products.len())];
+            id_u64(&p.id).ok_or_else(|| OpError::BadResponse(format!("product id {}", p.id)))?
         };
         let one = self.client.get(&format!("/api/products/{product_id}")).await;
         *requests += 1;
@@ -303,26 +313,56 @@ impl Op for BrowseHttp {
     }
 }
 
+/// Lines a basket written by W3 reaches at most: further adds raise quantities. Real baskets are small, and
+/// an ever-growing basket would measure the size of the answer (the whole basket) rather than the write.
+pub const BASKET_LINES_MAX: u64 = 10;
+
+/// Which user and product the next basket write goes to: users in turn, each cycling over its own
+/// `BASKET_LINES_MAX` products (chosen at random once).
+#[derive(Clone, Debug)]
+pub struct BasketRotation {
+    users: Vec<String>,
+    bases: Vec<usize>,
+    next: u64,
+}
+
+impl BasketRotation {
+    pub fn new(users: Vec<String>, catalog_len: usize, seed: u64) -> BasketRotation {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let users = if users.is_empty() { vec!["user".to_owned()] } else { users };
+        let bases = users.iter().map(|_| rng.random_range(0..catalog_len.max(1))).collect();
+        BasketRotation { users, bases, next: 0 }
+    }
+
+    /// The user and the index (into the catalog) of the product of the next write.
+    pub fn next(&mut self, catalog_len: usize) -> (&str, usize) {
+        let n = self.users.len() as u64;
+        let user = (self.next % n) as usize;
+        let round = self.next / n;
+        self.next = self.next.wrapping_add(1);
+        let index = (self.bases[user] + (round % BASKET_LINES_MAX) as usize) % catalog_len.max(1);
+        (&self.users[user], index)
+    }
+}
+
 /// W3 durable basket write: `POST /api/baskets/:user_id/items`.
 pub struct AddItemHttp {
     client: HttpClient,
-    rng: SmallRng,
     catalog: Catalog,
-    users: Vec<String>,
-    next_user: usize,
+    rotation: BasketRotation,
 }
 
 impl AddItemHttp {
     pub fn new(target: &HttpTarget, catalog: Catalog, users: Vec<String>, seed: u64) -> AddItemHttp {
-        AddItemHttp { client: target.client(), rng: SmallRng::seed_from_u64(seed), catalog, users, next_user: 0 }
+        let rotation = BasketRotation::new(users, catalog.ids.len(), seed);
+        AddItemHttp { client: target.client(), catalog, rotation }
     }
 }
 
 impl Op for AddItemHttp {
     async fn run(&mut self) -> OpOutcome {
-        let user = &self.users[self.next_user % self.users.len()];
-        self.next_user = self.next_user.wrapping_add(1);
-        let product_id = self.catalog.pick(&mut self.rng, KeyDist::Uniform);
+        let (user, index) = self.rotation.next(self.catalog.ids.len());
+        let product_id = self.catalog.ids[index];
         match self.client.post_json(&format!("/api/baskets/{user}/items"), item_body(product_id, 1), &[200, 201]).await {
             Ok(_) => OpOutcome::ok(1),
             Err(e) => OpOutcome::failed(1, e),

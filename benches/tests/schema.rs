@@ -31,6 +31,7 @@ fn m(id: &str, ops_per_s: f64, requests_per_s: f64, open: Option<f64>, p99_us: u
         errors: BTreeMap::new(),
         error_samples: BTreeMap::new(),
         missed: open.map(|_| 0),
+        kassa_rss_kib_after: None,
     }
 }
 
@@ -202,4 +203,21 @@ fn engine_figures_come_from_all_criterion_samples() {
     // Importing twice replaces, never duplicates.
     kassa_bench::engine_import::import(dir.path(), &mut r);
     assert_eq!(r.checks.iter().filter(|c| c.name.starts_with("W6")).count(), 2);
+}
+
+#[test]
+fn basket_rotation_bounds_each_basket() {
+    use kassa_bench::workloads::{BASKET_LINES_MAX, BasketRotation};
+    let users: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
+    let mut rotation = BasketRotation::new(users, 1000, 9);
+    let mut lines: BTreeMap<String, std::collections::BTreeSet<usize>> = BTreeMap::new();
+    for n in 0..300 {
+        let (user, index) = rotation.next(1000);
+        assert_eq!(user, format!("u{}", n % 3), "users in turn");
+        assert!(index < 1000);
+        lines.entry(user.to_owned()).or_default().insert(index);
+    }
+    for (user, products) in &lines {
+        assert_eq!(products.len() as u64, BASKET_LINES_MAX, "{user}: {products:?}");
+    }
 }
