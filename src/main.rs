@@ -179,19 +179,23 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    println!("kassa listening http={} grpc={}", http.local_addr(), grpc.local_addr());
-    let _ = std::io::stdout().flush();
     tracing::info!(http = %http.local_addr(), grpc = %grpc.local_addr(), listeners = cores, auth = ?cfg.auth, "serving");
+    serve_until_signal(http, grpc, "", Duration::from_millis(cfg.shutdown_grace_ms));
+    engine.shutdown();
+    Ok(())
+}
 
+/// Prints the bound addresses (operators and tests read this line), serves until SIGTERM/SIGINT, then
+/// stops both listeners, letting in-flight requests finish within `grace`.
+fn serve_until_signal(http: Listeners, grpc: Listeners, suffix: &str, grace: Duration) {
+    println!("kassa listening http={} grpc={}{suffix}", http.local_addr(), grpc.local_addr());
+    let _ = std::io::stdout().flush();
     match wait_for_signal() {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
     }
-    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
     http.shutdown(grace);
     grpc.shutdown(grace);
-    engine.shutdown();
-    Ok(())
 }
 
 /// `kassa gateway`: the gateway's layers in front of remote nodes; no engine in this process.
@@ -215,16 +219,8 @@ fn gateway(cfg: Config, upstreams: &[String], strategy: Option<&str>) -> anyhow:
             return Err(e.into());
         }
     };
-    println!("kassa listening http={} grpc={} mode=gateway", http.local_addr(), grpc.local_addr());
-    let _ = std::io::stdout().flush();
     tracing::info!(http = %http.local_addr(), grpc = %grpc.local_addr(), upstreams = g.upstreams.len(), strategy = g.strategy.name(), "gateway serving");
-    match wait_for_signal() {
-        Ok(signal) => tracing::info!(signal, "shutting down"),
-        Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
-    }
-    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
-    http.shutdown(grace);
-    grpc.shutdown(grace);
+    serve_until_signal(http, grpc, " mode=gateway", Duration::from_millis(cfg.shutdown_grace_ms));
     Ok(())
 }
 

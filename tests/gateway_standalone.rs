@@ -2,10 +2,10 @@
 //! go to the primary, a killed node's breaker opens while reads keep succeeding, and after a restart
 //! the breaker goes half-open and closes again.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,33 +23,11 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `kassa ARGS...` and waits for its "kassa listening http=.. grpc=.." line.
+/// Starts `kassa ARGS... --data-dir DATA` and waits for its addresses.
 fn start(args: &[&str], data: &Path) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("LOG_LEVEL", "warn")
-        .env_remove("PORT")
-        .env_remove("GRPC_PORT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kassa starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("kassa listening") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = child.kill();
-        panic!("kassa {args:?} did not print its addresses");
-    };
-    let field = |name: &str| line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string).expect("address");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+    command.args(args).arg("--data-dir").arg(data);
+    let (child, field) = common::spawn_kassa(command);
     Proc { http: field("http="), grpc: field("grpc="), child }
 }
 

@@ -8,6 +8,39 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// Starts a prepared `kassa` command (quiet logs, no PORT/GRPC_PORT from the environment) and waits for
+/// its "kassa listening http=.. grpc=.." line; returns the child and a lookup of that line's fields.
+pub fn spawn_kassa(mut command: Command) -> (Child, impl Fn(&str) -> String) {
+    let mut child = command
+        .env("LOG_LEVEL", "warn")
+        .env_remove("PORT")
+        .env_remove("GRPC_PORT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kassa starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("kassa listening") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("kassa did not print its addresses within 60 s");
+        }
+    };
+    let field = move |name: &str| {
+        line.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string).unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    (child, field)
+}
+
 pub struct Server {
     child: Child,
     pub http: String,
@@ -33,41 +66,14 @@ impl Server {
         // (they have their own tests).
         let config = dir.path().join("kassa.toml");
         std::fs::write(&config, "[gateway.rate_limit]\nenabled = false\n").expect("config file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+        command
             .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])
             .arg(&data)
             .arg("--config")
             .arg(&config)
-            .args(extra)
-            .env("LOG_LEVEL", "warn")
-            .env_remove("PORT")
-            .env_remove("GRPC_PORT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kassa starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("kassa listening") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("kassa did not print its addresses within 60 s");
-            }
-        };
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(str::to_string)
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-        };
+            .args(extra);
+        let (child, field) = spawn_kassa(command);
         let http = format!("http://{}", field("http="));
         let grpc = format!("http://{}", field("grpc="));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
