@@ -2,7 +2,6 @@
 //! Every listing is bounded by a page (`offset` + `limit`); results that span shards are merged in a
 //! stable order.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -10,7 +9,7 @@ use crate::command::{EngineError, ErrorKind};
 use crate::engine::{Engine, store_error};
 use crate::model::{Basket, Notification, Payment, PaymentStatus, Product, now_micros};
 use crate::store::Keyspace;
-use crate::views::{self, Views};
+use crate::views;
 
 /// Largest page any listing returns.
 pub const PAGE_LIMIT_MAX: usize = 1000;
@@ -130,16 +129,6 @@ fn round_div(sum: i128, count: u64) -> i64 {
 }
 
 impl Engine {
-    fn decode_products(v: &Views, keys: Vec<u64>) -> Result<Vec<Product>, EngineError> {
-        let mut out = Vec::with_capacity(keys.len());
-        for id in keys {
-            if let Some(bytes) = v.catalog.get(Keyspace::Products, &views::product_key(id)).map_err(store_error)? {
-                out.push(views::decode_product(&bytes).map_err(store_error)?);
-            }
-        }
-        Ok(out)
-    }
-
     pub fn product(&self, id: u64) -> Result<Option<Product>, EngineError> {
         let shard = crate::core::shard_of_product(id, self.shards() as u32) as usize;
         match self.views()[shard].catalog.get(Keyspace::Products, &views::product_key(id)).map_err(store_error)? {
@@ -180,16 +169,36 @@ impl Engine {
         if want == 0 {
             return Ok(Vec::new());
         }
+        // Listings ordered by an index: merge the shards' keys, cut the page, and only then read and decode
+        // the page's products (decoding everything up to `offset + limit` was most of a deep page's cost).
+        let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Product>, EngineError> {
+            let mut keys = keys;
+            keys.sort_unstable();
+            let mut page_products = Vec::with_capacity(page.limit);
+            for (_, id) in keys.into_iter().skip(page.offset).take(page.limit) {
+                if let Some(p) = self.product(id)? {
+                    page_products.push(p);
+                }
+            }
+            Ok(page_products)
+        };
+        let index_keys = |ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool| -> Result<Vec<Vec<u8>>, EngineError> {
+            let mut out = Vec::new();
+            for v in self.views() {
+                out.extend(v.catalog.range(ks, start, end, reverse, want).map_err(store_error)?.into_iter().map(|(k, _)| k));
+            }
+            Ok(out)
+        };
         let mut all: Vec<Product> = Vec::new();
         match query {
             ProductQuery::Category(category) => {
+                let mut keys = Vec::new();
                 for v in self.views() {
-                    let keys =
+                    let found =
                         v.catalog.prefix(Keyspace::ProductsByCategory, &views::category_prefix(category), want).map_err(store_error)?;
-                    let ids = keys.iter().filter_map(|(k, _)| views::id_from_index_key(k)).collect();
-                    all.extend(Self::decode_products(v, ids)?);
+                    keys.extend(found.iter().filter_map(|(k, _)| views::id_from_index_key(k)).map(|id| (0, id)));
                 }
-                all.sort_by_key(|p| p.id);
+                return ordered(keys);
             }
             ProductQuery::PriceRange { min, max } => {
                 if min > max {
@@ -197,34 +206,22 @@ impl Engine {
                 }
                 let lo = views::price_key(*min, 0);
                 let hi = views::price_key(*max, u64::MAX);
-                for v in self.views() {
-                    let keys = v
-                        .catalog
-                        .range(Keyspace::ProductsByPrice, Bound::Included(&lo[..]), Bound::Included(&hi[..]), false, want)
-                        .map_err(store_error)?;
-                    let ids = keys.iter().filter_map(|(k, _)| views::id_from_index_key(k)).collect();
-                    all.extend(Self::decode_products(v, ids)?);
-                }
-                all.sort_by_key(|p| (p.price, p.id));
+                let keys = index_keys(Keyspace::ProductsByPrice, Bound::Included(&lo[..]), Bound::Included(&hi[..]), false)?;
+                return ordered(
+                    keys.iter().filter_map(|k| Some((i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?))).collect(),
+                );
             }
             ProductQuery::TopByPrice => {
-                for v in self.views() {
-                    let keys =
-                        v.catalog.range(Keyspace::ProductsByPrice, Bound::Unbounded, Bound::Unbounded, true, want).map_err(store_error)?;
-                    let ids = keys.iter().filter_map(|(k, _)| views::id_from_index_key(k)).collect();
-                    all.extend(Self::decode_products(v, ids)?);
-                }
-                all.sort_by_key(|p| (Reverse(p.price), p.id));
+                let keys = index_keys(Keyspace::ProductsByPrice, Bound::Unbounded, Bound::Unbounded, true)?;
+                return ordered(
+                    keys.iter()
+                        .filter_map(|k| Some((-i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?)))
+                        .collect(),
+                );
             }
             ProductQuery::All => {
-                for v in self.views() {
-                    let entries =
-                        v.catalog.range(Keyspace::Products, Bound::Unbounded, Bound::Unbounded, false, want).map_err(store_error)?;
-                    for (_, bytes) in entries {
-                        all.push(views::decode_product(&bytes).map_err(store_error)?);
-                    }
-                }
-                all.sort_by_key(|p| p.id);
+                let keys = index_keys(Keyspace::Products, Bound::Unbounded, Bound::Unbounded, false)?;
+                return ordered(keys.iter().filter_map(|k| Some((0, u64::from_be_bytes(k.as_slice().try_into().ok()?)))).collect());
             }
             ProductQuery::StockAtMost(max) => {
                 // Fewest first needs every match; the catalog is scanned (an admin listing, not a hot path).

@@ -155,6 +155,12 @@ pub fn price_key(price: i64, id: u64) -> [u8; 16] {
     k
 }
 
+/// The price at the front of a `ProductsByPrice` key.
+pub fn price_from_index_key(key: &[u8]) -> Option<i64> {
+    let head: [u8; 8] = key.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(head) ^ (1 << 63)) as i64)
+}
+
 pub fn id_from_index_key(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
