@@ -42,6 +42,21 @@ pub struct PaymentInput {
     pub metadata: Vec<(String, String)>,
 }
 
+impl PaymentInput {
+    /// A checkout of the user's basket in the shop currency, without description or metadata.
+    pub fn new(user_id: impl Into<String>, method: impl Into<String>, provider: impl Into<String>) -> PaymentInput {
+        PaymentInput {
+            user_id: user_id.into(),
+            basket_id: String::new(),
+            method: method.into(),
+            provider: provider.into(),
+            currency: String::new(),
+            description: String::new(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
 /// Every write the engine accepts.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {

@@ -1836,15 +1836,7 @@ mod tests {
     }
 
     fn pay(user: &str) -> Command {
-        Command::CreatePayment(PaymentInput {
-            user_id: user.into(),
-            basket_id: String::new(),
-            method: "paypal".into(),
-            provider: "paypal".into(),
-            currency: String::new(),
-            description: String::new(),
-            metadata: vec![],
-        })
+        Command::CreatePayment(PaymentInput::new(user, "paypal", "paypal"))
     }
 
     #[test]

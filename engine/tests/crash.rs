@@ -54,15 +54,7 @@ fn child(dir: &str) {
                     *qty.entry(product_id).or_insert(0) = line;
                     writeln!(out.lock().unwrap(), "BASKET {user} {product_id} {line}").unwrap();
                     if round % 5 == 4 {
-                        let input = PaymentInput {
-                            user_id: user.clone(),
-                            basket_id: String::new(),
-                            method: "credit_card".into(),
-                            provider: "stripe".into(),
-                            currency: String::new(),
-                            description: String::new(),
-                            metadata: vec![],
-                        };
+                        let input = PaymentInput::new(user.clone(), "credit_card", "stripe");
                         if let Ok(Reply::Payment(p)) = engine.execute_blocking(Command::CreatePayment(input)) {
                             writeln!(out.lock().unwrap(), "PENDING {}", p.id).unwrap();
                             if let Ok(Reply::Payment(p)) =

@@ -31,15 +31,7 @@ async fn five_hundred_buyers_one_hundred_units() {
         tasks.push(tokio::spawn(async move {
             let user = format!("buyer-{i}");
             engine.execute(Command::AddItem { user_id: user.clone(), product_id, quantity: 1 }).await?;
-            let input = PaymentInput {
-                user_id: user,
-                basket_id: String::new(),
-                method: "credit_card".into(),
-                provider: "stripe".into(),
-                currency: String::new(),
-                description: String::new(),
-                metadata: vec![],
-            };
+            let input = PaymentInput::new(user, "credit_card", "stripe");
             let Reply::Payment(pay) = engine.execute(Command::CreatePayment(input)).await? else { unreachable!() };
             engine.execute(Command::ProcessPayment { payment_id: pay.id, provider_id: "pi".into() }).await
         }));

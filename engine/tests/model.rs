@@ -223,15 +223,7 @@ fn run(shards: usize, ops: &[Op]) {
                 Command::UpdateItem { user_id: USERS[user].into(), product_id: ids[product], quantity: qty }
             }
             Op::Clear { user } => Command::ClearBasket { user_id: USERS[user].into() },
-            Op::Pay { user } => Command::CreatePayment(PaymentInput {
-                user_id: USERS[user].into(),
-                basket_id: String::new(),
-                method: "paypal".into(),
-                provider: "paypal".into(),
-                currency: String::new(),
-                description: String::new(),
-                metadata: vec![],
-            }),
+            Op::Pay { user } => Command::CreatePayment(PaymentInput::new(USERS[user], "paypal", "paypal")),
             Op::Process { payment } => Command::ProcessPayment { payment_id: pick(payment), provider_id: String::new() },
             Op::Cancel { payment } => Command::CancelPayment { payment_id: pick(payment) },
             Op::Refund { payment } => Command::RefundPayment { payment_id: pick(payment), amount: None, reason: "test".into() },

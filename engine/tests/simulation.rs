@@ -183,15 +183,7 @@ impl Sim {
         let pick = |rng: &mut SmallRng| payments.get(rng.random_range(0..payments.len().max(1))).cloned();
         match self.rng.random_range(0..10) {
             0..=3 => Command::AddItem { user_id: user, product_id: product, quantity: self.rng.random_range(1..3) },
-            4..=5 => Command::CreatePayment(PaymentInput {
-                user_id: user,
-                basket_id: String::new(),
-                method: "stripe".into(),
-                provider: "stripe".into(),
-                currency: String::new(),
-                description: String::new(),
-                metadata: vec![],
-            }),
+            4..=5 => Command::CreatePayment(PaymentInput::new(user, "stripe", "stripe")),
             6..=7 => match pick(&mut self.rng) {
                 Some(payment_id) => Command::ProcessPayment { payment_id, provider_id: String::new() },
                 None => Command::ClearBasket { user_id: user },
