@@ -58,7 +58,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict | ErrorKind::InsufficientStock => StatusCode::CONFLICT,
         ErrorKind::Expired => StatusCode::GONE,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Unavailable | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -68,13 +68,25 @@ impl From<EngineError> for ApiError {
         if e.kind == ErrorKind::Internal {
             tracing::error!(error = %e.message, "engine failure");
         }
+        if e.kind == ErrorKind::Overloaded {
+            return ApiError::labelled(StatusCode::SERVICE_UNAVAILABLE, OVERLOADED, e.message);
+        }
         ApiError::status(status_of(e.kind), e.message)
     }
 }
 
+/// The label of a 503 for a full shard: the client may retry after `Retry-After` seconds.
+pub const OVERLOADED: &str = "overloaded";
+const OVERLOADED_RETRY_AFTER_SECS: &str = "1";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = json_response(self.status, &Envelope { error: &self.error, message: &self.message });
+        if self.error == OVERLOADED {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS));
+        }
         response.extensions_mut().insert(ErrorInfo { message: self.message });
         response
     }
@@ -86,7 +98,8 @@ pub fn grpc_status(e: EngineError) -> tonic::Status {
         ErrorKind::Invalid => tonic::Code::InvalidArgument,
         ErrorKind::NotFound => tonic::Code::NotFound,
         ErrorKind::Conflict | ErrorKind::InsufficientStock | ErrorKind::Expired => tonic::Code::FailedPrecondition,
-        ErrorKind::Unavailable => tonic::Code::Unavailable,
+        // Both are transient: clients retry UNAVAILABLE with backoff.
+        ErrorKind::Unavailable | ErrorKind::Overloaded => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,
     };
     tonic::Status::new(code, e.message)

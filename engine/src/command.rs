@@ -5,7 +5,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::model::{Basket, Micros, Notification, Payment, PaymentStatus, Product};
 
 /// A catalog entry as a client describes it (create, or full replacement on update).
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProductInput {
     pub name: String,
     pub description: String,
@@ -257,6 +257,9 @@ pub enum ErrorKind {
     Unavailable,
     /// 500: an I/O or storage failure. Never caused by input.
     Internal,
+    /// 503 with `Retry-After`: the owning shard's mailbox or in-flight table is full; nothing was done.
+    /// Never stored as an idempotent outcome, so a retry runs the command.
+    Overloaded,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -284,6 +287,13 @@ impl EngineError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Overloaded, message)
+    }
+    /// Failures that say nothing about the request: a retry should run it again.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::Overloaded)
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::command::{Command, EngineError, Reply, Request};
@@ -37,8 +37,11 @@ pub struct EngineConfig {
     pub currency: Currency,
     pub restock_on_refund: bool,
     pub low_stock_threshold: i64,
-    /// Mailbox bound per shard: callers wait (back-pressure) rather than queue without limit.
+    /// Mailbox bound per shard: a client command that finds it full is refused with `overloaded`.
     pub mailbox_capacity: usize,
+    /// A cross-shard step unanswered for this long is sent again (messages dropped on a full mailbox,
+    /// steps left unfinished by a crash).
+    pub redrive_after: Duration,
 }
 
 impl EngineConfig {
@@ -57,6 +60,7 @@ impl EngineConfig {
             restock_on_refund: true,
             low_stock_threshold: 10,
             mailbox_capacity: 65_536,
+            redrive_after: Duration::from_secs(2),
         }
     }
 
@@ -89,7 +93,10 @@ struct Inner {
     stats: Vec<Arc<ShardStats>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
-    round_robin: AtomicU32,
+    /// The next product id: one counter for the whole engine, so that ids follow creation order across
+    /// shards as the old `bigserial` did. Recovered as one past the highest id of any shard; ids lost to a
+    /// crash or a refused create are gaps, as with a sequence.
+    next_product_id: AtomicU64,
     closed: AtomicBool,
     cursors: CursorBook,
     recovery: Duration,
@@ -208,6 +215,7 @@ impl Engine {
         core_cfg.currency = cfg.currency;
         core_cfg.restock_on_refund = cfg.restock_on_refund;
         core_cfg.low_stock_threshold = cfg.low_stock_threshold;
+        core_cfg.redrive_after = i64::try_from(cfg.redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
 
         let mut views = Vec::with_capacity(n);
         let mut journals = Vec::with_capacity(n);
@@ -231,6 +239,7 @@ impl Engine {
             journals.push(journal);
             cores.push(core);
         }
+        let max_product_id = cores.iter().map(Core::max_product_id).max().unwrap_or(0);
         let catalog = Arc::new(StoreCatalog { views: views.clone() });
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded::<Mail>(cfg.mailbox_capacity)).unzip();
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
@@ -250,12 +259,19 @@ impl Engine {
                 stats: stats[i].clone(),
                 tick_interval: Duration::from_millis(100),
             };
+            let running = ShardRunning::new(stats[i].clone());
             let pin = cfg.pin_threads.then(|| cores_ids.get(i % cores_ids.len().max(1)).copied()).flatten();
             let handle = std::thread::Builder::new().name(format!("kassa-shard-{i}")).spawn(move || {
                 if let Some(core_id) = pin {
                     core_affinity::set_for_current(core_id);
                 }
-                shard.run();
+                let _running = running;
+                // A shard that panicked holds state nobody can trust any more and answers nobody: take the
+                // whole process down so that a supervisor restarts it and recovery runs from the journal.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())).is_err() {
+                    tracing::error!(shard = i, "shard thread panicked; aborting so that recovery runs on restart");
+                    std::process::abort();
+                }
             })?;
             threads.push(handle);
         }
@@ -269,7 +285,7 @@ impl Engine {
                 stats,
                 threads: Mutex::new(threads),
                 checkpointer: Mutex::new(None),
-                round_robin: AtomicU32::new(0),
+                next_product_id: AtomicU64::new(max_product_id + 1),
                 closed: AtomicBool::new(false),
                 cursors,
                 recovery: started.elapsed(),
@@ -310,12 +326,22 @@ impl Engine {
         }
     }
 
-    /// Makes every store durable and lets each shard drop journal segments nobody needs any more.
+    /// Makes every store durable and lets each shard drop journal segments nobody needs any more; returns
+    /// once every running shard has done so. Runs on the checkpointer's thread (or a caller's), never on a
+    /// shard, so waiting for a full mailbox here stalls nobody.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut acks = Vec::with_capacity(self.shards());
         for (i, v) in self.inner.views.iter().enumerate() {
             let lsn = v.catalog.persist()?.min(v.state.persist()?);
             let cursor_min = self.inner.cursors.min(i);
-            let _ = self.inner.mailboxes[i].send(Mail::Checkpointed { lsn, cursor_min });
+            let (done, ack) = std::sync::mpsc::channel();
+            if self.inner.mailboxes[i].send(Mail::Checkpointed { lsn, cursor_min, done }).is_ok() {
+                acks.push(ack);
+            }
+        }
+        for ack in acks {
+            // A shard that stops meanwhile drops its sender: nothing left to wait for.
+            let _ = ack.recv();
         }
         Ok(())
     }
@@ -360,6 +386,11 @@ impl Engine {
         !self.inner.closed.load(Ordering::Acquire)
     }
 
+    /// Open and every shard thread running: what `/health/ready` reports.
+    pub fn is_ready(&self) -> bool {
+        self.is_open() && self.inner.stats.iter().all(|s| s.running.load(Ordering::Acquire))
+    }
+
     fn n(&self) -> u32 {
         self.inner.mailboxes.len() as u32
     }
@@ -375,11 +406,7 @@ impl Engine {
             });
         }
         Ok(Some(match c {
-            Command::CreateProduct(_) => match &request.idempotency {
-                // A retry must reach the shard that holds the first outcome.
-                Some(k) => (fnv1a(format!("{}\0{}", k.scope, k.key).as_bytes()) % u64::from(n)) as u32,
-                None => self.inner.round_robin.fetch_add(1, Ordering::Relaxed) % n,
-            },
+            Command::CreateProduct(_) => unreachable!("product ids are assigned before routing"),
             Command::CreateProductWithId { id, .. } | Command::UpdateProduct { id, .. } | Command::DeleteProduct { id } => {
                 shard_of_product(*id, n)
             }
@@ -405,6 +432,34 @@ impl Engine {
         }))
     }
 
+    /// Gives a new product its id from the engine-wide sequence (the owner follows from the id). With an
+    /// idempotency key the id is the next one owned by the key's shard, so that a retry reaches the shard
+    /// that holds the first outcome; the ids skipped are gaps.
+    fn assign_product_id(&self, request: &mut Request) {
+        let n = u64::from(self.n());
+        let next = &self.inner.next_product_id;
+        match &mut request.command {
+            Command::CreateProduct(input) => {
+                let owner = request.idempotency.as_ref().map(|k| fnv1a(format!("{}\0{}", k.scope, k.key).as_bytes()) % n);
+                let mut current = next.load(Ordering::Relaxed);
+                let id = loop {
+                    let id = owner.map_or(current, |owner| current + (owner + n - current % n) % n);
+                    match next.compare_exchange_weak(current, id + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                        Ok(_) => break id,
+                        Err(actual) => current = actual,
+                    }
+                };
+                let input = std::mem::take(input);
+                request.command = Command::CreateProductWithId { id, input };
+            }
+            // Explicit ids (seeding, imports) move the sequence past them.
+            Command::CreateProductWithId { id, .. } => {
+                next.fetch_max(id.saturating_add(1), Ordering::AcqRel);
+            }
+            _ => {}
+        }
+    }
+
     /// Finds the shard whose state store holds `id` in `ks`.
     fn locate(&self, ks: Keyspace, id: &str) -> Option<u32> {
         if id.is_empty() || id.len() > 128 {
@@ -418,15 +473,21 @@ impl Engine {
             return Err(EngineError::unavailable("engine is shutting down"));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.inner.mailboxes[shard as usize]
-            .send(Mail::Client { request, reply: tx })
-            .map_err(|_| EngineError::unavailable("shard is not running"))?;
-        Ok(rx)
+        // Admission never blocks the caller's runtime: a full mailbox is an answer, not a wait.
+        match self.inner.mailboxes[shard as usize].try_send(Mail::Client { request, reply: tx }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                self.inner.stats[shard as usize].overloaded_total.fetch_add(1, Ordering::Relaxed);
+                Err(EngineError::overloaded(format!("overloaded: shard {shard} has a full mailbox; retry shortly")))
+            }
+            Err(TrySendError::Disconnected(_)) => Err(EngineError::unavailable("shard is not running")),
+        }
     }
 
     /// Executes one command and waits for its outcome (after it is durable, in sync mode).
     pub async fn execute(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
-        let request = request.into();
+        let mut request = request.into();
+        self.assign_product_id(&mut request);
         match self.route(&request)? {
             Some(shard) => {
                 let rx = self.send(shard, request)?;
@@ -528,6 +589,22 @@ impl Engine {
         let now = now_micros() as u64;
         let oldest = self.inner.stats.iter().map(|s| s.checkpoint_at_micros.load(Ordering::Relaxed)).min().unwrap_or(0);
         if oldest == 0 { Duration::ZERO } else { Duration::from_micros(now.saturating_sub(oldest)) }
+    }
+}
+
+/// Marks a shard as running from before its thread starts until its thread leaves `Shard::run`.
+struct ShardRunning(Arc<ShardStats>);
+
+impl ShardRunning {
+    fn new(stats: Arc<ShardStats>) -> ShardRunning {
+        stats.running.store(true, Ordering::Release);
+        ShardRunning(stats)
+    }
+}
+
+impl Drop for ShardRunning {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Release);
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::command::{EngineError, Reply, Request};
 use crate::core::{CatalogView, Core, Effects, Input, PeerMsg, shard_of_product};
@@ -41,6 +41,8 @@ pub enum Mail {
     Checkpointed {
         lsn: u64,
         cursor_min: u64,
+        /// Told once the segments are gone, so that `Engine::checkpoint` returns after the fact.
+        done: std::sync::mpsc::Sender<()>,
     },
     Shutdown {
         done: std::sync::mpsc::Sender<()>,
@@ -60,6 +62,12 @@ pub struct ShardStats {
     pub durable_lsn: AtomicU64,
     pub checkpoint_lsn: AtomicU64,
     pub checkpoint_at_micros: AtomicU64,
+    /// True while the shard's thread runs its loop.
+    pub running: std::sync::atomic::AtomicBool,
+    /// Client commands refused with `overloaded` (full mailbox or in-flight table).
+    pub overloaded_total: AtomicU64,
+    /// Messages to a peer dropped because its mailbox was full; the re-drive sends them again.
+    pub peer_dropped_total: AtomicU64,
 }
 
 /// Reads products from whichever shard owns them, straight from that shard's catalog store.
@@ -97,6 +105,8 @@ pub struct Shard {
 
 /// Most mail taken in one round; bounds the latency a single round can add.
 const ROUND_MAIL_MAX: usize = 4096;
+/// Most client commands a shard holds unanswered (waiting for a sync or for other shards).
+const IN_FLIGHT_MAX: usize = 65_536;
 
 impl Shard {
     pub fn run(mut self) {
@@ -109,7 +119,7 @@ impl Shard {
 
         // After recovery: re-send every unfinished checkout step.
         let mut fx = Effects::default();
-        self.core.redrive(now_micros(), true, &mut fx);
+        self.core.redrive(now_micros(), &mut fx);
 
         loop {
             let mut mail = Vec::new();
@@ -136,6 +146,12 @@ impl Shard {
             for m in mail {
                 match m {
                     Mail::Client { request, reply } => {
+                        // Bounds every table a client command can hold a place in (tokens, waiters, pending).
+                        if tokens.len() >= IN_FLIGHT_MAX {
+                            self.stats.overloaded_total.fetch_add(1, Ordering::Relaxed);
+                            let _ = reply.send(Err(EngineError::overloaded("overloaded: too many commands in flight; retry shortly")));
+                            continue;
+                        }
                         let token = next_token;
                         next_token += 1;
                         tokens.insert(token, reply);
@@ -143,13 +159,14 @@ impl Shard {
                         self.core.step(Input::Client { token, request }, now, &*self.catalog, &mut fx);
                     }
                     Mail::Peer(msg) => self.core.step(Input::Peer(msg), now, &*self.catalog, &mut fx),
-                    Mail::Checkpointed { lsn, cursor_min } => {
+                    Mail::Checkpointed { lsn, cursor_min, done } => {
                         let keep_from = (lsn + 1).min(cursor_min);
                         if let Err(e) = self.journal.remove_below(keep_from) {
                             tracing::warn!(shard = self.core.shard, error = %e, "removing old journal segments failed");
                         }
                         self.stats.checkpoint_lsn.store(lsn, Ordering::Relaxed);
                         self.stats.checkpoint_at_micros.store(now as u64, Ordering::Relaxed);
+                        let _ = done.send(());
                     }
                     Mail::Shutdown { done } => shutdown = Some(done),
                 }
@@ -246,7 +263,11 @@ impl Shard {
         }
         for p in ready {
             for (shard, msg) in p.sends {
-                let _ = self.peers[shard as usize].send(Mail::Peer(msg));
+                // Never block on a peer: two shards with full mailboxes sending to each other would wait for
+                // ever. Every peer message is idempotent and re-driven until answered, so dropping is safe.
+                if let Err(TrySendError::Full(_)) = self.peers[shard as usize].try_send(Mail::Peer(msg)) {
+                    self.stats.peer_dropped_total.fetch_add(1, Ordering::Relaxed);
+                }
             }
             for (token, outcome) in p.replies {
                 if let Some(tx) = tokens.remove(&token) {

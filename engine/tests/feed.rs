@@ -79,8 +79,8 @@ fn retention_respects_registered_cursors() {
     }
     let before = segments(dir.path());
     assert!(before > 3, "several segments written: {before}");
+    // `checkpoint` returns once every shard has dropped what it may drop.
     engine.checkpoint().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(segments(dir.path()), before, "the cursor at LSN 1 keeps every segment");
     assert!(engine.subscribe(0, 1).unwrap().try_next().unwrap().is_some(), "still readable from the start");
 
@@ -88,10 +88,6 @@ fn retention_respects_registered_cursors() {
     let end = engine.stats()[0].durable_lsn.load(std::sync::atomic::Ordering::Relaxed);
     engine.advance_feed_cursor("adapter-x", 0, end + 1).unwrap();
     engine.checkpoint().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while segments(dir.path()) >= before && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(segments(dir.path()) < before, "old segments deleted after the cursor advanced");
     assert!(engine.subscribe(0, 1).and_then(|mut s| s.try_next()).is_err(), "reading removed history is a clear error");
     engine.shutdown();

@@ -140,7 +140,7 @@ impl Sim {
         assert_eq!(core.reservations, shadow.reservations, "reservations after restart");
         core.check_invariants().expect("invariants after restart");
         let mut fx = Effects::default();
-        core.redrive(self.now, true, &mut fx);
+        core.redrive(self.now, &mut fx);
         let shard = &mut self.shards[s];
         shard.core = core;
         shard.tail.clear();

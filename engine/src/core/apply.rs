@@ -1,0 +1,161 @@
+//! Applying events: the only place memory changes, shared by live commands and journal replay. Every
+//! apply also projects the event into store writes and keeps the in-memory indexes (expiries, in-flight
+//! payments) in step.
+
+use super::*;
+
+impl Core {
+    /// Applies one event to memory and projects it into store writes. Idempotent for records it has
+    /// already seen (a record never replaces a newer version).
+    pub fn apply(&mut self, lsn: u64, event: &Event, writes: &mut Writes) {
+        let batch = writes.batch(event.view(), lsn);
+        match event {
+            Event::ProductPut { product, .. } => {
+                if let Some(old) = self.products.get(&product.id) {
+                    if old.version >= product.version {
+                        return;
+                    }
+                    batch.delete(Ks::ProductsByCategory, &views::category_key(&old.category, old.id));
+                    batch.delete(Ks::ProductsByPrice, &views::price_key(old.price, old.id));
+                }
+                batch.put(Ks::Products, &views::product_key(product.id), &views::encode(product));
+                batch.put(Ks::ProductsByCategory, &views::category_key(&product.category, product.id), &[]);
+                batch.put(Ks::ProductsByPrice, &views::price_key(product.price, product.id), &[]);
+                self.max_product_id = self.max_product_id.max(product.id);
+                self.products.insert(product.id, product.clone());
+            }
+            Event::ProductDeleted { id, version } => {
+                if let Some(old) = self.products.get(id) {
+                    if old.version >= *version {
+                        return;
+                    }
+                    batch.delete(Ks::ProductsByCategory, &views::category_key(&old.category, old.id));
+                    batch.delete(Ks::ProductsByPrice, &views::price_key(old.price, old.id));
+                    batch.delete(Ks::Products, &views::product_key(*id));
+                    self.products.remove(id);
+                }
+            }
+            Event::ReservationPut { reservation } => {
+                let key = reservation_key(&reservation.payment_id, reservation.attempt);
+                if let Some(old) = self.reservations.get(&key) {
+                    if old.version >= reservation.version {
+                        return;
+                    }
+                    self.held_deadlines.remove(&(old.deadline, key.clone()));
+                }
+                if reservation.state == ReservationState::Held {
+                    self.held_deadlines.insert((reservation.deadline, key.clone()));
+                }
+                batch.put(Ks::Reservations, key.as_bytes(), &views::encode(reservation));
+                self.reservations.insert(key, reservation.clone());
+            }
+            Event::BasketPut { basket, .. } => {
+                if let Some(old) = self.baskets.get(&basket.user_id) {
+                    if old.version >= basket.version {
+                        return;
+                    }
+                    self.basket_expiry.remove(&(old.expires_at, old.user_id.clone()));
+                }
+                self.basket_expiry.insert((basket.expires_at, basket.user_id.clone()));
+                batch.put(Ks::Baskets, basket.user_id.as_bytes(), &views::encode(basket));
+                self.baskets.insert(basket.user_id.clone(), basket.clone());
+            }
+            Event::BasketDeleted { user_id, version, .. } => {
+                if let Some(old) = self.baskets.get(user_id) {
+                    if old.version >= *version {
+                        return;
+                    }
+                    self.basket_expiry.remove(&(old.expires_at, user_id.clone()));
+                    self.baskets.remove(user_id);
+                    batch.delete(Ks::Baskets, user_id.as_bytes());
+                }
+            }
+            Event::PaymentPut { payment } => {
+                if let Some(old) = self.payments.get(&payment.id) {
+                    if old.version >= payment.version {
+                        return;
+                    }
+                    if let Some(at) = old.expires_at {
+                        self.payment_expiry.remove(&(at, old.id.clone()));
+                    }
+                    if let Some(r) = &old.pending_idempotency {
+                        self.in_flight_keys.remove(&(r.scope.clone(), r.key.clone()));
+                    }
+                }
+                if let Some(r) = &payment.pending_idempotency {
+                    self.in_flight_keys.insert((r.scope.clone(), r.key.clone()), payment.id.clone());
+                }
+                if payment.waiting_on.is_empty() {
+                    self.in_flight.remove(&payment.id);
+                } else {
+                    self.in_flight.insert(payment.id.clone());
+                }
+                if payment.status == PaymentStatus::Pending
+                    && payment.holding == Holding::Reserved
+                    && let Some(at) = payment.expires_at
+                {
+                    self.payment_expiry.insert((at, payment.id.clone()));
+                }
+                batch.put(Ks::Payments, payment.id.as_bytes(), &views::encode(payment));
+                batch.put(Ks::PaymentsByUser, &views::by_user_key(&payment.user_id, payment.created_at, &payment.id), &[]);
+                self.payments.insert(payment.id.clone(), payment.clone());
+            }
+            Event::NotificationPut { notification } => {
+                if let Some(old) = self.notifications.get(&notification.id) {
+                    if old.version >= notification.version {
+                        return;
+                    }
+                    if let Some(at) = old.send_at {
+                        self.scheduled.remove(&(at, old.id.clone()));
+                    }
+                }
+                if notification.status == "pending"
+                    && let Some(at) = notification.send_at
+                {
+                    self.scheduled.insert((at, notification.id.clone()));
+                }
+                batch.put(Ks::Notifications, notification.id.as_bytes(), &views::encode(notification));
+                batch.put(
+                    Ks::NotificationsByUser,
+                    &views::by_user_key(&notification.user_id, notification.created_at, &notification.id),
+                    &[],
+                );
+                self.notifications.insert(notification.id.clone(), notification.clone());
+            }
+            Event::NotificationDeleted { id, version, .. } => {
+                if let Some(old) = self.notifications.get(id) {
+                    if old.version >= *version {
+                        return;
+                    }
+                    if let Some(at) = old.send_at {
+                        self.scheduled.remove(&(at, id.clone()));
+                    }
+                    batch.delete(Ks::NotificationsByUser, &views::by_user_key(&old.user_id, old.created_at, id));
+                    batch.delete(Ks::Notifications, id.as_bytes());
+                    self.notifications.remove(id);
+                }
+            }
+            Event::IdempotencyPut { record } => {
+                let key = (record.scope.clone(), record.key.clone());
+                if let Some(old) = self.idempotency.get(&key) {
+                    self.idempotency_expiry.remove(&(old.expires_at, key.0.clone(), key.1.clone()));
+                }
+                self.idempotency_expiry.insert((record.expires_at, key.0.clone(), key.1.clone()));
+                batch.put(Ks::Idempotency, &views::idempotency_key(&record.scope, &record.key), &views::encode(record));
+                self.idempotency.insert(key, record.clone());
+            }
+            Event::IdempotencyDeleted { scope, key } => {
+                if let Some(old) = self.idempotency.remove(&(scope.clone(), key.clone())) {
+                    self.idempotency_expiry.remove(&(old.expires_at, scope.clone(), key.clone()));
+                    batch.delete(Ks::Idempotency, &views::idempotency_key(scope, key));
+                }
+            }
+        }
+    }
+
+    /// Loads one record from a store during recovery (no events, no LSNs).
+    pub fn load(&mut self, event: &Event) {
+        let mut scratch = Writes::default();
+        self.apply(0, event, &mut scratch);
+    }
+}

@@ -1,0 +1,12 @@
+//! Business limits; every one of them bounds something a client could otherwise grow without end.
+
+pub const QUANTITY_MAX: i64 = 10_000;
+pub const BASKET_LINES_MAX: usize = 200;
+pub const STOCK_MAX: i64 = 1_000_000_000;
+pub const TEXT_SHORT_MAX: usize = 256;
+pub const TEXT_LONG_MAX: usize = 4096;
+pub const MAP_ENTRIES_MAX: usize = 64;
+pub const USER_ID_MAX: usize = 128;
+/// Highest unit price in minor units (10^9 major units in a 2-digit currency). With QUANTITY_MAX and
+/// BASKET_LINES_MAX it keeps every line and total far inside i64: 10^11 · 10^4 · 200 = 2·10^17.
+pub const PRICE_MINOR_MAX: i64 = 100_000_000_000;

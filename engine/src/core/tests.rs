@@ -1,0 +1,183 @@
+use super::*;
+use crate::command::PaymentInput;
+
+struct Catalog(Vec<Product>);
+impl CatalogView for Catalog {
+    fn product(&self, id: u64) -> Option<Product> {
+        self.0.iter().find(|p| p.id == id).cloned()
+    }
+}
+
+const T0: Micros = 1_700_000_000_000_000;
+
+fn input(name: &str, stock: i64) -> ProductInput {
+    ProductInput { name: name.into(), description: String::new(), price: 500, stock, category: "c".into(), image_url: String::new() }
+}
+
+/// A one-shard core with one product, driven synchronously: peer messages are delivered at once.
+fn run(core: &mut Core, request: Request, now: Micros) -> Result<Reply, EngineError> {
+    let catalog = Catalog(core.products.values().cloned().collect());
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 1, request }, now, &catalog, &mut fx);
+    let mut replies = std::mem::take(&mut fx.replies);
+    while let Some((_, msg)) = fx.sends.pop() {
+        let mut next = Effects::default();
+        core.step(Input::Peer(msg), now, &catalog, &mut next);
+        fx.sends.extend(next.sends);
+        replies.extend(next.replies);
+    }
+    core.check_invariants().unwrap();
+    replies.pop().map(|(_, r)| r).expect("a reply")
+}
+
+fn with_product(stock: i64) -> Core {
+    let mut core = Core::new(0, CoreConfig::new(1), 1, 1);
+    run(&mut core, Command::CreateProductWithId { id: 1, input: input("p", stock) }.into(), T0).unwrap();
+    core
+}
+
+fn pay(user: &str) -> Command {
+    Command::CreatePayment(PaymentInput::new(user, "paypal", "paypal"))
+}
+
+#[test]
+fn idempotent_retry_returns_the_first_outcome() {
+    let mut core = with_product(10);
+    let key = |fp| Some(IdempotencyKey { scope: "ana".into(), key: "k1".into(), fingerprint: fp });
+    let add = |fp| Request { command: Command::AddItem { user_id: "ana".into(), product_id: 1, quantity: 2 }, idempotency: key(fp) };
+    let first = run(&mut core, add(7), T0).unwrap();
+    let again = run(&mut core, add(7), T0 + 1).unwrap();
+    assert_eq!(first, again, "same outcome");
+    assert_eq!(core.baskets["ana"].lines[0].quantity, 2, "applied once");
+    let other = run(&mut core, add(8), T0 + 2).unwrap_err();
+    assert_eq!(other.kind, ErrorKind::Conflict, "a different request may not reuse the key");
+    // After 24 h the key is forgotten.
+    let mut fx = Effects::default();
+    core.tick(T0 + 25 * MICROS_PER_HOUR, &mut fx);
+    assert!(core.idempotency.is_empty());
+}
+
+#[test]
+fn idempotent_checkout_reserves_once() {
+    let mut core = with_product(10);
+    run(&mut core, Command::AddItem { user_id: "bo".into(), product_id: 1, quantity: 3 }.into(), T0).unwrap();
+    let req =
+        || Request { command: pay("bo"), idempotency: Some(IdempotencyKey { scope: "bo".into(), key: "pay-1".into(), fingerprint: 1 }) };
+    let Reply::Payment(a) = run(&mut core, req(), T0).unwrap() else { panic!() };
+    let Reply::Payment(b) = run(&mut core, req(), T0 + 5).unwrap() else { panic!() };
+    assert_eq!(a.id, b.id);
+    assert_eq!(core.payments.len(), 1);
+    assert_eq!(core.products[&1].reserved, 3);
+}
+
+#[test]
+fn pending_payment_expires_and_releases_its_stock() {
+    let mut core = with_product(5);
+    run(&mut core, Command::AddItem { user_id: "cy".into(), product_id: 1, quantity: 5 }.into(), T0).unwrap();
+    let Reply::Payment(p) = run(&mut core, pay("cy").into(), T0).unwrap() else { panic!() };
+    assert_eq!(core.products[&1].available, 0);
+    let later = T0 + 31 * MICROS_PER_MINUTE;
+    let err = run(&mut core, Command::ProcessPayment { payment_id: p.id.clone(), provider_id: String::new() }.into(), later).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Expired);
+    assert_eq!(core.payments[&p.id].status, PaymentStatus::Failed);
+    assert_eq!((core.products[&1].available, core.products[&1].reserved), (5, 0), "released");
+    assert!(core.notifications.values().any(|n| n.title == "Payment Failed" && n.user_id == "cy"));
+}
+
+#[test]
+fn product_shard_releases_expired_reservations_by_itself() {
+    let mut core = with_product(4);
+    run(&mut core, Command::AddItem { user_id: "di".into(), product_id: 1, quantity: 4 }.into(), T0).unwrap();
+    run(&mut core, pay("di").into(), T0).unwrap();
+    // The user's shard never expires it (say it is down); the product shard's own deadline does.
+    core.payment_expiry.clear();
+    let mut fx = Effects::default();
+    core.tick(T0 + 36 * MICROS_PER_MINUTE, &mut fx);
+    assert_eq!((core.products[&1].available, core.products[&1].reserved), (4, 0));
+}
+
+#[test]
+fn baskets_are_abandoned_after_a_day() {
+    let mut core = with_product(5);
+    run(&mut core, Command::AddItem { user_id: "ed".into(), product_id: 1, quantity: 1 }.into(), T0).unwrap();
+    let mut fx = Effects::default();
+    core.tick(T0 + 23 * MICROS_PER_HOUR, &mut fx);
+    assert!(core.baskets.contains_key("ed"));
+    core.tick(T0 + 24 * MICROS_PER_HOUR, &mut fx);
+    assert!(!core.baskets.contains_key("ed"));
+    assert!(fx.events.iter().any(|(_, e)| matches!(e, Event::BasketDeleted { why: BasketGone::Abandoned, .. })));
+    assert!(core.notifications.values().any(|n| n.user_id == "ed" && n.title == "Basket Abandoned"));
+}
+
+#[test]
+fn scheduled_notifications_go_out_when_due() {
+    let mut core = Core::new(0, CoreConfig::new(1), 1, 1);
+    let n = NotificationInput {
+        user_id: "fa".into(),
+        title: "Hello".into(),
+        message: "Later".into(),
+        kind: "info".into(),
+        channel: "email".into(),
+        priority: String::new(),
+        template_id: String::new(),
+        data: vec![],
+        expires_at: None,
+    };
+    let Reply::Notification(created) =
+        run(&mut core, Command::ScheduleNotification { input: n, send_at: T0 + MICROS_PER_MINUTE }.into(), T0).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(created.status, "pending");
+    assert_eq!(created.priority, "normal", "default priority by type");
+    let mut fx = Effects::default();
+    core.tick(T0 + MICROS_PER_MINUTE, &mut fx);
+    assert_eq!(core.notifications[&created.id].status, "sent");
+    assert_eq!(core.notifications[&created.id].sent_at, Some(T0 + MICROS_PER_MINUTE));
+}
+
+#[test]
+fn product_ids_are_owned_by_their_shard() {
+    let mut core = Core::new(1, CoreConfig::new(3), 1, 1);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let Reply::Product(p) = run(&mut core, Command::CreateProduct(input(&format!("p{i}"), 1)).into(), T0).unwrap() else { panic!() };
+        ids.push(p.id);
+    }
+    assert_eq!(ids, vec![1, 4, 7, 10]);
+    assert!(ids.iter().all(|id| shard_of_product(*id, 3) == 1));
+}
+
+#[test]
+fn a_refused_status_change_keeps_the_metadata() {
+    let mut core = with_product(5);
+    run(&mut core, Command::AddItem { user_id: "ho".into(), product_id: 1, quantity: 1 }.into(), T0).unwrap();
+    let Reply::Payment(p) = run(&mut core, pay("ho").into(), T0).unwrap() else { panic!() };
+    let update = |status| Command::UpdatePayment { payment_id: p.id.clone(), status, metadata: Some(vec![("k".into(), "v".into())]) };
+    let err = run(&mut core, update(PaymentStatus::Refunded).into(), T0).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict, "a pending payment cannot be refunded");
+    assert!(core.payments[&p.id].metadata.is_empty(), "nothing changed");
+    let Reply::Payment(done) = run(&mut core, update(PaymentStatus::Completed).into(), T0).unwrap() else { panic!() };
+    assert_eq!((done.status, done.metadata.clone()), (PaymentStatus::Completed, vec![("k".to_string(), "v".to_string())]));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let mut core = with_product(5);
+    let before = core.next_lsn();
+    for cmd in [
+        Command::AddItem { user_id: "gi".into(), product_id: 1, quantity: 0 },
+        Command::AddItem { user_id: "gi".into(), product_id: 1, quantity: -3 },
+        Command::AddItem { user_id: "gi".into(), product_id: 1, quantity: 1_000_000 },
+        Command::AddItem { user_id: String::new(), product_id: 1, quantity: 1 },
+        Command::AddItem { user_id: "gi".into(), product_id: 99, quantity: 1 },
+        Command::AddItem { user_id: "gi".into(), product_id: 1, quantity: 6 },
+        Command::UpdateProduct { id: 1, input: ProductInput { price: -1, ..input("p", 1) } },
+        Command::UpdateProduct { id: 1, input: ProductInput { stock: -1, ..input("p", 1) } },
+        Command::CreateProduct(ProductInput { name: " ".into(), ..input("p", 1) }),
+        Command::RefundPayment { payment_id: "nope".into(), amount: None, reason: String::new() },
+    ] {
+        assert!(run(&mut core, cmd.clone().into(), T0).is_err(), "{cmd:?} must be refused");
+    }
+    assert_eq!(core.next_lsn(), before, "no event was written");
+}
