@@ -208,6 +208,8 @@ impl Engine {
     /// checkpointer, and re-drives unfinished checkouts.
     pub fn open(cfg: EngineConfig) -> Result<Engine, OpenError> {
         let started = Instant::now();
+        #[cfg(feature = "failpoints")]
+        configure_failpoints();
         let n = cfg.shard_count();
         assert!((1..=1024).contains(&n), "shard count in 1..=1024");
         check_layout(&cfg, n)?;
@@ -589,6 +591,22 @@ impl Engine {
         let now = now_micros() as u64;
         let oldest = self.inner.stats.iter().map(|s| s.checkpoint_at_micros.load(Ordering::Relaxed)).min().unwrap_or(0);
         if oldest == 0 { Duration::ZERO } else { Duration::from_micros(now.saturating_sub(oldest)) }
+    }
+}
+
+/// Reads `KASSA_FAILPOINTS` (`name=actions;name=actions`, fail-rs action syntax such as `2*off->panic`).
+#[cfg(feature = "failpoints")]
+fn configure_failpoints() {
+    let Ok(spec) = std::env::var("KASSA_FAILPOINTS") else { return };
+    for entry in spec.split(';').filter(|e| !e.trim().is_empty()) {
+        match entry.split_once('=') {
+            Some((name, actions)) => {
+                if let Err(e) = fail::cfg(name.trim(), actions.trim()) {
+                    tracing::warn!(entry, error = %e, "ignoring a fail point");
+                }
+            }
+            None => tracing::warn!(entry, "ignoring a fail point without '='"),
+        }
     }
 }
 

@@ -52,11 +52,12 @@ async fn live() -> Json<Value> {
     Json(json!({"status": "alive", "timestamp": now()}))
 }
 
-/// Embedded: ready while the engine accepts writes. Standalone: while at least one upstream is usable.
+/// Embedded: ready while the engine accepts writes and every shard runs. Standalone: while at least one
+/// upstream is usable.
 fn readiness(shared: &Shared) -> (bool, Value) {
     if let Some(engine) = &shared.engine {
-        let open = engine.is_open();
-        return (open, json!({"engine": {"healthy": open, "shards": engine.shards()}}));
+        let ready = engine.is_ready();
+        return (ready, json!({"engine": {"healthy": ready, "shards": engine.shards()}}));
     }
     if let Some(pool) = &shared.pool {
         let healthy = pool.healthy_count();

@@ -54,6 +54,8 @@ impl Core {
     }
 
     pub(super) fn update_product(&mut self, id: u64, input: ProductInput, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
+        // Fault injection for tests: a panic here is a panic on the shard thread.
+        fail::fail_point!("update-product");
         validate_product(&input, self.cfg.currency)?;
         let Some(old) = self.products.get(&id) else {
             return Err(EngineError::not_found("product not found"));
