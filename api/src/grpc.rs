@@ -6,7 +6,7 @@
 //! client cannot mistake a failure for an answer. Successful answers keep the old `success`/`message`.
 
 use axum::Router;
-use kassa_engine::model::{Basket, Payment, Product, now_micros};
+use kassa_engine::{Basket, Payment, Product, now_micros};
 use kassa_engine::{
     Command, Currency, Engine, EngineError, IdempotencyKey, Page, PaymentInput, PaymentStatus, ProductInput, ProductQuery, Reply, Request,
 };
@@ -93,9 +93,9 @@ fn product_list(products: Vec<Product>, c: Currency) -> R<pb::ListProductsRespon
 
 /// Every product of a listing, page by page (bounded by the engine's deepest page).
 fn all_products(engine: &Engine, q: &ProductQuery, cap: usize) -> Result<Vec<Product>, EngineError> {
-    let step = kassa_engine::query::PAGE_LIMIT_MAX;
+    let step = kassa_engine::PAGE_LIMIT_MAX;
     let mut out = Vec::new();
-    while out.len() < cap && out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
+    while out.len() < cap && out.len() <= kassa_engine::PAGE_OFFSET_MAX {
         let page = engine.products(q, Page::new(out.len(), step.min(cap - out.len())))?;
         let n = page.len();
         out.extend(page);
@@ -379,9 +379,9 @@ impl Svc {
     }
 
     fn user_payments(&self, user_id: &str) -> Result<Vec<Payment>, Status> {
-        let step = kassa_engine::query::PAGE_LIMIT_MAX;
+        let step = kassa_engine::PAGE_LIMIT_MAX;
         let mut out = Vec::new();
-        while out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
+        while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
             let page = self.engine.payments_by_user(user_id, Page::new(out.len(), step)).map_err(grpc_status)?;
             let n = page.len();
             out.extend(page);

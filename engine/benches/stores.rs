@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kassa_engine::store::{Keyspace, Lsn, Store, WriteBatch, open_fjall, open_redb};
+use kassa_engine::internals::store::{Keyspace, Lsn, Store, WriteBatch, open_fjall, open_redb};
 
 const RECORDS: u64 = 100_000;
 const VALUE_BYTES: usize = 200;

@@ -42,13 +42,13 @@ fn main() {
             .fold(0u64, |f, r| async move { f + u64::from(r.is_err()) }),
     );
     let secs = started.elapsed().as_secs_f64();
-    let stats = &engine.stats()[0];
-    let batches = stats.batches_total.load(std::sync::atomic::Ordering::Relaxed).max(1);
-    let sync_us = stats.sync_micros_total.load(std::sync::atomic::Ordering::Relaxed) / batches;
+    let stats = engine.stats().shards[0];
+    let batches = stats.batches_total.max(1);
+    let sync_us = stats.sync_micros_total / batches;
     println!(
         "{commands} commands, {failed} failed, {shards} shard(s): {:.0} commands/s; shard 0: {batches} syncs, {:.0} commands per sync, {sync_us} µs per sync",
         commands as f64 / secs,
-        stats.commands_total.load(std::sync::atomic::Ordering::Relaxed) as f64 / batches as f64
+        stats.commands_total as f64 / batches as f64
     );
     engine.shutdown();
 }

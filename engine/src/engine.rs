@@ -18,6 +18,7 @@ use crate::journal::{self, DurableWatch, IoMode, JournalConfig, JournalWriter};
 use crate::model::{Notification, Payment, now_micros};
 use crate::money::Currency;
 use crate::shard::{Durability, Mail, Shard, ShardStats, StoreCatalog};
+use crate::stats::EngineStats;
 use crate::store::{Keyspace, StoreError};
 use crate::views::{self, StoreChoice, Views};
 
@@ -364,8 +365,9 @@ impl Engine {
         self.inner.cfg.currency
     }
 
-    pub fn stats(&self) -> &[Arc<ShardStats>] {
-        &self.inner.stats
+    /// Every shard's figures, read now.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats::read(&self.inner.stats)
     }
 
     pub(crate) fn views(&self) -> &[Views] {

@@ -3,30 +3,64 @@
 //! so that nothing is ever sold twice.
 //!
 //! The path of a write: [`Engine::execute`] routes a [`Command`] to the shard that owns it; the shard's
-//! [`core::Core`] applies it in memory and emits [`Event`]s; the shard appends them to its
-//! [`journal`] and answers once they are durable; the events are then projected into the shard's stores,
-//! from which any thread reads ([`query`]). The journal is also the change feed ([`feed`]).
+//! core applies it in memory and emits [`Event`]s; the shard appends them to its journal and answers once
+//! they are durable; the events are then projected into the shard's stores, from which any thread reads.
+//! The journal is also the change feed ([`Engine::subscribe`]).
+//!
+//! The crate root is the whole public API: the [`Engine`] handle and its configuration, the domain
+//! records, commands and their outcomes, errors, queries, the feed, and [`EngineStats`]. Shards, the
+//! core, the journal and the stores are internal; the `internals` feature exposes the journal and store
+//! building blocks to the benchmarks and fuzz targets only.
 
-pub mod command;
-pub mod core;
-pub mod engine;
-pub mod event;
-pub mod feed;
+mod command;
+mod core;
+mod engine;
+mod event;
+mod feed;
+// The journal's and the stores' APIs are whole building blocks: parts of them serve only their own tests,
+// the benchmarks and the fuzz targets (feature `internals`, which makes them public under `internals`).
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod journal;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod journal;
-pub mod model;
+mod model;
 pub mod money;
-pub mod query;
-pub mod shard;
+mod query;
+mod shard;
+mod stats;
+#[cfg(not(feature = "internals"))]
+#[allow(dead_code)]
+mod store;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
 pub mod store;
-pub mod views;
+mod views;
 
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Reply, Request};
+pub use core::limits;
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
-pub use event::Event;
-pub use feed::{FeedRecord, Subscription};
+pub use event::{BasketCause, BasketGone, Event, ProductCause};
+pub use feed::{FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
-pub use model::{Basket, BasketLine, Holding, Micros, Notification, Payment, PaymentItem, PaymentStatus, Product};
+pub use model::{
+    Basket, BasketLine, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND, Micros, Notification,
+    Payment, PaymentItem, PaymentStatus, Product, Reservation, ReservationState, notify, now_micros,
+};
 pub use money::Currency;
-pub use query::{NotificationFilter, NotificationPage, Page, PaymentFilter, ProductQuery};
+pub use query::{
+    CategoryStats, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery, ProductStats,
+};
 pub use shard::Durability;
+pub use stats::{EngineStats, ShardFigures};
 pub use views::StoreChoice;
+
+/// The journal and store building blocks, for the engine's benchmarks and fuzz targets (feature
+/// `internals`). Not part of the API: nothing outside `benches/` and `fuzz/` may use it.
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::event::{EVENT_KIND, EVENT_SCHEMA};
+    pub use crate::journal;
+    pub use crate::store;
+}

@@ -58,13 +58,6 @@ impl Views {
         };
         Ok(Views { catalog: open("catalog", catalog_redb)?, state: open("state", state_redb)? })
     }
-
-    pub fn get(&self, view: View) -> &Arc<dyn Store> {
-        match view {
-            View::Catalog => &self.catalog,
-            View::State => &self.state,
-        }
-    }
 }
 
 /// Store writes collected while applying events, one batch per view.
@@ -89,10 +82,6 @@ impl Writes {
                 &mut self.state
             }
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.catalog_lsn == 0 && self.state_lsn == 0
     }
 
     /// Concatenates batches in order (later writes to a key win, as they would applied one by one).

@@ -85,7 +85,7 @@ fn retention_respects_registered_cursors() {
     assert!(engine.subscribe(0, 1).unwrap().try_next().unwrap().is_some(), "still readable from the start");
 
     // Once the consumer has moved on, a checkpoint drops what nobody needs.
-    let end = engine.stats()[0].durable_lsn.load(std::sync::atomic::Ordering::Relaxed);
+    let end = engine.stats().shards[0].durable_lsn;
     engine.advance_feed_cursor("adapter-x", 0, end + 1).unwrap();
     engine.checkpoint().unwrap();
     assert!(segments(dir.path()) < before, "old segments deleted after the cursor advanced");

@@ -3,7 +3,6 @@
 //! the engine's own figures, read at scrape time.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -275,46 +274,33 @@ impl Collector for EngineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let stats = self.0.stats();
         let shard = |i: usize| [("shard", i.to_string())];
-        let counter = |name: &str, help: &str, get: fn(&kassa_engine::shard::ShardStats) -> u64, e: &mut DescriptorEncoder| {
-            encode_rows(e, name, help, stats.iter().enumerate().map(|(i, s)| (shard(i), ConstCounter::new(get(s)))))
+        let counter = |name: &str, help: &str, get: fn(&kassa_engine::ShardFigures) -> u64, e: &mut DescriptorEncoder| {
+            encode_rows(e, name, help, stats.shards.iter().enumerate().map(|(i, s)| (shard(i), ConstCounter::new(get(s)))))
         };
-        counter("kassa_shard_commands", "Commands applied", |s| s.commands_total.load(Ordering::Relaxed), &mut encoder)?;
-        counter("kassa_shard_batches", "Group commits", |s| s.batches_total.load(Ordering::Relaxed), &mut encoder)?;
-        counter("kassa_shard_events", "Events journaled", |s| s.events_total.load(Ordering::Relaxed), &mut encoder)?;
-        let gauge = |name: &str, help: &str, get: fn(&kassa_engine::shard::ShardStats) -> f64, e: &mut DescriptorEncoder| {
-            encode_rows(e, name, help, stats.iter().enumerate().map(|(i, s)| (shard(i), ConstGauge::new(get(s)))))
-        };
-        gauge(
-            "kassa_shard_batch_events_max",
-            "Largest group commit (events)",
-            |s| s.batch_events_max.load(Ordering::Relaxed) as f64,
+        counter("kassa_shard_commands", "Commands applied", |s| s.commands_total, &mut encoder)?;
+        counter("kassa_shard_batches", "Group commits", |s| s.batches_total, &mut encoder)?;
+        counter("kassa_shard_events", "Events journaled", |s| s.events_total, &mut encoder)?;
+        counter("kassa_shard_overloaded", "Client commands refused with 503 overloaded", |s| s.overloaded_total, &mut encoder)?;
+        counter(
+            "kassa_shard_peer_dropped",
+            "Messages to a full peer mailbox, dropped and re-driven",
+            |s| s.peer_dropped_total,
             &mut encoder,
         )?;
+        let gauge = |name: &str, help: &str, get: fn(&kassa_engine::ShardFigures) -> f64, e: &mut DescriptorEncoder| {
+            encode_rows(e, name, help, stats.shards.iter().enumerate().map(|(i, s)| (shard(i), ConstGauge::new(get(s)))))
+        };
+        gauge("kassa_shard_batch_events_max", "Largest group commit (events)", |s| s.batch_events_max as f64, &mut encoder)?;
         gauge(
             "kassa_shard_sync_seconds_total",
             "Time spent making the journal durable",
-            |s| s.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
+            |s| s.sync_micros_total as f64 / 1e6,
             &mut encoder,
         )?;
-        gauge(
-            "kassa_shard_sync_seconds_last",
-            "Latency of the last journal sync",
-            |s| s.sync_micros_last.load(Ordering::Relaxed) as f64 / 1e6,
-            &mut encoder,
-        )?;
-        gauge(
-            "kassa_shard_queue_depth",
-            "Commands waiting in the shard's mailbox",
-            |s| s.queue_depth.load(Ordering::Relaxed) as f64,
-            &mut encoder,
-        )?;
-        gauge("kassa_shard_durable_lsn", "Last durable journal position", |s| s.durable_lsn.load(Ordering::Relaxed) as f64, &mut encoder)?;
-        gauge(
-            "kassa_shard_checkpoint_lsn",
-            "Journal position covered by the last checkpoint",
-            |s| s.checkpoint_lsn.load(Ordering::Relaxed) as f64,
-            &mut encoder,
-        )?;
+        gauge("kassa_shard_sync_seconds_last", "Latency of the last journal sync", |s| s.sync_micros_last as f64 / 1e6, &mut encoder)?;
+        gauge("kassa_shard_queue_depth", "Commands waiting in the shard's mailbox", |s| s.queue_depth as f64, &mut encoder)?;
+        gauge("kassa_shard_durable_lsn", "Last durable journal position", |s| s.durable_lsn as f64, &mut encoder)?;
+        gauge("kassa_shard_checkpoint_lsn", "Journal position covered by the last checkpoint", |s| s.checkpoint_lsn as f64, &mut encoder)?;
         let no_labels: [(&str, String); 0] = [];
         encode_rows(
             &mut encoder,

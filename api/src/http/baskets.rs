@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use kassa_engine::model::{Basket, BasketLine, now_micros};
+use kassa_engine::{Basket, BasketLine, now_micros};
 use kassa_engine::{Command, Currency, Page, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -156,7 +156,7 @@ pub struct PageParams {
 impl PageParams {
     /// The page asked for: `limit` in 1..=max (default when absent), `offset` in 0..=100000.
     pub fn page(&self, cfg: &ApiConfig, default_limit: usize) -> Result<Page, ApiError> {
-        let max = cfg.page_limit_max.min(kassa_engine::query::PAGE_LIMIT_MAX);
+        let max = cfg.page_limit_max.min(kassa_engine::PAGE_LIMIT_MAX);
         let limit = match self.limit.as_deref() {
             None | Some("") => default_limit.min(max),
             Some(text) => match text.parse::<usize>() {
@@ -166,7 +166,7 @@ impl PageParams {
                 }
             },
         };
-        let offset_max = kassa_engine::query::PAGE_OFFSET_MAX;
+        let offset_max = kassa_engine::PAGE_OFFSET_MAX;
         let offset = match self.offset.as_deref() {
             None | Some("") => 0,
             Some(text) => match text.parse::<usize>() {
@@ -438,11 +438,11 @@ fn health_of(state: &AppState, timestamp: String) -> Response {
 }
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    health_of(&state, wire::rfc3339_seconds(kassa_engine::model::now_micros()))
+    health_of(&state, wire::rfc3339_seconds(kassa_engine::now_micros()))
 }
 
 async fn health_v1(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    health_of(&state, wire::rfc3339(kassa_engine::model::now_micros()))
+    health_of(&state, wire::rfc3339(kassa_engine::now_micros()))
 }
 
 /// A `(key, value)` list serialized as a JSON object, in its order.

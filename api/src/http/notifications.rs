@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::model::Notification;
+use kassa_engine::Notification;
 use kassa_engine::{Command, NotificationFilter, NotificationInput, Page, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -366,9 +366,9 @@ async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -
         by_channel: BTreeMap::new(),
         by_status: BTreeMap::new(),
     };
-    let step = kassa_engine::query::PAGE_LIMIT_MAX;
+    let step = kassa_engine::PAGE_LIMIT_MAX;
     let mut offset = 0;
-    while offset <= kassa_engine::query::PAGE_OFFSET_MAX {
+    while offset <= kassa_engine::PAGE_OFFSET_MAX {
         let page = s.engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::new(offset, step))?;
         for n in &page.items {
             st.total_notifications += 1;

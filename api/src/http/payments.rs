@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::model::{MICROS_PER_SECOND, Payment, PaymentItem, now_micros};
 use kassa_engine::{Command, Currency, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
+use kassa_engine::{MICROS_PER_SECOND, Payment, PaymentItem, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -403,8 +403,8 @@ async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String
 /// Every payment of a user (bounded by the engine's deepest page).
 pub(crate) fn all_of_user(s: &AppState, user_id: &str) -> Result<Vec<Payment>, ApiError> {
     let mut out = Vec::new();
-    let step = kassa_engine::query::PAGE_LIMIT_MAX;
-    while out.len() <= kassa_engine::query::PAGE_OFFSET_MAX {
+    let step = kassa_engine::PAGE_LIMIT_MAX;
+    while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
         let page = s.engine.payments_by_user(user_id, Page::new(out.len(), step))?;
         let n = page.len();
         out.extend(page);

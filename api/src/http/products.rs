@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::model::Product;
-use kassa_engine::query::{CategoryStats, ProductStats};
+use kassa_engine::Product;
+use kassa_engine::{CategoryStats, ProductStats};
 use kassa_engine::{Command, Currency, Page, ProductInput, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

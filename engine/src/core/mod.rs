@@ -23,6 +23,8 @@ mod timers;
 mod validate;
 
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 pub use routing::{fnv1a, shard_of_product, shard_of_user};

@@ -19,6 +19,9 @@ mod reader;
 mod segment;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 pub use durable::DurableWatch;

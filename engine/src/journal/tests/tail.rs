@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kassa_engine::journal::{IoMode, JournalConfig, JournalReader, JournalWriter, Lsn};
+use crate::journal::{IoMode, JournalConfig, JournalReader, JournalWriter, Lsn};
 
 const RECV_TIMEOUT: Duration = Duration::from_secs(30);
 

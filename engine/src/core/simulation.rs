@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kassa_engine::core::{CatalogView, Core, CoreConfig, Effects, Input, PeerMsg, shard_of_product, shard_of_user};
-use kassa_engine::views::Writes;
-use kassa_engine::{Command, EngineError, Event, Holding, PaymentInput, PaymentStatus, Product, ProductInput, Reply, Request};
+use crate::core::{CatalogView, Core, CoreConfig, Effects, Input, PeerMsg, shard_of_product, shard_of_user};
+use crate::views::Writes;
+use crate::{Command, EngineError, Event, Holding, PaymentInput, PaymentStatus, Product, ProductInput, Reply, Request};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -274,7 +274,7 @@ impl Sim {
         for s in &self.shards {
             products.extend(s.core.products.iter().map(|(k, v)| (*k, v.clone())));
             for r in s.core.reservations.values() {
-                if r.state == kassa_engine::model::ReservationState::Held {
+                if r.state == crate::model::ReservationState::Held {
                     for (id, q) in &r.lines {
                         *held.entry(*id).or_default() += q;
                     }

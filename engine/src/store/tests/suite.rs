@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kassa_engine::store::{Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb};
+use crate::store::{Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb};
 
 const CACHE_BYTES: u64 = 8 << 20;
 

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use kassa_engine::store::{Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
+use crate::store::{Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
 use proptest::prelude::*;
 
 const CACHE_BYTES: u64 = 4 << 20;

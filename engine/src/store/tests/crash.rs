@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kassa_engine::store::{Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
+use crate::store::{Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
 
 const ROLE_ENV: &str = "KASSA_STORE_CRASH_CHILD_DIR";
 const CACHE_BYTES: u64 = 8 << 20;
@@ -101,7 +101,7 @@ fn assert_state(store: &dyn Store, applied: Lsn) {
 fn crash_once(dir: &Path, test_name: &str, round: u32) -> Lsn {
     let exe: PathBuf = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&test_path(test_name), "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -138,6 +138,12 @@ fn crash_once(dir: &Path, test_name: &str, round: u32) -> Lsn {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "child was not killed by SIGKILL: {status:?}");
     assert!(seen >= wanted, "child stopped before {wanted} checkpoints");
     persisted
+}
+
+/// The harness's name of a test in this module (its path without the crate's name).
+fn test_path(name: &str) -> String {
+    let module = module_path!().split_once("::").map_or(module_path!(), |(_, rest)| rest);
+    format!("{module}::{name}")
 }
 
 fn role() -> Option<PathBuf> {

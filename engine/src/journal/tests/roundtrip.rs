@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kassa_engine::journal::format::{SEGMENT_HEADER_BYTES, decode_segment_header, frame_len};
-use kassa_engine::journal::{IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
+use crate::journal::format::{SEGMENT_HEADER_BYTES, decode_segment_header, frame_len};
+use crate::journal::{IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
 use proptest::prelude::*;
 
 const RECV_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,7 +116,7 @@ fn kernel_allows_io_uring() -> bool {
 fn uring_round_trip_or_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let allowed = kernel_allows_io_uring();
-    assert_eq!(kassa_engine::journal::io::probe_uring().is_ok(), allowed, "tokio-uring probe disagrees with the kernel");
+    assert_eq!(crate::journal::io::probe_uring().is_ok(), allowed, "tokio-uring probe disagrees with the kernel");
     if allowed {
         eprintln!("io_uring available: exercising the io_uring backend");
         assert_eq!(protocol_round_trip(dir.path(), IoMode::Uring), "io_uring");
@@ -257,7 +257,7 @@ fn remove_below_deletes_only_covered_segments() {
 fn oversized_payload_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut writer = JournalWriter::open(config(dir.path(), IoMode::Portable, 1 << 20)).expect("open");
-    let big = vec![0u8; kassa_engine::journal::format::PAYLOAD_BYTES_MAX + 1];
+    let big = vec![0u8; crate::journal::format::PAYLOAD_BYTES_MAX + 1];
     assert!(matches!(writer.try_append(1, 1, &big), Err(JournalError::PayloadTooLarge { .. })));
     assert_eq!(writer.next_lsn(), 1);
     assert!(matches!(JournalWriter::open(config(dir.path(), IoMode::Portable, 10)), Err(JournalError::InvalidConfig(_))));

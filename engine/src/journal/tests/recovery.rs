@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kassa_engine::journal::format::frame_len;
-use kassa_engine::journal::{DurableWatch, IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
+use crate::journal::format::frame_len;
+use crate::journal::{DurableWatch, IoMode, JournalConfig, JournalError, JournalReader, JournalWriter, Lsn, read_all};
 
 const FRAMES: Lsn = 6;
 const LAST_PAYLOAD_BYTES: usize = 37;

@@ -2,8 +2,8 @@
 //! payloads (what replication ingress and a damaged disk can hand us). The cargo-fuzz targets in
 //! `fuzz/` explore the same functions coverage-guided; this runs on every test run.
 
-use kassa_engine::Event;
-use kassa_engine::journal::format::decode_frame;
+use crate::Event;
+use crate::journal::format::decode_frame;
 use proptest::prelude::*;
 
 proptest! {
@@ -25,7 +25,7 @@ proptest! {
             user_id: "someone".into(),
             basket_id: "basket_someone_1".into(),
             version: 7,
-            why: kassa_engine::event::BasketGone::Abandoned,
+            why: crate::event::BasketGone::Abandoned,
         };
         let mut bytes = event.encode().to_vec();
         let i = flip % bytes.len();
