@@ -18,6 +18,7 @@ pub mod money;
 pub mod query;
 pub mod shard;
 pub mod store;
+pub mod time;
 pub mod views;
 
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Reply, Request};
