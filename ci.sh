@@ -5,6 +5,8 @@ cd "$(dirname "$0")"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The benches that drive the journal and stores directly need the engine's `internals` feature.
+cargo clippy -p kassa-engine -p kassa-bench --all-targets --features kassa-engine/internals,kassa-bench/internals -- -D warnings
 
 # Real PostgreSQL, MariaDB, Redis and Kafka for the adapter tests and baselines (see deploy/README.md).
 # Every service is started here; a test that needs one that could not be had fails with a message.

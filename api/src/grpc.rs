@@ -1,5 +1,5 @@
 //! The gRPC API: `product.ProductService`, `basket.BasketService`, `payment.PaymentService` with real
-//! data, plus `grpc.health.v1` and server reflection (v1).
+//! data, plus `grpc.health.v1` and server reflection (`grpc.reflection.v1` and `v1alpha`, see [`reflection`]).
 //!
 //! Errors are gRPC statuses (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION for state conflicts, expiry
 //! and insufficient stock, PERMISSION_DENIED, UNAVAILABLE, INTERNAL), never `success=false` with OK: a
@@ -17,6 +17,8 @@ use crate::auth::{Actor, Need, authorize};
 use crate::error::grpc_status;
 use crate::pb::{basket as bpb, payment as ppb, product as pb};
 use crate::wire;
+
+mod reflection;
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -507,8 +509,14 @@ pub fn grpc_router(engine: Engine) -> Router {
         .add_service(pb::product_service_server::ProductServiceServer::new(svc.clone()))
         .add_service(bpb::basket_service_server::BasketServiceServer::new(svc.clone()))
         .add_service(ppb::payment_service_server::PaymentServiceServer::new(svc));
-    match tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET).build_v1() {
-        Ok(reflection) => routes = routes.add_service(reflection),
+    let descriptors = [
+        crate::pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    match reflection::Reflection::new(&descriptors) {
+        Ok(reflection) => routes = routes.add_service(reflection.v1()).add_service(reflection.v1alpha()),
         Err(e) => tracing::error!(error = %e, "gRPC reflection is unavailable"),
     }
     routes.prepare().into_axum_router()

@@ -1,7 +1,7 @@
 //! Kassa's load generator, micro-benchmarks and same-run reference measurements.
 //!
 //! Every headline figure is a ratio against a reference measured in the same run on the same machine by
-//! the same generator (see /work/shared/BENCHMARKS.md): `ceiling` (a minimal axum handler), `pg-checkout`
+//! the same generator (see the shared `BENCHMARKS.md` brief beside the repository): `ceiling` (a minimal axum handler), `pg-checkout`
 //! and `pg-browse` (PostgreSQL), `redis-fsync` (Redis with `appendfsync always`).
 
 pub mod bench;

@@ -1,4 +1,9 @@
 //! Open-loop scheduling: operations are due at fixed intended times and latency counts from them.
+//!
+//! The load loop runs on tokio's clock, so the tests below run it with that clock paused: time moves only
+//! when every task waits, straight to the next timer. A run's latencies and counts are then a function of
+//! the schedule and the operations' service times, the same on any machine under any load, and the tests
+//! assert them exactly (up to the histogram's 3 significant digits) instead of against wall-clock bounds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,42 +51,49 @@ impl Op for Slow {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A histogram figure equals `expected_us` to its 3 significant digits.
+fn about(value_us: u64, expected_us: u64) -> bool {
+    value_us.abs_diff(expected_us) * 1000 <= expected_us
+}
+
+#[tokio::test(start_paused = true)]
 async fn open_loop_charges_queueing_to_the_server() {
-    // One connection, 200 operations/s due, each takes 20 ms: the server can do 50/s, so a queue builds
-    // and operations finish ever later than they were due. Latency from the intended time must show it.
+    // One connection, 200 operations/s due (one every 5 ms), each takes 20 ms: the server can do 50/s, so
+    // a queue builds. Operation k starts when k-1 is done, at 20k ms, and finishes at 20(k+1) ms, 20 + 15k
+    // ms after it was due. New operations start until the 300 ms grace after the 1 s window is over: the
+    // last is k = 65 (started at 1300 ms), so 66 of the 200 due operations run and 134 are missed.
     let calls = Arc::new(AtomicU64::new(0));
     let spec = RunSpec { grace: Duration::from_millis(300), ..RunSpec::open(200.0, Duration::ZERO, Duration::from_secs(1)) };
     let stats = load::run(&spec, vec![Slow { service: Duration::from_millis(20), calls: calls.clone() }]).await;
-    let lat = stats.latencies.summary();
-    let service = stats.service.summary();
-    assert_eq!(stats.intended, 200);
-    // Service time stays about 20 ms...
-    assert!(service.p50_us >= 20_000 && service.p50_us < 40_000, "service {service:?}");
-    // ...but the last operations were due up to a second before they were served.
-    assert!(lat.max_us >= 500_000, "latency from intended send {lat:?}");
-    assert!(lat.p50_us > 2 * service.p50_us, "latency {lat:?} vs service {service:?}");
-    // Not every due operation could even be started before the grace period ran out.
-    assert!(stats.missed > 0, "missed {}", stats.missed);
-    assert_eq!(stats.ops_ok + stats.missed, stats.intended);
+    assert_eq!((stats.intended, stats.ops_ok, stats.missed, stats.ops_failed), (200, 66, 134, 0));
+    assert_eq!(calls.load(Ordering::Relaxed), 66);
+    let (lat, service) = (stats.latencies.summary(), stats.service.summary());
+    assert_eq!((lat.count, service.count), (66, 66));
+    // The server's share stays 20 ms...
+    assert!(about(service.p50_us, 20_000) && about(service.max_us, 20_000), "service {service:?}");
+    // ...but latency from the intended send time carries the queue: 20 ms for the first, 995 ms for the last.
+    assert!(about(lat.max_us, 995_000), "latency {lat:?}");
+    assert!(about(lat.p50_us, 20_000 + 15_000 * 32), "latency {lat:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn open_loop_keeps_the_rate_when_the_server_keeps_up() {
+    // Four connections, 400 operations/s due (one every 2.5 ms), each takes 1 ms: a connection is always
+    // free when an operation falls due, so each finishes 1 ms after it was due (plus the timer's
+    // millisecond rounding of the half-millisecond due times), and none is missed.
     let calls = Arc::new(AtomicU64::new(0));
     let workers = (0..4).map(|_| Slow { service: Duration::from_millis(1), calls: calls.clone() }).collect();
     let stats = load::run(&RunSpec::open(400.0, Duration::from_millis(100), Duration::from_secs(1)), workers).await;
-    assert_eq!(stats.intended, 400);
-    assert_eq!(stats.missed, 0);
-    assert_eq!(stats.ops_ok, 400);
-    // Warm-up operations ran too, but were not counted.
-    assert!(calls.load(Ordering::Relaxed) >= 440, "calls {}", calls.load(Ordering::Relaxed));
-    let lat = stats.latencies.summary();
-    // 1 ms service plus at most a few ms of timer slack; nowhere near a queue.
-    assert!(lat.p99_us < 20_000, "{lat:?}");
+    assert_eq!((stats.intended, stats.ops_ok, stats.missed, stats.ops_failed), (400, 400, 0, 0));
+    // The 40 operations due in the 100 ms warm-up ran too, but were not counted.
+    assert_eq!(calls.load(Ordering::Relaxed), 440);
+    let (lat, service) = (stats.latencies.summary(), stats.service.summary());
+    assert!(about(service.p50_us, 1_000) && about(service.max_us, 1_000), "service {service:?}");
+    // No queue: latency is the service time plus at most the half millisecond of rounding.
+    assert!(lat.p50_us >= 1_000 && lat.max_us <= 1_501, "latency {lat:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn closed_loop_measures_each_operation_and_counts_errors_by_kind() {
     struct Flaky {
         n: u64,
@@ -93,13 +105,15 @@ async fn closed_loop_measures_each_operation_and_counts_errors_by_kind() {
             if self.n.is_multiple_of(4) { OpOutcome::failed(1, OpError::Status(409)) } else { OpOutcome::ok(1) }
         }
     }
+    // Two connections, back to back, 2 ms an operation, for 500 ms: each finishes 250 operations inside
+    // the window, every fourth of them (62) a 409.
     let stats = load::run(&RunSpec::closed(Duration::ZERO, Duration::from_millis(500)), vec![Flaky { n: 0 }, Flaky { n: 0 }]).await;
-    assert!(stats.ops_ok > 50, "{}", stats.ops_ok);
+    assert_eq!((stats.ops_ok, stats.ops_failed, stats.requests), (2 * 188, 2 * 62, 2 * 250));
     assert_eq!(stats.errors.counts.get("status_409").copied(), Some(stats.ops_failed));
-    assert!(stats.ops_failed * 2 >= stats.ops_ok / 3 - 2);
-    assert_eq!(stats.requests, stats.ops_ok + stats.ops_failed);
-    assert_eq!(stats.latencies.count(), stats.ops_ok);
-    assert!(stats.latencies.summary().p50_us >= 2_000);
-    let rate = stats.ops_per_s();
-    assert!(rate > 100.0 && rate < 1000.0, "rate {rate}");
+    assert_eq!(stats.errors.counts.len(), 1, "{:?}", stats.errors.counts);
+    // Only successes carry a latency, each the 2 ms it took.
+    let lat = stats.latencies.summary();
+    assert_eq!(lat.count, stats.ops_ok);
+    assert!(about(lat.p50_us, 2_000) && about(lat.max_us, 2_000), "{lat:?}");
+    assert_eq!(stats.ops_per_s(), 376.0 / 0.5);
 }

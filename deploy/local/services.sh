@@ -14,7 +14,8 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SERVICES_DIR=${KASSA_SERVICES_DIR:-/tmp/kassa-services}
-CACHE_DIR=${KASSA_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/kassa}
+# Without HOME, `~` is the home directory from the password database.
+CACHE_DIR=${KASSA_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-~}/.cache}/kassa}
 KAFKA_VERSION=${KASSA_KAFKA_VERSION:-3.9.2}
 KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"

@@ -36,6 +36,7 @@ mod store;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod store;
+pub mod time;
 mod views;
 
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Reply, Request};

@@ -17,27 +17,10 @@ pub fn now_micros() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
-/// RFC 3339 UTC with microseconds, from microseconds since the epoch (0 → the Go zero time the old
-/// gateway printed for "never").
+/// RFC 3339 UTC with six digits of fraction, from microseconds since the epoch (0 → the Go zero time the
+/// old gateway printed for "never").
 pub fn rfc3339(micros: i64) -> String {
-    if micros <= 0 {
-        return "0001-01-01T00:00:00Z".to_string();
-    }
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    if micros <= 0 { kassa_engine::time::GO_ZERO_TIME.to_string() } else { kassa_engine::time::rfc3339_micros(micros) }
 }
 
 fn now() -> String {
