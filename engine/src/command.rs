@@ -262,16 +262,57 @@ pub enum ErrorKind {
     Overloaded,
 }
 
+/// What exactly was refused, for callers that act on it rather than show the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not enough units for sale: `requested` is the whole quantity asked for (a basket's line after the
+    /// add, a checkout's line), `available` what was for sale at that moment.
+    InsufficientStock {
+        product_id: u64,
+        requested: i64,
+        available: i64,
+    },
+    ProductNotFound {
+        product_id: u64,
+    },
+    BasketNotFound {
+        user_id: String,
+    },
+    BasketLineNotFound {
+        user_id: String,
+        product_id: u64,
+    },
+    PaymentNotFound {
+        payment_id: String,
+    },
+    NotificationNotFound {
+        notification_id: String,
+    },
+}
+
+/// A failure: its kind decides the status code, the message is for people, and `refusal` says what
+/// exactly was refused where that is known. An outcome kept for an idempotent retry keeps kind and
+/// message; the refusal is not stored (the retry's answer has the same status and text).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct EngineError {
     pub kind: ErrorKind,
     pub message: String,
+    #[rkyv(with = rkyv::with::Skip)]
+    pub refusal: Option<Refusal>,
 }
 
 impl EngineError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        EngineError { kind, message: message.into() }
+        EngineError { kind, message: message.into(), refusal: None }
+    }
+    /// The same failure, saying what exactly was refused.
+    pub fn because(mut self, refusal: Refusal) -> Self {
+        self.refusal = Some(refusal);
+        self
+    }
+    pub fn insufficient_stock(message: impl Into<String>, product_id: u64, requested: i64, available: i64) -> Self {
+        Self::new(ErrorKind::InsufficientStock, message).because(Refusal::InsufficientStock { product_id, requested, available })
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, message)

@@ -11,7 +11,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::command::{Command, EngineError, Reply, Request};
-use crate::core::{Core, CoreConfig, fnv1a, shard_of_product, shard_of_user};
+use crate::core::{Core, CoreConfig, fnv1a, notification_not_found, payment_not_found, shard_of_product, shard_of_user};
 use crate::event::Event;
 use crate::feed::CursorBook;
 use crate::journal::{self, DurableWatch, IoMode, JournalConfig, JournalWriter};
@@ -418,18 +418,16 @@ impl Engine {
             | Command::CancelPayment { payment_id }
             | Command::RefundPayment { payment_id, .. }
             | Command::RetryPayment { payment_id }
-            | Command::UpdatePayment { payment_id, .. } => self
-                .locate(Keyspace::Payments, payment_id)
-                .ok_or_else(|| EngineError::not_found(format!("payment not found: {payment_id}")))?,
+            | Command::UpdatePayment { payment_id, .. } => {
+                self.locate(Keyspace::Payments, payment_id).ok_or_else(|| payment_not_found(payment_id))?
+            }
             Command::UpdateNotification { id, .. }
             | Command::SendNotification { id }
             | Command::MarkNotificationRead { id }
-            | Command::RetryNotification { id } => {
-                self.locate(Keyspace::Notifications, id).ok_or_else(|| EngineError::not_found(format!("notification not found: {id}")))?
-            }
+            | Command::RetryNotification { id } => self.locate(Keyspace::Notifications, id).ok_or_else(|| notification_not_found(id))?,
             Command::DeleteNotification { id } => match self.locate(Keyspace::Notifications, id) {
                 Some(s) => s,
-                None => return Err(EngineError::not_found(format!("notification not found: {id}"))),
+                None => return Err(notification_not_found(id)),
             },
             Command::CleanupNotifications => return Ok(None),
             _ => unreachable!("user commands are routed above"),

@@ -39,7 +39,9 @@ pub mod store;
 pub mod time;
 mod views;
 
-pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Reply, Request};
+pub use command::{
+    Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal, Reply, Request,
+};
 pub use core::limits;
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
 pub use event::{BasketCause, BasketGone, Event, ProductCause};

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kassa_engine::{Command, Durability, Engine, EngineConfig, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Reply};
+use kassa_engine::{Command, Durability, Engine, EngineConfig, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Refusal, Reply};
 
 fn open(dir: &std::path::Path, shards: usize) -> Engine {
     let mut cfg = EngineConfig::new(dir);
@@ -48,6 +48,14 @@ async fn five_hundred_buyers_one_hundred_units() {
             Err(e) => {
                 assert_eq!(e.kind, ErrorKind::InsufficientStock, "a clear out-of-stock failure, got {e:?}");
                 assert!(e.message.contains("insufficient stock") || e.message.contains("not available"), "{}", e.message);
+                // What was refused, typed: the product, one unit asked for, fewer for sale.
+                match e.refusal {
+                    Some(Refusal::InsufficientStock { product_id, requested, available }) => {
+                        assert_eq!((product_id, requested), (p.id, 1));
+                        assert!(available < requested, "{available}");
+                    }
+                    other => panic!("a typed refusal, got {other:?}"),
+                }
                 out_of_stock += 1;
             }
         }

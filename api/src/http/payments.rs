@@ -274,10 +274,11 @@ fn same_payment(body: Option<&str>, path: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The engine answers a missing payment with its own text; keep the old envelope text.
+/// A missing payment gets the old envelope text.
 fn engine_err(id: &str) -> impl Fn(kassa_engine::EngineError) -> ApiError + '_ {
-    move |e| {
-        if e.kind == kassa_engine::ErrorKind::NotFound && e.message.starts_with("payment not found") { not_found(id) } else { e.into() }
+    move |e| match e.refusal {
+        Some(kassa_engine::Refusal::PaymentNotFound { .. }) => not_found(id),
+        _ => e.into(),
     }
 }
 

@@ -72,7 +72,7 @@ impl Core {
         check_user(user_id)?;
         check_quantity(quantity, false)?;
         let Some(product) = catalog.product(product_id) else {
-            return Err(EngineError::not_found(format!("product not found: {product_id}")));
+            return Err(EngineError::not_found(format!("product not found: {product_id}")).because(Refusal::ProductNotFound { product_id }));
         };
         let current =
             self.live_basket(user_id, now).and_then(|b| b.lines.iter().find(|l| l.product_id == product_id)).map_or(0, |l| l.quantity);
@@ -82,13 +82,7 @@ impl Core {
         }
         // Better than the old system: the whole quantity in the basket is checked, not just this add.
         if product.available < wanted {
-            return Err(EngineError::new(
-                ErrorKind::InsufficientStock,
-                format!(
-                    "product is not available or insufficient stock: product {product_id}, requested {wanted}, available {}",
-                    product.available
-                ),
-            ));
+            return Err(short_in_basket(product_id, wanted, product.available));
         }
         let mut basket = self.basket_for_write(user_id, now, fx);
         match basket.lines.iter_mut().find(|l| l.product_id == product_id) {
@@ -127,10 +121,12 @@ impl Core {
         check_user(user_id)?;
         check_quantity(quantity, true)?;
         let Some(mut basket) = self.live_basket(user_id, now).cloned() else {
-            return Err(EngineError::not_found(format!("basket not found for user {user_id}")));
+            return Err(EngineError::not_found(format!("basket not found for user {user_id}"))
+                .because(Refusal::BasketNotFound { user_id: user_id.to_string() }));
         };
         let Some(pos) = basket.lines.iter().position(|l| l.product_id == product_id) else {
-            return Err(EngineError::not_found(format!("product {product_id} not found in basket of user {user_id}")));
+            return Err(EngineError::not_found(format!("product {product_id} not found in basket of user {user_id}"))
+                .because(Refusal::BasketLineNotFound { user_id: user_id.to_string(), product_id }));
         };
         let cause = if quantity == 0 {
             basket.lines.remove(pos);
@@ -139,12 +135,7 @@ impl Core {
             if quantity > basket.lines[pos].quantity {
                 let available = catalog.product(product_id).map_or(0, |p| p.available);
                 if available < quantity {
-                    return Err(EngineError::new(
-                        ErrorKind::InsufficientStock,
-                        format!(
-                            "product is not available or insufficient stock: product {product_id}, requested {quantity}, available {available}"
-                        ),
-                    ));
+                    return Err(short_in_basket(product_id, quantity, available));
                 }
             }
             basket.lines[pos].quantity = quantity;
@@ -168,4 +159,14 @@ impl Core {
         }
         Ok(Reply::Basket(self.baskets[user_id].clone()))
     }
+}
+
+/// A basket line that would ask for more units than are for sale (the old system's message).
+fn short_in_basket(product_id: u64, requested: i64, available: i64) -> EngineError {
+    EngineError::insufficient_stock(
+        format!("product is not available or insufficient stock: product {product_id}, requested {requested}, available {available}"),
+        product_id,
+        requested,
+        available,
+    )
 }

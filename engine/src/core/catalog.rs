@@ -58,7 +58,7 @@ impl Core {
         fail::fail_point!("update-product");
         validate_product(&input, self.cfg.currency)?;
         let Some(old) = self.products.get(&id) else {
-            return Err(EngineError::not_found("product not found"));
+            return Err(EngineError::not_found("product not found").because(Refusal::ProductNotFound { product_id: id }));
         };
         let product = Product {
             name: input.name,
@@ -76,7 +76,7 @@ impl Core {
 
     pub(super) fn delete_product(&mut self, id: u64, fx: &mut Effects) -> Result<Reply, EngineError> {
         let Some(old) = self.products.get(&id) else {
-            return Err(EngineError::not_found("product not found"));
+            return Err(EngineError::not_found("product not found").because(Refusal::ProductNotFound { product_id: id }));
         };
         if old.reserved > 0 {
             return Err(EngineError::conflict(format!("conflict: product {id} has {} units reserved by pending payments", old.reserved)));

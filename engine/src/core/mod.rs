@@ -27,6 +27,8 @@ mod simulation;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use checkout::payment_not_found;
+pub(crate) use notifications::notification_not_found;
 pub use routing::{fnv1a, shard_of_product, shard_of_user};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -34,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rand::{RngCore, SeedableRng};
 
 use crate::command::{
-    Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, Outcome, PaymentInput, ProductInput, Reply, Request,
+    Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, Outcome, PaymentInput, ProductInput, Refusal, Reply, Request,
 };
 use crate::event::{BasketCause, BasketGone, Event, ProductCause};
 use crate::model::*;
@@ -119,7 +121,7 @@ pub enum PeerMsg {
         attempt: u32,
         from: u32,
         step: Step,
-        result: Result<Vec<PricedLine>, String>,
+        result: Result<Vec<PricedLine>, EngineError>,
     },
 }
 
@@ -170,6 +172,9 @@ pub struct Core {
     waiters: HashMap<String, Vec<u64>>,
     /// When each in-flight payment last sent its messages (memory only: re-driving is harmless).
     last_sent: HashMap<String, Micros>,
+    /// The first refusal a product shard answered for an in-flight payment, returned to its waiters
+    /// (memory only: after a crash the waiters are gone, and a re-driven step answers again).
+    refusals: HashMap<String, EngineError>,
     rng: rand::rngs::SmallRng,
 }
 
@@ -201,6 +206,7 @@ impl Core {
             in_flight_keys: HashMap::new(),
             waiters: HashMap::new(),
             last_sent: HashMap::new(),
+            refusals: HashMap::new(),
             rng: rand::rngs::SmallRng::seed_from_u64(seed ^ u64::from(shard)),
         }
     }

@@ -79,7 +79,7 @@ impl Core {
     }
 
     pub(super) fn notification(&self, id: &str) -> Result<Notification, EngineError> {
-        self.notifications.get(id).cloned().ok_or_else(|| EngineError::not_found(format!("notification not found: {id}")))
+        self.notifications.get(id).cloned().ok_or_else(|| notification_not_found(id))
     }
 
     pub(super) fn put_notification(&mut self, n: Notification, fx: &mut Effects) -> Result<Reply, EngineError> {
@@ -178,4 +178,9 @@ impl Core {
         }
         count
     }
+}
+
+pub(crate) fn notification_not_found(id: &str) -> EngineError {
+    EngineError::not_found(format!("notification not found: {id}"))
+        .because(Refusal::NotificationNotFound { notification_id: id.to_string() })
 }

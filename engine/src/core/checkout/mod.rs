@@ -9,7 +9,7 @@ use super::*;
 
 impl Core {
     pub(in crate::core) fn payment_mut_checked(&self, payment_id: &str) -> Result<Payment, EngineError> {
-        self.payments.get(payment_id).cloned().ok_or_else(|| EngineError::not_found(format!("payment not found: {payment_id}")))
+        self.payments.get(payment_id).cloned().ok_or_else(|| payment_not_found(payment_id))
     }
 
     pub(in crate::core) fn payment_shards(&self, p: &Payment) -> Vec<u32> {
@@ -95,4 +95,9 @@ impl Core {
             }
         }
     }
+}
+
+pub(crate) fn payment_not_found(payment_id: &str) -> EngineError {
+    EngineError::not_found(format!("payment not found: {payment_id}"))
+        .because(Refusal::PaymentNotFound { payment_id: payment_id.to_string() })
 }

@@ -297,7 +297,7 @@ impl Core {
         attempt: u32,
         from: u32,
         step: Step,
-        result: Result<Vec<PricedLine>, String>,
+        result: Result<Vec<PricedLine>, EngineError>,
         now: Micros,
         fx: &mut Effects,
     ) {
@@ -325,8 +325,9 @@ impl Core {
                 }
                 p.amount = p.items.iter().map(PaymentItem::subtotal).sum();
             }
-            (Err(reason), Step::Reserve | Step::Commit) if p.failure_reason.is_empty() => {
-                p.failure_reason.clone_from(reason);
+            (Err(refused), Step::Reserve | Step::Commit) if p.failure_reason.is_empty() => {
+                p.failure_reason.clone_from(&refused.message);
+                self.refusals.insert(p.id.clone(), refused.clone());
             }
             _ => {}
         }
@@ -359,12 +360,12 @@ impl Core {
                 p.process_after_reserve = false;
                 p.holding = Holding::Releasing;
                 p.waiting_on = self.payment_shards(&p);
-                let reason = p.failure_reason.clone();
+                // The refusal as the product shard gave it; after a crash only its text is left.
+                let refused = self.refusals.remove(&payment_id).unwrap_or_else(|| EngineError::conflict(p.failure_reason.clone()));
                 let p = self.put_payment(p, fx);
                 self.send_step(&p, now, fx);
                 self.notify_payment_failed(&p, now, fx);
-                let kind = if reason.contains("insufficient stock") { ErrorKind::InsufficientStock } else { ErrorKind::Conflict };
-                self.finish_waiters(&payment_id, Err(EngineError::new(kind, reason)), now, fx);
+                self.finish_waiters(&payment_id, Err(refused), now, fx);
                 self.clear_pending_idempotency(&payment_id, fx);
             }
             Step::Commit => {

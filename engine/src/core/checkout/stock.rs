@@ -21,7 +21,7 @@ impl Core {
         payment_id: String,
         attempt: u32,
         step: Step,
-        result: Result<Vec<PricedLine>, String>,
+        result: Result<Vec<PricedLine>, EngineError>,
         fx: &mut Effects,
     ) {
         fx.sends.push((user_shard, PeerMsg::Answer { payment_id, attempt, from: self.shard, step, result }));
@@ -89,27 +89,17 @@ impl Core {
             // Seen before: answer the same way again.
             let result = match existing.state {
                 ReservationState::Held | ReservationState::Committed => Ok(self.priced(&existing.lines)),
-                ReservationState::Refused => Err("insufficient stock".to_string()),
-                ReservationState::Released | ReservationState::Restocked => Err("reservation was released".to_string()),
+                // Which line was short is not kept: say which one is short now, if any still is.
+                ReservationState::Refused => Err(self
+                    .first_short_line(&existing.lines)
+                    .unwrap_or_else(|| EngineError::new(ErrorKind::InsufficientStock, "insufficient stock"))),
+                ReservationState::Released | ReservationState::Restocked => Err(EngineError::conflict("reservation was released")),
             };
             self.reply_to(user_shard, payment_id, attempt, Step::Reserve, result, fx);
             return;
         }
         // All lines or none.
-        let mut shortage = None;
-        for (id, qty) in &lines {
-            match self.products.get(id) {
-                None => {
-                    shortage = Some(format!("product not found: {id}"));
-                    break;
-                }
-                Some(p) if p.available < *qty => {
-                    shortage = Some(format!("insufficient stock for product {id}: requested {qty}, available {}", p.available));
-                    break;
-                }
-                Some(_) => {}
-            }
-        }
+        let shortage = self.first_short_line(&lines);
         let state = if shortage.is_some() { ReservationState::Refused } else { ReservationState::Held };
         if state == ReservationState::Held {
             for (id, qty) in &lines {
@@ -134,6 +124,20 @@ impl Core {
         self.reply_to(user_shard, payment_id, attempt, Step::Reserve, result, fx);
     }
 
+    /// Why the lines cannot all be held now, if they cannot.
+    fn first_short_line(&self, lines: &[(u64, i64)]) -> Option<EngineError> {
+        lines.iter().find_map(|&(id, qty)| match self.products.get(&id) {
+            None => Some(EngineError::conflict(format!("product not found: {id}")).because(Refusal::ProductNotFound { product_id: id })),
+            Some(p) if p.available < qty => Some(EngineError::insufficient_stock(
+                format!("insufficient stock for product {id}: requested {qty}, available {}", p.available),
+                id,
+                qty,
+                p.available,
+            )),
+            Some(_) => None,
+        })
+    }
+
     pub(in crate::core) fn commit(&mut self, payment_id: String, attempt: u32, user_shard: u32, now: Micros, fx: &mut Effects) {
         let key = reservation_key(&payment_id, attempt);
         let result = match self.reservations.get(&key).cloned() {
@@ -147,7 +151,7 @@ impl Core {
                 Ok(Vec::new())
             }
             Some(r) if r.state == ReservationState::Committed => Ok(Vec::new()),
-            _ => Err("reservation expired or was released".to_string()),
+            _ => Err(EngineError::conflict("reservation expired or was released")),
         };
         self.reply_to(user_shard, payment_id, attempt, Step::Commit, result, fx);
     }
