@@ -144,7 +144,8 @@ async fn actors_touch_only_their_own_data() {
     assert_eq!(status, StatusCode::CREATED);
     let nid = created["notification"]["id"].as_str().unwrap();
     let (status, body) = call(&u2, Method::GET, &format!("/api/v1/notifications/{nid}"), None).await;
-    assert_eq!((status, body), (StatusCode::FORBIDDEN, json!({"error": "this resource belongs to another user"})));
+    let text = "this resource belongs to another user";
+    assert_eq!((status, body), (StatusCode::FORBIDDEN, json!({"error": text, "message": text})));
     assert_eq!(call(&u2, Method::GET, "/api/v1/notifications?user_id=u1", None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&u1, Method::POST, "/api/v1/notifications/cleanup", None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&u1, Method::GET, "/api/v1/notifications?user_id=u1", None).await.0, StatusCode::OK);

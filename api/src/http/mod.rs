@@ -393,15 +393,19 @@ pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }
 
-/// The notification service's error envelope is `{"error": <text>}`.
+/// The notification service's errors carry the text in `error`, which is where its old clients read it,
+/// and, like every other error, in `message`.
 async fn notification_envelope(response: Response) -> Response {
     match response.extensions().get::<ErrorInfo>() {
         Some(info) => {
             #[derive(Serialize)]
             struct Envelope<'a> {
                 error: &'a str,
+                message: &'a str,
             }
-            json_response(response.status(), &Envelope { error: &info.message })
+            let mut out = json_response(response.status(), &Envelope { error: &info.message, message: &info.message });
+            out.extensions_mut().insert(info.clone());
+            out
         }
         None => response,
     }

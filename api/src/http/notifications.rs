@@ -1,5 +1,6 @@
-//! Notification service endpoints (contract §5.2), under `/api/v1/notifications`. Errors use this
-//! service's envelope `{"error": <text>}` (rewritten by a layer in `http`), with real statuses.
+//! Notification service endpoints (contract §5.2), under `/api/v1/notifications`. Errors carry their text
+//! in `error`, where this service's old clients read it, and in `message` (a layer in `http`), with real
+//! statuses.
 
 use std::collections::BTreeMap;
 
