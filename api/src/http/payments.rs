@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::products::unexpected;
+use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def, ok, pairs_from, segment};
+use crate::access::Access;
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
 use crate::wire::{self, GoFloat, Money, MoneyText};
@@ -193,50 +195,125 @@ pub struct ProvidersJson {
     count: usize,
 }
 
+pub(crate) fn statuses() -> Vec<&'static str> {
+    PaymentStatus::ALL.iter().map(|s| s.as_str()).collect()
+}
+
+/// The statuses an administrator may set: every one but `pending`, which the engine refuses.
+fn settable_statuses() -> Vec<&'static str> {
+    PaymentStatus::ALL.iter().filter(|s| **s != PaymentStatus::Pending).map(|s| s.as_str()).collect()
+}
+
+const ID: Param = Param::path("id", Kind::Key(ID_MAX));
+const USER: Param = Param::path("user_id", Kind::Key(ID_MAX));
+const STATUS: Param = Param::path("status", Kind::OneOf(statuses));
+const START: Param = Param::path("start", Kind::Time);
+const END: Param = Param::path("end", Kind::Time);
+const MIN: Param = Param::path("min", Kind::AmountText);
+const MAX: Param = Param::path("max", Kind::AmountText);
+const METHOD: Param = Param::path("method", Kind::Key(TEXT_MAX));
+const PROVIDER: Param = Param::path("provider", Kind::Key(TEXT_MAX));
+
+impl CreatePaymentBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::required("user_id", USER_ID),
+        Field::optional("basket_id", SHORT).note("Ignored: a payment is always for the user's current basket."),
+        Field::required("method", SHORT).note("A payment method the engine accepts, e.g. `credit_card`, `paypal`."),
+        Field::required("provider", SHORT),
+        Field::optional("currency", Kind::Text(3)).note("Empty or the shop currency (any letter case)."),
+        Field::optional("description", LONG),
+        Field::optional("metadata", Kind::StringMap),
+    ];
+}
+
+impl UpdatePaymentBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("payment_id", Kind::Text(ID_MAX)).note("The path names the payment; when present and not empty it must match."),
+        Field::required("status", Kind::OneOf(settable_statuses)),
+        Field::optional("metadata", Kind::StringMap).note("Replaces the metadata when the status change is accepted."),
+    ];
+}
+
+impl ProcessPaymentBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("payment_id", Kind::Text(ID_MAX)).note("The path names the payment; when present and not empty it must match."),
+        Field::optional("provider_id", SHORT),
+    ];
+}
+
+impl RefundPaymentBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("payment_id", Kind::Text(ID_MAX)).note("The path names the payment; when present and not empty it must match."),
+        Field::optional("amount", Kind::Amount { min_minor: 0, max_minor: i64::MAX })
+            .note("Absent or 0 = the whole amount; at most what is left to refund."),
+        Field::optional("reason", LONG),
+    ];
+}
+
 pub fn routes() -> Vec<RouteDef> {
-    const PAGED: &[&str] = &["limit", "offset"];
+    use Access::{Admin, User};
     let t = "payments";
+    /// A payment that is loaded first (404) and whose status must allow the step (409).
+    const STEP: &[u16] = &[404, 409];
     vec![
-        def(Method::POST, "/payments", t, "Check out the user's basket: reserves stock, creates a pending payment", create)
+        def(Method::POST, "/payments", User, t, "Check out the user's basket: reserves stock, creates a pending payment", create)
             .body("CreatePaymentBody")
-            .returns(201, "PaymentJson"),
-        def(Method::GET, "/payments", t, "All payments, newest first (admin)", list_all).returns(200, "PaymentJsonList").query(PAGED),
-        def(Method::GET, "/payments/{id}", t, "Get a payment", get).returns(200, "PaymentJson"),
-        def(Method::PUT, "/payments/{id}", t, "Administrative status change (admin)", update)
+            .returns(201, "PaymentJson")
+            .errors(&[404]),
+        def(Method::GET, "/payments", Admin, t, "All payments, newest first", list_all).returns(200, "PaymentJsonList").params(&PAGED),
+        def(Method::GET, "/payments/{id}", User, t, "Get a payment", get).returns(200, "PaymentJson").params(&[ID]).errors(&[404]),
+        def(Method::PUT, "/payments/{id}", Admin, t, "Administrative status change", update)
             .body("UpdatePaymentBody")
-            .returns(200, "PaymentJson"),
-        def(Method::POST, "/payments/{id}/process", t, "Complete a pending payment: sells the stock, clears the basket", process)
-            .body("ProcessPaymentBody")
-            .returns(200, "PaymentJson"),
-        def(Method::POST, "/payments/{id}/refund", t, "Refund a completed payment (admin)", refund)
-            .body("RefundPaymentBody")
-            .returns(200, "PaymentJson"),
-        def(Method::POST, "/payments/{id}/cancel", t, "Cancel a pending payment: releases the stock", cancel).returns(200, "PaymentJson"),
-        def(Method::POST, "/payments/{id}/retry", t, "Retry a failed payment", retry).returns(200, "PaymentJson"),
-        def(Method::GET, "/payments/{id}/items", t, "A payment's items", items).returns(200, "PaymentItemJsonList"),
-        def(Method::GET, "/payments/user/{user_id}", t, "A user's payments, newest first", by_user)
+            .returns(200, "PaymentJson")
+            .params(&[ID])
+            .errors(&[404, 409, 410]),
+        def(Method::POST, "/payments/{id}/process", User, t, "Complete a pending payment: sells the stock, clears the basket", process)
+            .optional_body("ProcessPaymentBody")
+            .returns(200, "PaymentJson")
+            .params(&[ID])
+            .errors(&[404, 409, 410]),
+        def(Method::POST, "/payments/{id}/refund", Admin, t, "Refund a completed payment", refund)
+            .optional_body("RefundPaymentBody")
+            .returns(200, "PaymentJson")
+            .params(&[ID])
+            .errors(STEP),
+        def(Method::POST, "/payments/{id}/cancel", User, t, "Cancel a pending payment: releases the stock", cancel)
+            .returns(200, "PaymentJson")
+            .params(&[ID])
+            .errors(STEP),
+        def(Method::POST, "/payments/{id}/retry", User, t, "Retry a failed payment", retry)
+            .returns(200, "PaymentJson")
+            .params(&[ID])
+            .errors(STEP),
+        def(Method::GET, "/payments/{id}/items", User, t, "A payment's items", items)
+            .returns(200, "PaymentItemJsonList")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::GET, "/payments/user/{user_id}", User, t, "A user's payments, newest first", by_user)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/stats/{user_id}", t, "A user's payment statistics", user_stats).returns(200, "PaymentStatsJson"),
-        def(Method::GET, "/payments/status/{status}", t, "Payments with a status (admin)", by_status)
+            .params(&[USER, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/stats/{user_id}", User, t, "A user's payment statistics", user_stats)
+            .returns(200, "PaymentStatsJson")
+            .params(&[USER]),
+        def(Method::GET, "/payments/status/{status}", Admin, t, "Payments with a status", by_status)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/date/{start}/{end}", t, "Payments created in a time range (admin)", by_date)
+            .params(&[STATUS, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/date/{start}/{end}", Admin, t, "Payments created in a time range (inclusive)", by_date)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/amount/{min}/{max}", t, "Payments in an amount range (admin)", by_amount)
+            .params(&[START, END, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/amount/{min}/{max}", Admin, t, "Payments in an amount range (inclusive)", by_amount)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/method/{method}", t, "Payments by method (admin)", by_method)
+            .params(&[MIN, MAX, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/method/{method}", Admin, t, "Payments by method", by_method)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/provider/{provider}", t, "Payments by provider (admin)", by_provider)
+            .params(&[METHOD, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/provider/{provider}", Admin, t, "Payments by provider", by_provider)
             .returns(200, "PaymentJsonList")
-            .query(PAGED),
-        def(Method::GET, "/payments/analytics", t, "Payment analytics (admin)", analytics).returns(200, "AnalyticsJson"),
-        def(Method::GET, "/payments/methods", t, "Distinct payment methods (admin)", methods).returns(200, "MethodsJson"),
-        def(Method::GET, "/payments/providers", t, "Distinct providers (admin)", providers).returns(200, "ProvidersJson"),
-        def(Method::GET, "/payments/summary", t, "Payment summary (admin)", summary).returns(200, "SummaryJson"),
+            .params(&[PROVIDER, LIMIT, OFFSET]),
+        def(Method::GET, "/payments/analytics", Admin, t, "Payment analytics", analytics).returns(200, "AnalyticsJson"),
+        def(Method::GET, "/payments/methods", Admin, t, "Distinct payment methods", methods).returns(200, "MethodsJson"),
+        def(Method::GET, "/payments/providers", Admin, t, "Distinct providers", providers).returns(200, "ProvidersJson"),
+        def(Method::GET, "/payments/summary", Admin, t, "Payment summary", summary).returns(200, "SummaryJson"),
     ]
 }
 
@@ -312,7 +389,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
 
 async fn list_all(State(s): State<AppState>, caller: Caller, Q(p): Q<PageParams>) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
-    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    let page = p.page(&s.cfg, LimitDefault::Page)?;
     list_reply(&s, &s.engine.payments(&PaymentFilter::default(), page)?)
 }
 
@@ -396,7 +473,7 @@ async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> A
 
 async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let user_id = super::baskets::user(&caller, &user_id)?;
-    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    let page = p.page(&s.cfg, LimitDefault::Page)?;
     list_reply(&s, &s.engine.payments_by_user(user_id, page)?)
 }
 
@@ -467,7 +544,7 @@ async fn user_stats(State(s): State<AppState>, caller: Caller, P(user_id): P<Str
 
 fn filtered(s: &AppState, caller: &Caller, filter: PaymentFilter, p: &PageParams) -> ApiResult {
     authorize(caller.actor(), Need::Admin)?;
-    let page = p.page(&s.cfg, s.cfg.page_limit_default)?;
+    let page = p.page(&s.cfg, LimitDefault::Page)?;
     list_reply(s, &s.engine.payments(&filter, page)?)
 }
 
