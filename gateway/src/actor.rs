@@ -5,6 +5,10 @@ use axum::extract::Request;
 
 use crate::auth::Principal;
 
+pub fn actor_of(principal: &Principal) -> kassa_api::Actor {
+    kassa_api::Actor { subject: principal.subject.clone(), admin: principal.is_admin() }
+}
+
 pub fn attach(req: &mut Request, principal: &Principal) {
-    req.extensions_mut().insert(kassa_api::Actor { subject: principal.subject.clone(), admin: principal.is_admin() });
+    req.extensions_mut().insert(actor_of(principal));
 }
