@@ -157,7 +157,7 @@ impl CreateBasketBody {
 
 impl AddItemBody {
     pub(crate) const FIELDS: &[Field] = &[
-        Field::optional("user_id", USER_ID).note("The path names the user; when present and not empty it must match."),
+        Field::optional("user_id", Kind::Text(ID_MAX)).note("The path names the user; when present and not empty it must match."),
         Field::required("product_id", super::products::PRODUCT_ID),
         Field::required("quantity", Kind::Int { min: 1, max: limits::QUANTITY_MAX })
             .note("Units to add; the line's new quantity must also stay within the bound and the product's stock."),
@@ -166,7 +166,7 @@ impl AddItemBody {
 
 impl UpdateItemBody {
     pub(crate) const FIELDS: &[Field] = &[
-        Field::optional("user_id", USER_ID).note("The path names the user; when present and not empty it must match."),
+        Field::optional("user_id", Kind::Text(ID_MAX)).note("The path names the user; when present and not empty it must match."),
         Field::optional("product_id", Kind::Int { min: i64::MIN, max: i64::MAX })
             .note("The path names the product; when present and not 0 it must match."),
         Field::required("quantity", Kind::Int { min: 0, max: limits::QUANTITY_MAX }).note("The line's new quantity; 0 removes it."),

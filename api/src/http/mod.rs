@@ -301,6 +301,8 @@ pub struct RouteDef {
     /// The route's own error statuses (not found, conflict, gone); the ones every route of its kind can
     /// answer (bad input, auth, limits) are added by the document.
     pub errors: &'static [u16],
+    /// A write whose `Idempotency-Key` makes retries safe (every write but the few that do not keep one).
+    pub idempotent: bool,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -317,6 +319,7 @@ where
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("standard method");
+    let idempotent = method != Method::GET;
     RouteDef {
         method,
         path,
@@ -329,6 +332,7 @@ where
         response: "Object",
         params: &[],
         errors: &[],
+        idempotent,
         handler: on(filter, handler),
     }
 }
@@ -355,6 +359,11 @@ impl RouteDef {
     }
     pub(crate) fn errors(mut self, errors: &'static [u16]) -> Self {
         self.errors = errors;
+        self
+    }
+    /// A write that keeps no idempotency record (its `Idempotency-Key` is checked, then not used).
+    pub(crate) fn without_idempotency(mut self) -> Self {
+        self.idempotent = false;
         self
     }
     /// A write: takes a body (even if it ignores it) and an `Idempotency-Key`.

@@ -202,7 +202,7 @@ impl CreateNotificationBody {
         COMMON[5],
         COMMON[6],
         Field::optional("expires_at", Kind::Time),
-        Field::optional("send_at", Kind::Time).note("Ignored here; see `/schedule`."),
+        Field::optional("send_at", Kind::Ignored).note("See `/schedule`."),
     ];
     /// The same body for `/schedule`, where `send_at` is required (and must be in the future).
     pub(crate) const SCHEDULE_FIELDS: &[Field] = &[
@@ -273,7 +273,8 @@ pub fn routes() -> Vec<RouteDef> {
             .returns(200, "SingleEnvelope"),
         def(Method::POST, "/api/v1/notifications/bulk", Admin, t, "Create one notification per user", bulk)
             .body("BulkNotificationBody")
-            .returns(201, "ListEnvelope"),
+            .returns(201, "ListEnvelope")
+            .without_idempotency(),
         def(Method::POST, "/api/v1/notifications/schedule", User, t, "Create a notification to be sent at send_at", schedule)
             .body("ScheduleNotificationBody")
             .returns(201, "SingleEnvelope"),
@@ -382,7 +383,10 @@ async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
 }
 
 async fn bulk(State(s): State<AppState>, w: Write) -> ApiResult {
-    let body: BulkNotificationBody = w.json()?;
+    // The engine skips the users it refuses; a template it would refuse for everyone is a 400 here.
+    let raw: serde_json::Value = w.json()?;
+    super::spec::check(BulkNotificationBody::FIELDS, &raw).map_err(ApiError::invalid_body)?;
+    let body: BulkNotificationBody = serde_json::from_value(raw).map_err(|e| ApiError::invalid_body(e.to_string()))?;
     let users = body.user_ids.ok_or_else(|| ApiError::invalid_body("user_ids is required"))?;
     if users.len() > BULK_USERS_MAX {
         return Err(ApiError::invalid_body(format!("at most {BULK_USERS_MAX} user_ids per call")));

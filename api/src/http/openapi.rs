@@ -165,6 +165,7 @@ fn kind_schema(kind: Kind, ctx: &Ctx, nullable: bool, required: bool) -> (Schema
                 limits::TEXT_LONG_MAX
             ),
         ),
+        Kind::Ignored => (string(), "Any text; not read here.".to_string()),
         Kind::Keys { max, key_max } => {
             let item = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(key_max));
             let array = ArrayBuilder::new().schema_type(typed(Type::Array, nullable)).items(item).max_items(Some(max));
@@ -233,7 +234,7 @@ pub fn error_statuses(r: &RouteDef) -> BTreeSet<u16> {
         out.extend([401, 403]);
     }
     // A write whose Idempotency-Key was used for a different request.
-    if r.is_write() {
+    if r.idempotent {
         out.insert(409);
     }
     // Body over the limit (the gateway refuses any method by its Content-Length), rate limited, an
@@ -323,7 +324,7 @@ fn operation(m: &Method, path: &str, r: &RouteDef, ctx: &Ctx) -> utoipa::openapi
                 .build(),
         ));
     }
-    if r.is_write() {
+    if r.idempotent {
         op = op.parameter(
             ParameterBuilder::new()
                 .name("Idempotency-Key")
