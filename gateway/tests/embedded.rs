@@ -35,6 +35,8 @@ async fn rate_limit_refuses_with_headers_and_serves_again_after_the_wait() {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff", "security headers on rejections too");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "Rate limit exceeded");
+    assert_eq!(body["message"], "rate limit exceeded; retry after 1 s", "{body}");
+    assert!(body["retry_after"].as_f64().is_some_and(|s| s > 0.0), "{body}");
     // Other classes are counted separately; the refusal is counted.
     assert_eq!(c.get(node.url("/health")).send().await.unwrap().status(), 200);
     let text = c.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
