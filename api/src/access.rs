@@ -38,14 +38,33 @@ impl Access {
         }
     }
 
-    /// The rule, for a caller whose identity was checked (`None` = no valid token). Auth being off is not
-    /// this function's business: then no one asks it, and the API sees no `Actor`.
-    pub fn decide(self, caller: Option<&Actor>) -> Verdict {
+    /// The rule, for a caller whose identity was checked. Auth being off is not this function's
+    /// business: then no one asks it, and the API sees no `Actor`.
+    pub fn decide(self, caller: Caller) -> Verdict {
         match (self, caller) {
             (Access::Public, _) => Verdict::Allowed,
-            (_, None) => Verdict::Unauthenticated,
-            (Access::Admin, Some(actor)) if !actor.admin => Verdict::Forbidden,
-            (_, Some(_)) => Verdict::Allowed,
+            (_, Caller::Anonymous) => Verdict::Unauthenticated,
+            (Access::Admin, Caller::User) => Verdict::Forbidden,
+            (_, Caller::User | Caller::Admin) => Verdict::Allowed,
+        }
+    }
+}
+
+/// Who calls, as far as the policy cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No valid token.
+    Anonymous,
+    User,
+    Admin,
+}
+
+impl Caller {
+    pub fn of(actor: Option<&Actor>) -> Caller {
+        match actor {
+            None => Caller::Anonymous,
+            Some(a) if a.admin => Caller::Admin,
+            Some(_) => Caller::User,
         }
     }
 }
@@ -179,9 +198,9 @@ mod tests {
             (Access::Admin, [Verdict::Unauthenticated, Verdict::Forbidden, Verdict::Allowed]),
         ];
         for (access, [none, as_user, as_admin]) in table {
-            assert_eq!(access.decide(None), none, "{access:?}");
-            assert_eq!(access.decide(Some(&user)), as_user, "{access:?}");
-            assert_eq!(access.decide(Some(&admin)), as_admin, "{access:?}");
+            assert_eq!(access.decide(Caller::of(None)), none, "{access:?}");
+            assert_eq!(access.decide(Caller::of(Some(&user))), as_user, "{access:?}");
+            assert_eq!(access.decide(Caller::of(Some(&admin))), as_admin, "{access:?}");
         }
     }
 

@@ -103,7 +103,7 @@ fn behind_policy(engine: &Engine, actor: Actor) -> Router {
         let (policy, actor) = (policy.clone(), actor.clone());
         async move {
             let access = policy.lookup(req.method(), req.uri().path()).unwrap_or(access::UNDECLARED);
-            match access.decide(Some(&actor)) {
+            match access.decide(access::Caller::of(Some(&actor))) {
                 Verdict::Allowed => {}
                 Verdict::Unauthenticated => return StatusCode::UNAUTHORIZED.into_response(),
                 Verdict::Forbidden => return StatusCode::FORBIDDEN.into_response(),

@@ -5,10 +5,6 @@ use axum::extract::Request;
 
 use crate::auth::Principal;
 
-pub fn actor_of(principal: &Principal) -> kassa_api::Actor {
-    kassa_api::Actor { subject: principal.subject.clone(), admin: principal.is_admin() }
-}
-
 pub fn attach(req: &mut Request, principal: &Principal) {
-    req.extensions_mut().insert(actor_of(principal));
+    req.extensions_mut().insert(kassa_api::Actor { subject: principal.subject.clone(), admin: principal.is_admin() });
 }

@@ -243,7 +243,7 @@ pub fn issue_token(cfg: &GatewayConfig, role: Role, subject: &str) -> Result<Str
 
 /// What a route needs: the API's own type, so that the gateway and the API share one policy.
 pub use kassa_api::access::Access;
-use kassa_api::access::{HttpPolicy, Verdict};
+use kassa_api::access::{Caller, HttpPolicy, Verdict};
 
 /// The gateway's own routes (`health::routes`, `users::routes`) and who may call them. `/metrics` is
 /// listed as administrative; `GatewayConfig::metrics_public` opens it (see [`http_policy`]).
@@ -321,8 +321,12 @@ pub fn decide(
     metrics_public: bool,
 ) -> Result<(), (StatusCode, &'static str)> {
     let access = if grpc { grpc_access(path) } else { http_access(method, path, metrics_public) };
-    let actor = principal.map(crate::actor::actor_of);
-    match access.decide(actor.as_ref()) {
+    let caller = match principal {
+        None => Caller::Anonymous,
+        Some(p) if p.is_admin() => Caller::Admin,
+        Some(_) => Caller::User,
+    };
+    match access.decide(caller) {
         Verdict::Allowed => Ok(()),
         Verdict::Unauthenticated => Err((StatusCode::UNAUTHORIZED, failure.map_or("authentication required", AuthFailure::message))),
         Verdict::Forbidden => Err((StatusCode::FORBIDDEN, "admin role required")),
