@@ -49,7 +49,9 @@ async fn notification_endpoints() {
     ] {
         let (status, body) = s.send("POST", base, Some(bad.clone())).await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["error"], "notification error envelope: {body}");
+        // The text is in `error`, where the old clients read it, and in `message`, as in every envelope.
+        assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["error", "message"], "notification error envelope: {body}");
+        assert_eq!(body["error"], body["message"], "{body}");
     }
 
     let (status, got) = s.get(&format!("{base}/{id}")).await;
@@ -58,7 +60,8 @@ async fn notification_endpoints() {
         (200, Some("Notification retrieved successfully"), Some(id.as_str()))
     );
     let (status, body) = s.get(&format!("{base}/missing")).await;
-    assert_eq!((status, body), (404, json!({"error": "notification not found: missing"})));
+    let text = "notification not found: missing";
+    assert_eq!((status, body), (404, json!({"error": text, "message": text})));
     let (status, updated) = s.send("PUT", &format!("/api/notifications/{id}"), Some(json!({"title": "New title"}))).await;
     assert_eq!(
         (status, updated["notification"]["title"].as_str(), updated["notification"]["message"].as_str()),
@@ -73,7 +76,8 @@ async fn notification_endpoints() {
     );
     assert!(sent["notification"]["sent_at"].is_string());
     let (status, body) = s.send("POST", &format!("{base}/{id}/retry"), None).await;
-    assert_eq!((status, body), (409, json!({"error": "Notification is not in failed status"})));
+    let text = "Notification is not in failed status";
+    assert_eq!((status, body), (409, json!({"error": text, "message": text})));
     let (status, read) = s.send("POST", &format!("{base}/{id}/read"), None).await;
     assert_eq!(
         (status, read["message"].as_str(), read["notification"]["status"].as_str()),
@@ -107,7 +111,8 @@ async fn notification_endpoints() {
     let (_, list) = s.get(&format!("{base}?user_id=carol&status=read")).await;
     assert_eq!((list["notifications"].as_array().unwrap().len(), list["total"].clone()), (1, json!(2)));
     let (status, body) = s.get(base).await;
-    assert_eq!((status, body), (400, json!({"error": "User ID is required"})));
+    let text = "User ID is required";
+    assert_eq!((status, body), (400, json!({"error": text, "message": text})));
     let (status, list) = s.get(&format!("{base}?user_id=nobody")).await;
     assert_eq!((status, list["notifications"].clone()), (200, json!([])));
     let (_, unread) = s.get(&format!("{base}/unread?user_id=carol")).await;

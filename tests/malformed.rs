@@ -104,7 +104,7 @@ async fn malformed_requests_change_nothing() {
                 s.raw(method, &good(&path), b"{}".to_vec(), &[("content-type", "application/json"), ("Idempotency-Key", "bad key")]).await;
             expect_4xx(status, "idempotency key", &mut failures);
         }
-        if route.query.contains(&"limit") {
+        if route.params.iter().any(|p| p.name == "limit") {
             for q in bad_queries {
                 let (status, _) = s.raw(method, &format!("{}?{q}", good(&path)), Vec::new(), &[]).await;
                 expect_4xx(status, q, &mut failures);

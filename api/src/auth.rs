@@ -1,11 +1,13 @@
-//! Who is calling, and the one place that decides what they may touch.
+//! Who is calling, and the one rule for whose data they may touch. Which routes need a user or an
+//! administrator is declared once, in `access`, and enforced by whoever inserts the [`Actor`].
 
 use axum::http::StatusCode;
 
 use crate::error::ApiError;
 
-/// The authenticated caller, inserted as a request extension by the gateway's auth layer. Absent when
-/// auth is off: then every call is allowed.
+/// The authenticated caller, inserted as a request extension by the gateway's auth layer after it applied
+/// the access policy (`access`): an `Actor` on a request means the route's declared access is met.
+/// Absent when auth is off: then every call is allowed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {
     pub subject: String,
@@ -15,7 +17,7 @@ pub struct Actor {
 /// What a call needs.
 #[derive(Clone, Copy, Debug)]
 pub enum Need<'a> {
-    /// Administrative: catalog writes, cross-user listings and aggregates.
+    /// Administrative. HTTP routes do not ask for it: their table declares it (`access::Access::Admin`).
     Admin,
     /// Data owned by this user (basket, payments, notifications).
     Owner(&'a str),

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::http::json_response;
 
-/// An HTTP error: `{"error": <label or reason phrase>, "message": <text>}` (product, basket, payment);
-/// notification routes rewrite it to `{"error": <text>}` (see `http::notification_envelope`).
+/// An HTTP error: `{"error": <label or reason phrase>, "message": <text>}`. Notification routes put the
+/// text in both fields, `error` being where their old clients read it (see `http::notification_envelope`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {error}: {message}")]
 pub struct ApiError {

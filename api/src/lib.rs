@@ -3,8 +3,11 @@
 //! - [`http_router`]: every endpoint of the old product, basket, payment and notification services.
 //! - [`grpc_router`]: `product.ProductService`, `basket.BasketService`, `payment.PaymentService`,
 //!   health and reflection.
-//! - [`Actor`]: the caller identity the gateway's auth layer inserts; [`auth::authorize`] is the one rule.
+//! - [`access`]: who may call each route and RPC (the one policy, which the gateway enforces).
+//! - [`Actor`]: the caller identity the gateway's auth layer inserts once the policy admitted it;
+//!   [`auth::authorize`] is the one ownership rule.
 
+pub mod access;
 pub mod auth;
 pub mod error;
 pub mod grpc;

@@ -1,10 +1,16 @@
 //! In-process checks of the HTTP router: the OpenAPI document and the router agree route for route, and
-//! the one authorization rule holds when the gateway supplies an `Actor`.
+//! the declared access plus the one ownership rule hold when a policy layer (as the gateway's) supplies an
+//! `Actor`.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
 use http_body_util::BodyExt;
+use kassa_api::access::{self, HttpPolicy, Verdict};
 use kassa_api::{Actor, ApiConfig, http_router};
 use kassa_engine::{Command, Engine, EngineConfig, ProductInput};
 use serde_json::{Value, json};
@@ -48,7 +54,7 @@ async fn openapi_document_and_router_agree() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let app = http_router(engine.clone(), ApiConfig::default());
-    let doc = serde_json::to_value(kassa_api::http::openapi::document()).unwrap();
+    let doc = serde_json::to_value(kassa_api::http::openapi::document(&ApiConfig::default(), engine.currency())).unwrap();
     let paths = doc["paths"].as_object().unwrap();
 
     let mut from_routes: Vec<(String, String)> =
@@ -80,7 +86,8 @@ async fn openapi_document_and_router_agree() {
         for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "path") {
             assert!(path.contains(&format!("{{{}}}", p["name"].as_str().unwrap())), "{path}: {p}");
         }
-        assert!(op["responses"]["default"].is_object(), "{method} {path} documents its error envelope");
+        assert!(op["responses"]["400"].is_object() || op["parameters"].is_null(), "{method} {path} documents bad input");
+        assert!(op["responses"]["500"].is_object(), "{method} {path} documents its error envelope");
     }
     let (status, served) = call(&app, Method::GET, "/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -88,14 +95,32 @@ async fn openapi_document_and_router_agree() {
     engine.shutdown();
 }
 
+/// The API as the gateway serves it with auth on: each route's declared access decided for the caller
+/// (401/403), then the caller handed to the API as its `Actor`.
+fn behind_policy(engine: &Engine, actor: Actor) -> Router {
+    let policy = Arc::new(HttpPolicy::api());
+    let layer = axum::middleware::from_fn(move |mut req: Request<Body>, next: Next| {
+        let (policy, actor) = (policy.clone(), actor.clone());
+        async move {
+            let access = policy.lookup(req.method(), req.uri().path()).unwrap_or(access::UNDECLARED);
+            match access.decide(access::Caller::of(Some(&actor))) {
+                Verdict::Allowed => {}
+                Verdict::Unauthenticated => return StatusCode::UNAUTHORIZED.into_response(),
+                Verdict::Forbidden => return StatusCode::FORBIDDEN.into_response(),
+            }
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+    });
+    http_router(engine.clone(), ApiConfig::default()).layer(layer)
+}
+
 #[tokio::test]
 async fn actors_touch_only_their_own_data() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path());
     let open = http_router(engine.clone(), ApiConfig::default());
-    let as_user = |subject: &str, admin: bool| {
-        http_router(engine.clone(), ApiConfig::default()).layer(axum::Extension(Actor { subject: subject.into(), admin }))
-    };
+    let as_user = |subject: &str, admin: bool| behind_policy(&engine, Actor { subject: subject.into(), admin });
     let (u1, u2, admin) = (as_user("u1", false), as_user("u2", false), as_user("root", true));
 
     // Catalog writes need an administrator.
@@ -144,7 +169,8 @@ async fn actors_touch_only_their_own_data() {
     assert_eq!(status, StatusCode::CREATED);
     let nid = created["notification"]["id"].as_str().unwrap();
     let (status, body) = call(&u2, Method::GET, &format!("/api/v1/notifications/{nid}"), None).await;
-    assert_eq!((status, body), (StatusCode::FORBIDDEN, json!({"error": "this resource belongs to another user"})));
+    let text = "this resource belongs to another user";
+    assert_eq!((status, body), (StatusCode::FORBIDDEN, json!({"error": text, "message": text})));
     assert_eq!(call(&u2, Method::GET, "/api/v1/notifications?user_id=u1", None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&u1, Method::POST, "/api/v1/notifications/cleanup", None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(call(&u1, Method::GET, "/api/v1/notifications?user_id=u1", None).await.0, StatusCode::OK);

@@ -1,6 +1,8 @@
 //! Authentication (JWT, HS256 or EdDSA) and authorisation (which routes need a user, which an admin).
 //! Two steps: `identify` only finds out who calls (so the rate limiter can key on the user), `admit`
-//! then applies the route policy and hands the API its `Actor`.
+//! then applies the route policy and hands the API its `Actor`. The policy is declared, not inferred:
+//! the API's route table and gRPC table (`kassa_api::access`) plus the gateway's own routes
+//! ([`GATEWAY_ROUTES`]).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -77,7 +79,7 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             AuthFailure::Malformed => "authorization header must be 'Bearer <token>'",
             AuthFailure::Invalid => "invalid or expired token",
@@ -239,53 +241,96 @@ pub fn issue_token(cfg: &GatewayConfig, role: Role, subject: &str) -> Result<Str
     TokenKeys::from_config(cfg, &data_dir)?.issue(role, subject)
 }
 
-/// What a route needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    User,
-    Admin,
+/// What a route needs: the API's own type, so that the gateway and the API share one policy.
+pub use kassa_api::access::Access;
+use kassa_api::access::{Caller, HttpPolicy, Verdict};
+
+/// The gateway's own routes (`health::routes`, `users::routes`) and who may call them. `/metrics` is
+/// listed as administrative; `GatewayConfig::metrics_public` opens it (see [`http_policy`]).
+pub const GATEWAY_ROUTES: &[(Method, &str, Access)] = &[
+    (Method::GET, "/health", Access::Public),
+    (Method::GET, "/health/", Access::Public),
+    (Method::GET, "/health/live", Access::Public),
+    (Method::GET, "/health/ready", Access::Public),
+    (Method::GET, "/health/detailed", Access::Public),
+    (Method::GET, METRICS, Access::Admin),
+    (Method::GET, "/admin/health", Access::Admin),
+    (Method::GET, "/admin/status", Access::Admin),
+    (Method::GET, "/admin/services", Access::Admin),
+    (Method::GET, "/admin/loadbalancer/{service}", Access::Admin),
+    (Method::GET, "/admin/circuitbreaker/{service}", Access::Admin),
+    (Method::GET, "/admin/rate-limit/status", Access::Admin),
+    (Method::POST, "/auth/register", Access::Public),
+    (Method::POST, "/auth/login", Access::Public),
+    (Method::POST, "/auth/refresh", Access::Public),
+    (Method::GET, "/auth/me", Access::User),
+    (Method::PUT, "/auth/me", Access::User),
+    (Method::POST, "/auth/change-password", Access::User),
+    (Method::POST, "/api/v1/users/register", Access::Public),
+    (Method::POST, "/api/v1/users/login", Access::Public),
+    (Method::POST, "/api/v1/users/refresh-token", Access::Public),
+    (Method::GET, "/api/v1/users/profile", Access::User),
+    (Method::PUT, "/api/v1/users/profile", Access::User),
+    (Method::POST, "/api/v1/users/change-password", Access::User),
+    (Method::GET, "/admin/users", Access::Admin),
+    (Method::GET, "/admin/users/{username}", Access::Admin),
+    (Method::PUT, "/admin/users/{username}", Access::Admin),
+    (Method::DELETE, "/admin/users/{username}", Access::Admin),
+];
+
+const METRICS: &str = "/metrics";
+
+/// Every HTTP route the gateway serves or forwards — the API's route table and [`GATEWAY_ROUTES`] — with
+/// its declared access (`/metrics` public when `metrics_public`).
+pub fn http_routes(metrics_public: bool) -> Vec<(Method, String, Access)> {
+    let own = GATEWAY_ROUTES.iter().map(|(m, p, a)| {
+        let access = if *p == METRICS && metrics_public { Access::Public } else { *a };
+        (m.clone(), p.to_string(), access)
+    });
+    kassa_api::access::http_routes().into_iter().chain(own).collect()
 }
 
-fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+/// The HTTP policy, built once per process for each `metrics_public` setting.
+pub fn http_policy(metrics_public: bool) -> &'static HttpPolicy {
+    static OPEN: std::sync::OnceLock<HttpPolicy> = std::sync::OnceLock::new();
+    static CLOSED: std::sync::OnceLock<HttpPolicy> = std::sync::OnceLock::new();
+    let cell = if metrics_public { &OPEN } else { &CLOSED };
+    cell.get_or_init(|| HttpPolicy::new(http_routes(metrics_public)).expect("the gateway's and the API's routes agree"))
 }
 
-/// The HTTP route policy. Product reads, health and sign-up/login are public; catalog writes and
-/// `/admin` need an admin; everything else (baskets, payments, notifications, profile) needs a user.
+/// The HTTP route policy: the declared access of the route a request matches; a request that matches
+/// no declared route needs an administrator (`access::UNDECLARED`).
 pub fn http_access(method: &Method, path: &str, metrics_public: bool) -> Access {
-    let read = method == Method::GET || method == Method::HEAD;
-    if under(path, "/admin") {
-        return Access::Admin;
-    }
-    if under(path, "/health") || path == "/api/v1/health" || path == "/auth/register" || path == "/auth/login" || path == "/auth/refresh" {
-        return Access::Public;
-    }
-    if ["/api/v1/users/register", "/api/v1/users/login", "/api/v1/users/refresh-token"].contains(&path) {
-        return Access::Public;
-    }
-    if path == "/metrics" {
-        return if metrics_public { Access::Public } else { Access::Admin };
-    }
-    if ["/openapi.json", "/api-docs/openapi.json"].contains(&path) {
-        return Access::Public;
-    }
-    if under(path, "/api/products") || under(path, "/products") {
-        return if read { Access::Public } else { Access::Admin };
-    }
-    Access::User
+    http_policy(metrics_public).lookup(method, path).unwrap_or(kassa_api::access::UNDECLARED)
 }
 
-/// The gRPC policy, by `/package.Service/Method`.
+/// The gRPC policy, by `/package.Service/Method` (`access::GRPC_ACCESS`); undeclared methods need an
+/// administrator.
 pub fn grpc_access(path: &str) -> Access {
-    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-    if service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.") || method == "HealthCheck" {
-        return Access::Public;
+    kassa_api::access::grpc_access(path).unwrap_or(kassa_api::access::UNDECLARED)
+}
+
+/// The gateway's decision for a request with auth on: `Ok` to pass it on, else the refusal's status
+/// and message. `principal` is the verified caller, if any; `failure` why a presented token was refused.
+pub fn decide(
+    grpc: bool,
+    method: &Method,
+    path: &str,
+    principal: Option<&Principal>,
+    failure: Option<AuthFailure>,
+    metrics_public: bool,
+) -> Result<(), (StatusCode, &'static str)> {
+    let access = if grpc { grpc_access(path) } else { http_access(method, path, metrics_public) };
+    let caller = match principal {
+        None => Caller::Anonymous,
+        Some(p) if p.is_admin() => Caller::Admin,
+        Some(_) => Caller::User,
+    };
+    match access.decide(caller) {
+        Verdict::Allowed => Ok(()),
+        Verdict::Unauthenticated => Err((StatusCode::UNAUTHORIZED, failure.map_or("authentication required", AuthFailure::message))),
+        Verdict::Forbidden => Err((StatusCode::FORBIDDEN, "admin role required")),
     }
-    if service == "product.ProductService" {
-        return if method.starts_with("Get") || method.starts_with("List") { Access::Public } else { Access::Admin };
-    }
-    Access::User
 }
 
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -337,18 +382,12 @@ pub fn identify(shared: &Shared, req: &mut Request) -> Option<Principal> {
     }
 }
 
-/// Applies the route policy: 401 without a valid identity, 403 with too little of one (the refusal is
-/// returned); else hands the API its `Actor` so it can enforce ownership.
+/// Applies the route policy ([`decide`]): 401 without a valid identity, 403 with too little of one (the
+/// refusal is returned); else hands the API its `Actor` so it can enforce ownership.
 pub fn admit(shared: &Shared, req: &mut Request, grpc: bool) -> Option<Response> {
-    let access = if grpc { grpc_access(req.uri().path()) } else { http_access(req.method(), req.uri().path(), shared.cfg.metrics_public) };
     let principal = req.extensions().get::<Principal>().cloned();
     let failure = req.extensions().get::<AuthFailure>().copied();
-    let verdict = match (access, &principal) {
-        (Access::Public, _) => Ok(()),
-        (_, None) => Err((StatusCode::UNAUTHORIZED, failure.map_or("authentication required", AuthFailure::message))),
-        (Access::Admin, Some(p)) if !p.is_admin() => Err((StatusCode::FORBIDDEN, "admin role required")),
-        (_, Some(_)) => Ok(()),
-    };
+    let verdict = decide(grpc, req.method(), req.uri().path(), principal.as_ref(), failure, shared.cfg.metrics_public);
     if let Err((status, message)) = verdict {
         let mut response = respond::error_for(grpc, status, message);
         if status == StatusCode::UNAUTHORIZED && !grpc {
@@ -458,18 +497,111 @@ mod tests {
         let get = Method::GET;
         let post = Method::POST;
         assert_eq!(http_access(&get, "/api/products/1", true), Access::Public);
+        assert_eq!(http_access(&Method::HEAD, "/api/products/1", true), Access::Public);
         assert_eq!(http_access(&post, "/api/products", true), Access::Admin);
         assert_eq!(http_access(&Method::DELETE, "/products/3", true), Access::Admin);
         assert_eq!(http_access(&get, "/api/baskets/u1", true), Access::User);
-        assert_eq!(http_access(&get, "/api/productsX", true), Access::User);
+        assert_eq!(http_access(&get, "/api/productsX", true), Access::Admin, "undeclared: deny by default");
+        assert_eq!(http_access(&get, "/payments/analytics", true), Access::Admin);
+        assert_eq!(http_access(&post, "/api/notifications/bulk", true), Access::Admin);
         assert_eq!(http_access(&get, "/admin/status", true), Access::Admin);
+        assert_eq!(http_access(&get, "/admin/users/alice", true), Access::Admin);
         assert_eq!(http_access(&get, "/health/ready", true), Access::Public);
+        assert_eq!(http_access(&get, "/health", true), Access::Public);
         assert_eq!(http_access(&get, "/metrics", false), Access::Admin);
+        assert_eq!(http_access(&get, "/metrics", true), Access::Public);
         assert_eq!(http_access(&post, "/auth/login", true), Access::Public);
         assert_eq!(http_access(&get, "/auth/me", true), Access::User);
+        assert_eq!(http_access(&post, "/auth/me", true), Access::Admin, "a method the route does not serve");
         assert_eq!(grpc_access("/product.ProductService/GetProduct"), Access::Public);
         assert_eq!(grpc_access("/product.ProductService/CreateProduct"), Access::Admin);
         assert_eq!(grpc_access("/basket.BasketService/AddItem"), Access::User);
+        assert_eq!(grpc_access("/payment.PaymentService/RefundPayment"), Access::Admin);
         assert_eq!(grpc_access("/grpc.health.v1.Health/Check"), Access::Public);
+        assert_eq!(grpc_access("/other.Service/Call"), Access::Admin);
+    }
+
+    /// A concrete request path for a route template (`{x}` → a value that is no static segment).
+    fn concrete(template: &str) -> String {
+        template.split('/').map(|s| if s.starts_with('{') { "v1" } else { s }).collect::<Vec<_>>().join("/")
+    }
+
+    fn callers() -> [(&'static str, Option<Principal>); 3] {
+        [
+            ("no token", None),
+            ("user token", Some(Principal { subject: "u1".into(), role: Role::User })),
+            ("admin token", Some(Principal { subject: "root".into(), role: Role::Admin })),
+        ]
+    }
+
+    /// What the declared access means for each caller: the gateway must decide exactly this.
+    fn expected(access: Access, caller: Option<&Principal>) -> Result<(), StatusCode> {
+        match (access, caller) {
+            (Access::Public, _) => Ok(()),
+            (_, None) => Err(StatusCode::UNAUTHORIZED),
+            (Access::Admin, Some(p)) if p.role != Role::Admin => Err(StatusCode::FORBIDDEN),
+            _ => Ok(()),
+        }
+    }
+
+    #[test]
+    fn every_declared_route_is_decided_as_declared_for_every_caller() {
+        for metrics_public in [false, true] {
+            let routes = http_routes(metrics_public);
+            let api = kassa_api::http::all_routes();
+            assert!(api.len() > 120, "the API's routes and their aliases");
+            for (method, path, _) in &api {
+                assert!(routes.iter().any(|(m, p, _)| m == method && p == path), "{method} {path} has an entry");
+            }
+            // `/health` is both the API's and (standalone) the gateway's, public in both.
+            let distinct: std::collections::BTreeSet<(String, &String)> = routes.iter().map(|(m, p, _)| (m.to_string(), p)).collect();
+            assert_eq!(http_policy(metrics_public).len(), distinct.len(), "one entry per (method, path)");
+            for (method, template, access) in &routes {
+                let path = concrete(template);
+                assert_eq!(http_access(method, &path, metrics_public), *access, "{method} {path} resolves to {template}");
+                for (who, caller) in callers() {
+                    let got = decide(false, method, &path, caller.as_ref(), None, metrics_public).map_err(|(s, _)| s);
+                    assert_eq!(got, expected(*access, caller.as_ref()), "{method} {template} with {who}");
+                    if *method == Method::GET {
+                        let head = decide(false, &Method::HEAD, &path, caller.as_ref(), None, metrics_public).map_err(|(s, _)| s);
+                        assert_eq!(head, got, "HEAD {template} with {who}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_rpc_is_decided_as_declared_for_every_caller() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(kassa_api::pb::FILE_DESCRIPTOR_SET).expect("descriptor set");
+        let mut rpcs: Vec<String> = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                for m in &service.method {
+                    rpcs.push(format!("/{}.{}/{}", file.package(), service.name(), m.name()));
+                }
+            }
+        }
+        rpcs.extend(["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"].map(String::from));
+        rpcs.push("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".into());
+        assert_eq!(rpcs.len(), 24 + 3);
+        for path in &rpcs {
+            let declared = kassa_api::access::grpc_access(path).unwrap_or_else(|| panic!("{path} has an entry"));
+            for (who, caller) in callers() {
+                let got = decide(true, &Method::POST, path, caller.as_ref(), None, false).map_err(|(s, _)| s);
+                assert_eq!(got, expected(declared, caller.as_ref()), "{path} with {who}");
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let path = "/api/baskets/u1";
+        assert_eq!(decide(false, &Method::GET, path, None, None, false), Err((StatusCode::UNAUTHORIZED, "authentication required")));
+        let expired = decide(false, &Method::GET, path, None, Some(AuthFailure::Invalid), false);
+        assert_eq!(expired, Err((StatusCode::UNAUTHORIZED, "invalid or expired token")));
+        let user = Principal { subject: "u1".into(), role: Role::User };
+        assert_eq!(decide(false, &Method::GET, "/payments", Some(&user), None, false), Err((StatusCode::FORBIDDEN, "admin role required")));
     }
 }

@@ -264,7 +264,9 @@ impl Checked<'_> {
         let mut r = if grpc {
             crate::respond::grpc_error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded")
         } else {
-            let body = serde_json::json!({"error": "Rate limit exceeded", "retry_after": self.decision.retry_after.as_secs_f64()});
+            let wait = ceil_secs(self.decision.retry_after).max(1);
+            let message = format!("rate limit exceeded; retry after {wait} s");
+            let body = serde_json::json!({"error": "Rate limit exceeded", "message": message, "retry_after": self.decision.retry_after.as_secs_f64()});
             (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
         };
         set(r.headers_mut(), http::header::RETRY_AFTER, ceil_secs(self.decision.retry_after).max(1));

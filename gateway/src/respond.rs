@@ -1,11 +1,14 @@
-//! The gateway's own error responses: JSON `{"error": ...}` for HTTP, trailers-only status for gRPC.
+//! The gateway's own error responses: JSON `{"error": ..., "message": ...}` (the API's envelope) for HTTP,
+//! trailers-only status for gRPC.
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 
+/// `error` keeps the text the old gateway's clients read there; `message` carries it too, as in every
+/// error envelope of the API.
 pub fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+    (status, Json(serde_json::json!({ "error": message, "message": message }))).into_response()
 }
 
 /// The gRPC code for an HTTP status the gateway decided on.

@@ -475,8 +475,8 @@ async fn delete_user(State(shared): Ctx, UrlPath(name): UrlPath<String>) -> Resu
     Ok(Json(json!({"message": "user deleted"})).into_response())
 }
 
-/// `/auth/*` (and the older `/api/v1/users/*` spellings) plus `/admin/users*`. The route policy in
-/// `auth::http_access` decides who may call what.
+/// `/auth/*` (and the older `/api/v1/users/*` spellings) plus `/admin/users*`. Who may call what is
+/// declared in `auth::GATEWAY_ROUTES`.
 pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/auth/register", post(register))

@@ -35,6 +35,8 @@ async fn rate_limit_refuses_with_headers_and_serves_again_after_the_wait() {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff", "security headers on rejections too");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"], "Rate limit exceeded");
+    assert_eq!(body["message"], "rate limit exceeded; retry after 1 s", "{body}");
+    assert!(body["retry_after"].as_f64().is_some_and(|s| s > 0.0), "{body}");
     // Other classes are counted separately; the refusal is counted.
     assert_eq!(c.get(node.url("/health")).send().await.unwrap().status(), 200);
     let text = c.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -282,4 +284,68 @@ async fn grpc_carries_the_same_policy_via_metadata() {
     let created = sample(&samples, "grpc_requests_total", &[("method", "/product.ProductService/CreateProduct"), ("code", "0")]);
     assert_eq!(created, Some(1.0), "{text}");
     assert_eq!(sample(&samples, "grpc_requests_total", &[("method", "/product.ProductService/CreateProduct"), ("code", "16")]), Some(1.0));
+}
+
+/// Every declared route — the API's table with its `/api/...` aliases and the gateway's own — answers as
+/// its declared access says, over real sockets, for no token, a user token and an admin token: refused
+/// by the gateway (401 with `WWW-Authenticate`, 403) exactly when the declaration says so, and otherwise
+/// reaching a route (never the router's 404/405 fallbacks, for the gateway's own routes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_as_its_declared_access_says() {
+    use kassa_gateway::auth::{Access, GATEWAY_ROUTES, http_routes};
+    let node = embedded(config());
+    let c = client();
+    let user = register(&c, &node, "walker", "walker-password").await;
+    let admin = login(&c, &node, "admin", ADMIN_PASSWORD).await;
+    let routes = http_routes(node.front.shared.cfg.metrics_public);
+    assert!(routes.len() > 150, "{}", routes.len());
+    for (method, template, access) in routes {
+        // The user's own id where a route names a user, so that ownership never decides here.
+        let path = template
+            .split('/')
+            .map(|s| match s {
+                "{user_id}" => "walker",
+                s if s.starts_with('{') => "v1",
+                s => s,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        // `/health/` is the standalone gateway's; embedded, only the API's `/health` answers.
+        let own = GATEWAY_ROUTES.iter().any(|(m, p, _)| *m == method && *p == template) && template != "/health/";
+        for (who, token, is_admin) in [("no token", None, false), ("user token", Some(&user), false), ("admin token", Some(&admin), true)] {
+            let mut req = c.request(method.clone(), node.url(&path));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let www = r.headers().get("www-authenticate").cloned();
+            let text = r.text().await.unwrap();
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let gateway_refusal = body["message"] == "authentication required" || body["message"] == "admin role required";
+            let label = format!("{method} {template} with {who}: {status} {text}");
+            match (access, token.is_some(), is_admin) {
+                (Access::User | Access::Admin, false, _) => {
+                    assert_eq!((status, www.as_ref().map(|v| v.to_str().unwrap())), (401, Some("Bearer")), "{label}");
+                    assert_eq!(
+                        (body["error"].as_str(), body["message"].as_str()),
+                        (Some("authentication required"), Some("authentication required")),
+                        "{label}"
+                    );
+                }
+                (Access::Admin, true, false) => {
+                    assert_eq!(
+                        (status, body["error"].as_str(), body["message"].as_str()),
+                        (403, Some("admin role required"), Some("admin role required")),
+                        "{label}"
+                    );
+                }
+                _ => {
+                    assert!(!gateway_refusal, "{label}");
+                    let fallback = status == 405 || body["message"].as_str().is_some_and(|m| m.starts_with("no route for"));
+                    assert!(!(own && fallback), "{label}: the gateway serves its declared route");
+                }
+            }
+        }
+    }
 }

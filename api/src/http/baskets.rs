@@ -3,13 +3,15 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use kassa_engine::{Basket, BasketLine, now_micros};
+use kassa_engine::{Basket, BasketLine, limits, now_micros};
 use kassa_engine::{Command, Currency, Page, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::products::{MessageJson, unexpected};
+use super::spec::{Field, Kind, Param, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, TEXT_MAX, Write, def, ok, segment};
+use crate::access::Access;
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
 use crate::wire::{self, Money};
@@ -144,29 +146,92 @@ pub struct RecommendationsJson {
     reason: String,
 }
 
+const USER: Param = Param::path("user_id", Kind::Key(ID_MAX));
+const PRODUCT: Param = Param::path("product_id", super::products::PRODUCT_ID);
+const CATEGORY: Param = Param::path("category", Kind::Key(TEXT_MAX));
+
+impl CreateBasketBody {
+    pub(crate) const FIELDS: &[Field] = &[Field::required("user_id", USER_ID)];
+}
+
+impl AddItemBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("user_id", Kind::Text(ID_MAX)).note("The path names the user; when present and not empty it must match."),
+        Field::required("product_id", super::products::PRODUCT_ID),
+        Field::required("quantity", Kind::Int { min: 1, max: limits::QUANTITY_MAX })
+            .note("Units to add; the line's new quantity must also stay within the bound and the product's stock."),
+    ];
+}
+
+impl UpdateItemBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("user_id", Kind::Text(ID_MAX)).note("The path names the user; when present and not empty it must match."),
+        Field::optional("product_id", Kind::Int { min: i64::MIN, max: i64::MAX })
+            .note("The path names the product; when present and not 0 it must match."),
+        Field::required("quantity", Kind::Int { min: 0, max: limits::QUANTITY_MAX }).note("The line's new quantity; 0 removes it."),
+    ];
+}
+
 pub fn routes() -> Vec<RouteDef> {
+    use Access::User;
     let t = "baskets";
+    /// A basket that is read: missing (404), or expired and not yet swept (410).
+    const READ: &[u16] = &[404, 410];
     vec![
-        def(Method::POST, "/baskets", t, "Create the user's basket (or return the existing one)", create)
+        def(Method::POST, "/baskets", User, t, "Create the user's basket (or return the existing one)", create)
             .body("CreateBasketBody")
             .returns(201, "BasketJson"),
-        def(Method::GET, "/baskets/{user_id}", t, "Get the user's basket", get).returns(200, "BasketJson"),
-        def(Method::DELETE, "/baskets/{user_id}", t, "Delete the user's basket", delete).returns(200, "MessageJson"),
-        def(Method::POST, "/baskets/{user_id}/items", t, "Add units of a product", add_item).body("AddItemBody").returns(200, "BasketJson"),
-        def(Method::DELETE, "/baskets/{user_id}/items", t, "Remove every line", clear).returns(200, "BasketJson"),
-        def(Method::GET, "/baskets/{user_id}/items", t, "The basket's lines", items).returns(200, "ItemJsonList"),
-        def(Method::PUT, "/baskets/{user_id}/items/{product_id}", t, "Set a line's quantity (0 removes it)", update_item)
+        def(Method::GET, "/baskets/{user_id}", User, t, "Get the user's basket", get)
+            .returns(200, "BasketJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::DELETE, "/baskets/{user_id}", User, t, "Delete the user's basket", delete).returns(200, "MessageJson").params(&[USER]),
+        def(Method::POST, "/baskets/{user_id}/items", User, t, "Add units of a product", add_item)
+            .body("AddItemBody")
+            .returns(200, "BasketJson")
+            .params(&[USER])
+            .errors(&[404]),
+        def(Method::DELETE, "/baskets/{user_id}/items", User, t, "Remove every line", clear).returns(200, "BasketJson").params(&[USER]),
+        def(Method::GET, "/baskets/{user_id}/items", User, t, "The basket's lines", items)
+            .returns(200, "ItemJsonList")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::PUT, "/baskets/{user_id}/items/{product_id}", User, t, "Set a line's quantity (0 removes it)", update_item)
             .body("UpdateItemBody")
-            .returns(200, "BasketJson"),
-        def(Method::DELETE, "/baskets/{user_id}/items/{product_id}", t, "Remove a line", remove_item).returns(200, "BasketJson"),
-        def(Method::GET, "/baskets/{user_id}/total", t, "Total and unit count", total).returns(200, "TotalJson"),
-        def(Method::GET, "/baskets/{user_id}/count", t, "Unit and line counts", count).returns(200, "CountJson"),
-        def(Method::GET, "/baskets/{user_id}/category/{category}", t, "Lines of one category", by_category).returns(200, "ItemJsonList"),
-        def(Method::GET, "/baskets/{user_id}/stats", t, "Basket statistics", stats).returns(200, "BasketStatsJson"),
-        def(Method::GET, "/baskets/{user_id}/expiry", t, "When the basket expires", expiry).returns(200, "ExpiryJson"),
-        def(Method::GET, "/baskets/{user_id}/history", t, "The basket's lines as history", history).returns(200, "HistoryJson"),
-        def(Method::GET, "/baskets/{user_id}/recommendations", t, "Products from the basket's categories", recommendations)
-            .returns(200, "RecommendationsJson"),
+            .returns(200, "BasketJson")
+            .params(&[USER, PRODUCT])
+            .errors(&[404]),
+        def(Method::DELETE, "/baskets/{user_id}/items/{product_id}", User, t, "Remove a line", remove_item)
+            .returns(200, "BasketJson")
+            .params(&[USER, PRODUCT])
+            .errors(&[404]),
+        def(Method::GET, "/baskets/{user_id}/total", User, t, "Total and unit count", total)
+            .returns(200, "TotalJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/count", User, t, "Unit and line counts", count)
+            .returns(200, "CountJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/category/{category}", User, t, "Lines of one category", by_category)
+            .returns(200, "ItemJsonList")
+            .params(&[USER, CATEGORY])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/stats", User, t, "Basket statistics", stats)
+            .returns(200, "BasketStatsJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/expiry", User, t, "When the basket expires", expiry)
+            .returns(200, "ExpiryJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/history", User, t, "The basket's lines as history", history)
+            .returns(200, "HistoryJson")
+            .params(&[USER])
+            .errors(READ),
+        def(Method::GET, "/baskets/{user_id}/recommendations", User, t, "Products from the basket's categories", recommendations)
+            .returns(200, "RecommendationsJson")
+            .params(&[USER]),
     ]
 }
 
@@ -242,11 +307,9 @@ async fn add_item(State(s): State<AppState>, caller: Caller, P(user_id): P<Strin
     basket_reply(&s, reply, StatusCode::OK)
 }
 
+/// A product id in a path, read as the product routes read it.
 fn path_product(text: &str) -> Result<u64, ApiError> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|v| *v > 0)
-        .ok_or_else(|| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid product ID", "Product ID must be a valid number"))
+    super::products::parse_id(text)
 }
 
 async fn update_item(State(s): State<AppState>, caller: Caller, P((user_id, pid)): P<(String, String)>, w: Write) -> ApiResult {

@@ -6,6 +6,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod payments;
 pub mod products;
+pub mod spec;
 
 use std::sync::Arc;
 
@@ -23,9 +24,11 @@ use kassa_engine::{Command, Engine, IdempotencyKey, Page, Request as EngineReque
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::access::Access;
 use crate::auth::Actor;
 use crate::error::{ApiError, ErrorInfo};
 use crate::wire;
+use spec::{LimitDefault, Param};
 
 /// Settings of the HTTP API (the `[api]` table of the config file).
 #[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
@@ -52,6 +55,8 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub engine: Engine,
     pub cfg: Arc<ApiConfig>,
+    /// The encoded OpenAPI document, written on first request (it depends on `cfg` and the currency).
+    pub openapi: Arc<std::sync::OnceLock<Bytes>>,
 }
 
 impl AppState {
@@ -154,11 +159,12 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    /// The page asked for: `limit` in 1..=max (default when absent), `offset` in 0..=100000.
-    pub fn page(&self, cfg: &ApiConfig, default_limit: usize) -> Result<Page, ApiError> {
-        let max = cfg.page_limit_max.min(kassa_engine::PAGE_LIMIT_MAX);
+    /// The page asked for: `limit` in 1..=max (`which` default when absent), `offset` in 0..=100000
+    /// (the bounds of `spec::limit_max` and `spec::OFFSET_MAX`, which the OpenAPI document states).
+    pub fn page(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
+        let max = spec::limit_max(cfg);
         let limit = match self.limit.as_deref() {
-            None | Some("") => default_limit.min(max),
+            None | Some("") => spec::limit_default(cfg, which),
             Some(text) => match text.parse::<usize>() {
                 Ok(v) if (1..=max).contains(&v) => v,
                 _ => {
@@ -166,7 +172,7 @@ impl PageParams {
                 }
             },
         };
-        let offset_max = kassa_engine::PAGE_OFFSET_MAX;
+        let offset_max = spec::OFFSET_MAX;
         let offset = match self.offset.as_deref() {
             None | Some("") => 0,
             Some(text) => match text.parse::<usize>() {
@@ -272,29 +278,63 @@ impl Write {
     }
 }
 
-/// One HTTP route: the method and path (axum syntax, which is also OpenAPI's) plus what the OpenAPI
-/// document says about it. The router and the document are both built from this table.
+/// One HTTP route: the method and path (axum syntax, which is also OpenAPI's), who may call it, and
+/// what the OpenAPI document says about it. The router, the access policy (`access::HttpPolicy`) and the
+/// document are all built from this table.
+#[derive(Clone)]
 pub struct RouteDef {
     pub method: Method,
     pub path: &'static str,
+    /// Who may call the route; the gateway enforces it (`access`), the handler only checks ownership.
+    pub access: Access,
     pub tag: &'static str,
     pub summary: &'static str,
     /// Schema name of the request body, if the route takes one.
     pub request: Option<&'static str>,
+    /// An empty body means all defaults.
+    pub request_optional: bool,
     /// Status and schema name of the success response.
     pub status: u16,
     pub response: &'static str,
-    pub query: &'static [&'static str],
+    /// Path and query parameters (every `{name}` of the path is declared).
+    pub params: &'static [Param],
+    /// The route's own error statuses (not found, conflict, gone); the ones every route of its kind can
+    /// answer (bad input, auth, limits) are added by the document.
+    pub errors: &'static [u16],
+    /// A write whose `Idempotency-Key` makes retries safe (every write but the few that do not keep one).
+    pub idempotent: bool,
     pub handler: MethodRouter<AppState>,
 }
 
-pub(crate) fn def<H, T>(method: Method, path: &'static str, tag: &'static str, summary: &'static str, handler: H) -> RouteDef
+pub(crate) fn def<H, T>(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    tag: &'static str,
+    summary: &'static str,
+    handler: H,
+) -> RouteDef
 where
     H: Handler<T, AppState>,
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).expect("standard method");
-    RouteDef { method, path, tag, summary, request: None, status: 200, response: "Object", query: &[], handler: on(filter, handler) }
+    let idempotent = method != Method::GET;
+    RouteDef {
+        method,
+        path,
+        access,
+        tag,
+        summary,
+        request: None,
+        request_optional: false,
+        status: 200,
+        response: "Object",
+        params: &[],
+        errors: &[],
+        idempotent,
+        handler: on(filter, handler),
+    }
 }
 
 impl RouteDef {
@@ -302,14 +342,33 @@ impl RouteDef {
         self.request = Some(schema);
         self
     }
+    /// A body whose absence means all defaults.
+    pub(crate) fn optional_body(mut self, schema: &'static str) -> Self {
+        self.request = Some(schema);
+        self.request_optional = true;
+        self
+    }
     pub(crate) fn returns(mut self, status: u16, schema: &'static str) -> Self {
         self.status = status;
         self.response = schema;
         self
     }
-    pub(crate) fn query(mut self, params: &'static [&'static str]) -> Self {
-        self.query = params;
+    pub(crate) fn params(mut self, params: &'static [Param]) -> Self {
+        self.params = params;
         self
+    }
+    pub(crate) fn errors(mut self, errors: &'static [u16]) -> Self {
+        self.errors = errors;
+        self
+    }
+    /// A write that keeps no idempotency record (its `Idempotency-Key` is checked, then not used).
+    pub(crate) fn without_idempotency(mut self) -> Self {
+        self.idempotent = false;
+        self
+    }
+    /// A write: takes a body (even if it ignores it) and an `Idempotency-Key`.
+    pub fn is_write(&self) -> bool {
+        self.method != Method::GET
     }
 }
 
@@ -338,9 +397,13 @@ pub fn canonical_path(path: &str) -> String {
 /// Every route of the API, each service route once (its alias is added by `all_routes`).
 pub fn route_table() -> Vec<RouteDef> {
     let mut routes = vec![
-        def(Method::GET, "/health", "system", "Service health (RFC 3339 timestamp without fraction)", health).returns(200, "Health"),
-        def(Method::GET, "/api/v1/health", "system", "Service health (full RFC 3339 timestamp)", health_v1).returns(200, "Health"),
-        def(Method::GET, "/openapi.json", "system", "This OpenAPI document", openapi::serve),
+        def(Method::GET, "/health", Access::Public, "system", "Service health (RFC 3339 timestamp without fraction)", health)
+            .returns(200, "Health")
+            .errors(&[503]),
+        def(Method::GET, "/api/v1/health", Access::Public, "system", "Service health (full RFC 3339 timestamp)", health_v1)
+            .returns(200, "Health")
+            .errors(&[503]),
+        def(Method::GET, "/openapi.json", Access::Public, "system", "This OpenAPI document", openapi::serve),
     ];
     routes.extend(products::routes());
     routes.extend(baskets::routes());
@@ -354,18 +417,7 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
     let mut out = Vec::new();
     for r in route_table() {
         if let Some(alias) = gateway_alias(r.path) {
-            let copy = RouteDef {
-                method: r.method.clone(),
-                path: r.path,
-                tag: r.tag,
-                summary: r.summary,
-                request: r.request,
-                status: r.status,
-                response: r.response,
-                query: r.query,
-                handler: r.handler.clone(),
-            };
-            out.push((r.method.clone(), alias, copy));
+            out.push((r.method.clone(), alias, r.clone()));
         }
         out.push((r.method.clone(), r.path.to_string(), r));
     }
@@ -374,7 +426,7 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
 
 /// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
 pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
-    let state = AppState { engine, cfg: Arc::new(cfg) };
+    let state = AppState { engine, cfg: Arc::new(cfg), openapi: Arc::default() };
     let mut service = Router::new();
     let mut notification = Router::new();
     for (_, path, r) in all_routes() {
@@ -393,15 +445,19 @@ pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
 }
 
-/// The notification service's error envelope is `{"error": <text>}`.
+/// The notification service's errors carry the text in `error`, which is where its old clients read it,
+/// and, like every other error, in `message`.
 async fn notification_envelope(response: Response) -> Response {
     match response.extensions().get::<ErrorInfo>() {
         Some(info) => {
             #[derive(Serialize)]
             struct Envelope<'a> {
                 error: &'a str,
+                message: &'a str,
             }
-            json_response(response.status(), &Envelope { error: &info.message })
+            let mut out = json_response(response.status(), &Envelope { error: &info.message, message: &info.message });
+            out.extensions_mut().insert(info.clone());
+            out
         }
         None => response,
     }

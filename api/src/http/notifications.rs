@@ -1,17 +1,20 @@
-//! Notification service endpoints (contract §5.2), under `/api/v1/notifications`. Errors use this
-//! service's envelope `{"error": <text>}` (rewritten by a layer in `http`), with real statuses.
+//! Notification service endpoints (contract §5.2), under `/api/v1/notifications`. Errors carry their text
+//! in `error`, where this service's old clients read it, and in `message` (a layer in `http`), with real
+//! statuses.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::Notification;
+use kassa_engine::{Notification, notify};
 use kassa_engine::{Command, NotificationFilter, NotificationInput, Page, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::products::unexpected;
+use super::spec::{Field, Kind, LONG, LimitDefault, OFFSET, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def, json_response, ok, pairs_from, segment};
+use crate::access::Access;
 use crate::auth::{Need, authorize};
 use crate::error::ApiError;
 use crate::wire;
@@ -156,39 +159,152 @@ pub struct ListParams {
 /// The most notifications one bulk call creates.
 pub const BULK_USERS_MAX: usize = 1000;
 
+fn types() -> Vec<&'static str> {
+    notify::TYPES.to_vec()
+}
+fn channels() -> Vec<&'static str> {
+    notify::CHANNELS.to_vec()
+}
+fn statuses() -> Vec<&'static str> {
+    notify::STATUSES.to_vec()
+}
+/// An empty priority means the type's default.
+fn priorities() -> Vec<&'static str> {
+    std::iter::once("").chain(notify::PRIORITIES).collect()
+}
+/// An empty status leaves it unchanged.
+fn statuses_or_empty() -> Vec<&'static str> {
+    std::iter::once("").chain(notify::STATUSES).collect()
+}
+
+const ID: Param = Param::path("id", Kind::Key(ID_MAX));
+const USER: Param = Param::query("user_id", Kind::Key(ID_MAX)).required();
+const LIMIT: Param = Param::query("limit", Kind::Limit(LimitDefault::Notification));
+
+const COMMON: [Field; 7] = [
+    Field::required("title", SHORT),
+    Field::required("message", LONG),
+    Field::required("type", Kind::OneOf(types)),
+    Field::required("channel", Kind::OneOf(channels)),
+    Field::optional("priority", Kind::OneOf(priorities)).note("Empty or absent: the type's default priority."),
+    Field::optional("template_id", SHORT),
+    Field::optional("data", Kind::StringMap),
+];
+
+impl CreateNotificationBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::required("user_id", USER_ID),
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
+        COMMON[6],
+        Field::optional("expires_at", Kind::Time),
+        Field::optional("send_at", Kind::Ignored).note("See `/schedule`."),
+    ];
+    /// The same body for `/schedule`, where `send_at` is required (and must be in the future).
+    pub(crate) const SCHEDULE_FIELDS: &[Field] = &[
+        Field::required("user_id", USER_ID),
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
+        COMMON[6],
+        Field::optional("expires_at", Kind::Time),
+        Field::required("send_at", Kind::Time).note("When to send it; must be in the future."),
+    ];
+}
+
+impl BulkNotificationBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::required("user_ids", Kind::Keys { max: BULK_USERS_MAX, key_max: ID_MAX }),
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
+        COMMON[6],
+        Field::optional("expires_at", Kind::Time),
+    ];
+}
+
+impl UpdateNotificationBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("status", Kind::OneOf(statuses_or_empty)).note("Empty or absent: unchanged."),
+        Field::optional("title", SHORT).note("Empty or absent: unchanged."),
+        Field::optional("message", LONG).note("Empty or absent: unchanged."),
+    ];
+}
+
+impl ReadAllBody {
+    pub(crate) const FIELDS: &[Field] = &[Field::required("user_id", USER_ID)];
+}
+
 pub fn routes() -> Vec<RouteDef> {
-    const LIST: &[&str] = &["user_id", "limit", "offset", "status", "type"];
+    use Access::{Admin, User};
+    const LIST: &[Param] = &[
+        USER,
+        LIMIT,
+        OFFSET,
+        Param::query("status", Kind::Filter(statuses)).note("Only notifications with this status; wins over `type`."),
+        Param::query("type", Kind::Filter(types)).note("Only notifications of this type."),
+    ];
     let t = "notifications";
     vec![
-        def(Method::POST, "/api/v1/notifications", t, "Create a notification", create)
+        def(Method::POST, "/api/v1/notifications", User, t, "Create a notification", create)
             .body("CreateNotificationBody")
             .returns(201, "SingleEnvelope"),
-        def(Method::GET, "/api/v1/notifications", t, "A user's notifications, newest first", list).returns(200, "ListEnvelope").query(LIST),
-        def(Method::GET, "/api/v1/notifications/unread", t, "A user's unread notifications", unread)
+        def(Method::GET, "/api/v1/notifications", User, t, "A user's notifications, newest first", list)
             .returns(200, "ListEnvelope")
-            .query(&["user_id", "limit", "offset"]),
-        def(Method::GET, "/api/v1/notifications/stats", t, "A user's notification statistics", stats)
+            .params(LIST),
+        def(Method::GET, "/api/v1/notifications/unread", User, t, "A user's unread notifications", unread)
+            .returns(200, "ListEnvelope")
+            .params(&[USER, LIMIT, OFFSET]),
+        def(Method::GET, "/api/v1/notifications/stats", User, t, "A user's notification statistics", stats)
             .returns(200, "StatsEnvelope")
-            .query(&["user_id"]),
-        def(Method::POST, "/api/v1/notifications/read-all", t, "Mark all of a user's notifications read", read_all)
+            .params(&[USER]),
+        def(Method::POST, "/api/v1/notifications/read-all", User, t, "Mark all of a user's notifications read", read_all)
             .body("ReadAllBody")
             .returns(200, "SingleEnvelope"),
-        def(Method::POST, "/api/v1/notifications/bulk", t, "Create one notification per user (admin)", bulk)
+        def(Method::POST, "/api/v1/notifications/bulk", Admin, t, "Create one notification per user", bulk)
             .body("BulkNotificationBody")
-            .returns(201, "ListEnvelope"),
-        def(Method::POST, "/api/v1/notifications/schedule", t, "Create a notification to be sent at send_at", schedule)
-            .body("CreateNotificationBody")
+            .returns(201, "ListEnvelope")
+            .without_idempotency(),
+        def(Method::POST, "/api/v1/notifications/schedule", User, t, "Create a notification to be sent at send_at", schedule)
+            .body("ScheduleNotificationBody")
             .returns(201, "SingleEnvelope"),
-        def(Method::POST, "/api/v1/notifications/cleanup", t, "Delete expired notifications (admin)", cleanup)
+        def(Method::POST, "/api/v1/notifications/cleanup", Admin, t, "Delete expired notifications", cleanup)
             .returns(200, "SingleEnvelope"),
-        def(Method::GET, "/api/v1/notifications/{id}", t, "Get a notification", get).returns(200, "SingleEnvelope"),
-        def(Method::PUT, "/api/v1/notifications/{id}", t, "Update status, title or message", update)
+        def(Method::GET, "/api/v1/notifications/{id}", User, t, "Get a notification", get)
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::PUT, "/api/v1/notifications/{id}", User, t, "Update status, title or message", update)
             .body("UpdateNotificationBody")
-            .returns(200, "SingleEnvelope"),
-        def(Method::DELETE, "/api/v1/notifications/{id}", t, "Delete a notification", delete).returns(200, "SingleEnvelope"),
-        def(Method::POST, "/api/v1/notifications/{id}/send", t, "Send a notification", send).returns(200, "SingleEnvelope"),
-        def(Method::POST, "/api/v1/notifications/{id}/read", t, "Mark a notification read", read).returns(200, "SingleEnvelope"),
-        def(Method::POST, "/api/v1/notifications/{id}/retry", t, "Retry a failed notification", retry).returns(200, "SingleEnvelope"),
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::DELETE, "/api/v1/notifications/{id}", User, t, "Delete a notification", delete)
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::POST, "/api/v1/notifications/{id}/send", User, t, "Send a notification", send)
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404, 410]),
+        def(Method::POST, "/api/v1/notifications/{id}/read", User, t, "Mark a notification read", read)
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::POST, "/api/v1/notifications/{id}/retry", User, t, "Retry a failed notification", retry)
+            .returns(200, "SingleEnvelope")
+            .params(&[ID])
+            .errors(&[404, 409, 410]),
     ]
 }
 
@@ -266,9 +382,11 @@ async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
     notification_reply(reply, StatusCode::CREATED, "Notification scheduled successfully")
 }
 
-async fn bulk(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
-    authorize(caller.actor(), Need::Admin)?;
-    let body: BulkNotificationBody = w.json()?;
+async fn bulk(State(s): State<AppState>, w: Write) -> ApiResult {
+    // The engine skips the users it refuses; a template it would refuse for everyone is a 400 here.
+    let raw: serde_json::Value = w.json()?;
+    super::spec::check(BulkNotificationBody::FIELDS, &raw).map_err(ApiError::invalid_body)?;
+    let body: BulkNotificationBody = serde_json::from_value(raw).map_err(|e| ApiError::invalid_body(e.to_string()))?;
     let users = body.user_ids.ok_or_else(|| ApiError::invalid_body("user_ids is required"))?;
     if users.len() > BULK_USERS_MAX {
         return Err(ApiError::invalid_body(format!("at most {BULK_USERS_MAX} user_ids per call")));
@@ -298,8 +416,7 @@ async fn bulk(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult 
     ))
 }
 
-async fn cleanup(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
-    authorize(caller.actor(), Need::Admin)?;
+async fn cleanup(State(s): State<AppState>, w: Write) -> ApiResult {
     match s.engine.execute(w.request(Command::CleanupNotifications)).await? {
         Reply::Count(n) => Ok(plain(&format!("Cleaned up {n} expired notifications"))),
         other => Err(unexpected(other)),
@@ -318,7 +435,7 @@ async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
 
 async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, s.cfg.notification_limit_default)?;
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, LimitDefault::Notification)?;
     let filter = NotificationFilter {
         status: q.status.clone().filter(|v| !v.is_empty()),
         kind: q.kind.clone().filter(|v| !v.is_empty()),
@@ -342,7 +459,7 @@ async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) ->
 
 async fn unread(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, s.cfg.notification_limit_default)?;
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, LimitDefault::Notification)?;
     let filter = NotificationFilter { unread_only: true, ..Default::default() };
     let result = s.engine.notifications_for_user(user_id, &filter, page)?;
     Ok(ok(&ListEnvelope {

@@ -2,14 +2,14 @@
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::Product;
-use kassa_engine::{CategoryStats, ProductStats};
+use kassa_engine::{CategoryStats, Product, ProductStats, limits};
 use kassa_engine::{Command, Currency, Page, ProductInput, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiResult, AppState, Caller, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
-use crate::auth::{Need, authorize};
+use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT};
+use super::{ApiResult, AppState, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::wire::{self, Money, MoneyText, WideMoney};
 
@@ -68,6 +68,16 @@ pub struct ProductBody {
 }
 
 impl ProductBody {
+    pub(crate) const FIELDS: &[Field] = &[
+        Field::optional("id", Kind::Int { min: i64::MIN, max: i64::MAX })
+            .note("Ignored on create. On update, when present and not 0 it must equal the path id."),
+        Field::required("name", SHORT),
+        Field::optional("description", LONG),
+        Field::required("price", Kind::Amount { min_minor: 0, max_minor: limits::PRICE_MINOR_MAX }),
+        Field::optional("stock", Kind::Int { min: 0, max: limits::STOCK_MAX }).note("Units available; 0 when absent."),
+        Field::optional("category", SHORT),
+    ];
+
     fn input(self, currency: Currency) -> Result<ProductInput, ApiError> {
         let price = self.price.ok_or_else(|| ApiError::invalid_body("price is required"))?;
         let price = price.minor(currency).map_err(|e| ApiError::invalid_body(e.to_string()))?;
@@ -130,39 +140,68 @@ pub struct MessageJson {
     pub message: String,
 }
 
+/// A product id in a path: a positive 64-bit integer.
+pub(crate) const PRODUCT_ID: Kind = Kind::Int { min: 1, max: i64::MAX };
+const ID: Param = Param::path("id", PRODUCT_ID);
+const CATEGORY: Param = Param::path("category", Kind::Key(TEXT_MAX));
+const MIN: Param = Param::path("min", Kind::AmountText);
+const MAX: Param = Param::path("max", Kind::AmountText);
+const START: Param = Param::path("start", Kind::Time);
+const END: Param = Param::path("end", Kind::Time);
+const NAME: Param = Param::path("name", Kind::Key(TEXT_MAX));
+const STOCK: Param = Param::path("stock", Kind::Int { min: i64::MIN, max: i64::MAX });
+const COUNT: Param = Param::path("count", Kind::Int { min: 1, max: RANDOM_MAX });
+
 pub fn routes() -> Vec<RouteDef> {
-    const PAGED: &[&str] = &["limit", "offset"];
+    use Access::{Admin, Public};
     let t = "products";
     vec![
-        def(Method::GET, "/products", t, "List products by id", list).returns(200, "ProductList").query(PAGED),
-        def(Method::POST, "/products", t, "Create a product (admin)", create).body("ProductBody").returns(201, "ProductJson"),
-        def(Method::GET, "/products/{id}", t, "Get a product", get).returns(200, "ProductJson"),
-        def(Method::PUT, "/products/{id}", t, "Replace a product (admin)", update).body("ProductBody").returns(200, "ProductJson"),
-        def(Method::DELETE, "/products/{id}", t, "Delete a product (admin)", delete).returns(200, "MessageJson"),
-        def(Method::GET, "/products/top-5", t, "The 5 most expensive products", top5).returns(200, "ProductList"),
-        def(Method::GET, "/products/top-10", t, "The 10 most expensive products", top10).returns(200, "ProductList"),
-        def(Method::GET, "/products/low-stock-1", t, "Products with at most 1 available", low1).returns(200, "ProductList").query(PAGED),
-        def(Method::GET, "/products/low-stock-10", t, "Products with at most 10 available", low10).returns(200, "ProductList").query(PAGED),
-        def(Method::GET, "/products/category/{category}", t, "Products of a category", by_category)
+        def(Method::GET, "/products", Public, t, "List products by id", list).returns(200, "ProductList").params(&PAGED),
+        def(Method::POST, "/products", Admin, t, "Create a product", create).body("ProductBody").returns(201, "ProductJson"),
+        def(Method::GET, "/products/{id}", Public, t, "Get a product", get).returns(200, "ProductJson").params(&[ID]).errors(&[404]),
+        def(Method::PUT, "/products/{id}", Admin, t, "Replace a product", update)
+            .body("ProductBody")
+            .returns(200, "ProductJson")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::DELETE, "/products/{id}", Admin, t, "Delete a product (refused while units are reserved)", delete)
+            .returns(200, "MessageJson")
+            .params(&[ID])
+            .errors(&[404]),
+        def(Method::GET, "/products/top-5", Public, t, "The 5 most expensive products", top5).returns(200, "ProductList"),
+        def(Method::GET, "/products/top-10", Public, t, "The 10 most expensive products", top10).returns(200, "ProductList"),
+        def(Method::GET, "/products/low-stock-1", Public, t, "Products with at most 1 available", low1)
             .returns(200, "ProductList")
-            .query(PAGED),
-        def(Method::GET, "/products/price/{min}/{max}", t, "Products in a price range (inclusive)", by_price)
+            .params(&PAGED),
+        def(Method::GET, "/products/low-stock-10", Public, t, "Products with at most 10 available", low10)
             .returns(200, "ProductList")
-            .query(PAGED),
-        def(Method::GET, "/products/search/{name}", t, "Products whose name contains the text (case-insensitive)", search)
+            .params(&PAGED),
+        def(Method::GET, "/products/category/{category}", Public, t, "Products of a category", by_category)
             .returns(200, "ProductList")
-            .query(PAGED),
-        def(Method::GET, "/products/stats", t, "Catalog statistics", stats).returns(200, "StatsJson"),
-        def(Method::GET, "/products/categories", t, "Categories with counts and average prices", categories).returns(200, "CategoryList"),
-        def(Method::GET, "/products/stock/{stock}", t, "Products with exactly this many available", by_stock)
+            .params(&[CATEGORY, LIMIT, OFFSET]),
+        def(Method::GET, "/products/price/{min}/{max}", Public, t, "Products in a price range (inclusive)", by_price)
             .returns(200, "ProductList")
-            .query(PAGED),
-        def(Method::GET, "/products/random/{count}", t, "1 to 50 random products", random).returns(200, "ProductList"),
-        def(Method::GET, "/products/created/{start}/{end}", t, "Products created in a time range (RFC 3339 or dates)", by_created)
+            .params(&[MIN, MAX, LIMIT, OFFSET]),
+        def(Method::GET, "/products/search/{name}", Public, t, "Products whose name contains the text (case-insensitive)", search)
             .returns(200, "ProductList")
-            .query(PAGED),
+            .params(&[NAME, LIMIT, OFFSET]),
+        def(Method::GET, "/products/stats", Public, t, "Catalog statistics", stats).returns(200, "StatsJson"),
+        def(Method::GET, "/products/categories", Public, t, "Categories with counts and average prices", categories)
+            .returns(200, "CategoryList"),
+        def(Method::GET, "/products/stock/{stock}", Public, t, "Products with exactly this many available", by_stock)
+            .returns(200, "ProductList")
+            .params(&[STOCK, LIMIT, OFFSET]),
+        def(Method::GET, "/products/random/{count}", Public, t, "1 to 50 random products", random)
+            .returns(200, "ProductList")
+            .params(&[COUNT]),
+        def(Method::GET, "/products/created/{start}/{end}", Public, t, "Products created in a time range (inclusive)", by_created)
+            .returns(200, "ProductList")
+            .params(&[START, END, LIMIT, OFFSET]),
     ]
 }
+
+/// The most products `/products/random/{count}` answers.
+const RANDOM_MAX: i64 = 50;
 
 fn list_response(products: Vec<Product>, currency: Currency) -> axum::response::Response {
     let products: Vec<ProductJson> = products.into_iter().map(|p| ProductJson::new(p, currency)).collect();
@@ -173,7 +212,7 @@ fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
     Ok(list_response(s.engine.products(&q, page)?, s.currency()))
 }
 
-fn parse_id(text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
     let invalid = || ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid product ID", "Product ID must be a valid number");
     let v: i64 = text.parse().map_err(|_| invalid())?;
     u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(invalid)
@@ -192,7 +231,7 @@ pub(crate) fn unexpected(reply: Reply) -> ApiError {
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::All, p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::All, p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
@@ -203,16 +242,14 @@ async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
     }
 }
 
-async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
-    authorize(caller.actor(), Need::Admin)?;
+async fn create(State(s): State<AppState>, w: Write) -> ApiResult {
     let input = w.json::<ProductBody>()?.input(s.currency())?;
     let reply = s.engine.execute(w.request(Command::CreateProduct(input))).await?;
     product_reply(&s, reply, StatusCode::CREATED)
 }
 
-async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
     let id = parse_id(&id)?;
-    authorize(caller.actor(), Need::Admin)?;
     let body = w.json::<ProductBody>()?;
     if let Some(body_id) = body.id
         && body_id != 0
@@ -228,9 +265,8 @@ async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: 
     product_reply(&s, reply, StatusCode::OK)
 }
 
-async fn delete(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+async fn delete(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
     let id = parse_id(&id)?;
-    authorize(caller.actor(), Need::Admin)?;
     match s.engine.execute(w.request(Command::DeleteProduct { id })).await {
         Ok(Reply::Deleted { existed: false }) => Err(ApiError::not_found("failed to delete product: product not found")),
         Ok(_) => Ok(ok(&MessageJson { message: "Product deleted successfully".into() })),
@@ -248,16 +284,16 @@ async fn top10(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn low1(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::StockAtMost(1), p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::StockAtMost(1), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn low10(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::StockAtMost(10), p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::StockAtMost(10), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn by_category(State(s): State<AppState>, P(category): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let category = segment(&category, "category", TEXT_MAX)?.to_string();
-    query(&s, ProductQuery::Category(category), p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::Category(category), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
@@ -266,12 +302,12 @@ async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>,
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid min price", "Min price must be a valid number"))?;
     let max = kassa_engine::money::parse_minor(&max, c)
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid max price", "Max price must be a valid number"))?;
-    query(&s, ProductQuery::PriceRange { min, max }, p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::PriceRange { min, max }, p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn search(State(s): State<AppState>, P(name): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let name = segment(&name, "name", TEXT_MAX)?.to_string();
-    query(&s, ProductQuery::NameContains(name), p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::NameContains(name), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
@@ -296,14 +332,14 @@ async fn categories(State(s): State<AppState>) -> ApiResult {
 async fn by_stock(State(s): State<AppState>, P(stock): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let stock: i64 =
         stock.parse().map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid stock", "Stock must be a valid number"))?;
-    query(&s, ProductQuery::StockEquals(stock), p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::StockEquals(stock), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
     let count: i64 =
         count.parse().map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", "Count must be a valid number"))?;
-    if !(1..=50).contains(&count) {
-        return Err(ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", "Count must be between 1 and 50"));
+    if !(1..=RANDOM_MAX).contains(&count) {
+        return Err(ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", format!("Count must be between 1 and {RANDOM_MAX}")));
     }
     Ok(list_response(s.engine.random_products(count as usize)?, s.currency()))
 }
@@ -311,5 +347,5 @@ async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
 async fn by_created(State(s): State<AppState>, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    query(&s, ProductQuery::CreatedBetween { from, to }, p.page(&s.cfg, s.cfg.page_limit_default)?)
+    query(&s, ProductQuery::CreatedBetween { from, to }, p.page(&s.cfg, LimitDefault::Page)?)
 }
