@@ -524,6 +524,12 @@ impl Engine {
         user_ids: &[String],
         template: crate::command::NotificationInput,
     ) -> Result<Vec<Notification>, EngineError> {
+        // A template the engine would refuse for every user is the caller's error, not N skips.
+        if let Some(first) = user_ids.first() {
+            let mut probe = template.clone();
+            probe.user_id.clone_from(first);
+            crate::core::validate_notification(&probe)?;
+        }
         let mut receivers = Vec::with_capacity(user_ids.len());
         for user in user_ids {
             let mut input = template.clone();

@@ -49,7 +49,7 @@ pub use feed::{FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{
     Basket, BasketLine, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND, Micros, Notification,
-    Payment, PaymentItem, PaymentStatus, Product, Reservation, ReservationState, notify, now_micros,
+    PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Reservation, ReservationState, notify, now_micros,
 };
 pub use money::Currency;
 pub use query::{

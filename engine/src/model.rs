@@ -238,6 +238,9 @@ pub struct Notification {
 }
 
 /// Notification enumerations of the old system (lower-case on the wire).
+/// The payment methods a checkout may name (the old system's list).
+pub const PAYMENT_METHODS: [&str; 6] = ["credit_card", "debit_card", "paypal", "stripe", "bank_transfer", "crypto"];
+
 pub mod notify {
     pub const TYPES: [&str; 8] = ["info", "warning", "error", "success", "payment", "order", "system", "marketing"];
     pub const STATUSES: [&str; 6] = ["pending", "sent", "delivered", "read", "failed", "expired"];

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Notification, notify};
 use kassa_engine::{Command, NotificationFilter, NotificationInput, Page, Reply};
+use kassa_engine::{Notification, notify};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -30,6 +30,7 @@ mod tests;
 pub(crate) use checkout::payment_not_found;
 pub(crate) use notifications::notification_not_found;
 pub use routing::{fnv1a, shard_of_product, shard_of_user};
+pub(crate) use validate::validate_notification;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -61,7 +61,7 @@ pub(super) fn validate_product(input: &ProductInput, currency: Currency) -> Resu
     Ok(())
 }
 
-pub(super) fn validate_notification(input: &NotificationInput) -> Result<(), EngineError> {
+pub(crate) fn validate_notification(input: &NotificationInput) -> Result<(), EngineError> {
     check_user(&input.user_id)?;
     check_text("title", &input.title, limits::TEXT_SHORT_MAX, true)?;
     check_text("message", &input.message, limits::TEXT_LONG_MAX, true)?;

@@ -20,9 +20,8 @@ impl Core {
             check_text("provider", &input.provider, limits::TEXT_SHORT_MAX, true)?;
             check_text("description", &input.description, limits::TEXT_LONG_MAX, false)?;
             check_map("metadata", &input.metadata)?;
-            const METHODS: [&str; 6] = ["credit_card", "debit_card", "paypal", "stripe", "bank_transfer", "crypto"];
-            if !METHODS.contains(&input.method.as_str()) {
-                return Err(EngineError::invalid(format!("validation failed: method must be one of {}", METHODS.join(", "))));
+            if !PAYMENT_METHODS.contains(&input.method.as_str()) {
+                return Err(EngineError::invalid(format!("validation failed: method must be one of {}", PAYMENT_METHODS.join(", "))));
             }
             let currency =
                 if input.currency.is_empty() { self.cfg.currency.code().to_string() } else { input.currency.to_ascii_uppercase() };
