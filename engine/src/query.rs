@@ -8,8 +8,10 @@ use std::ops::Bound;
 use crate::command::{EngineError, ErrorKind};
 use crate::engine::{Engine, store_error};
 use crate::model::{Basket, Notification, Payment, PaymentStatus, Product, now_micros};
-use crate::store::Keyspace;
-use crate::views;
+use std::sync::Arc;
+
+use crate::store::{Keyspace, Store};
+use crate::views::{self, Views};
 
 /// Largest page any listing returns.
 pub const PAGE_LIMIT_MAX: usize = 1000;
@@ -139,29 +141,7 @@ impl Engine {
 
     /// Visits every product of every shard (shard by shard, each in id order) until `f` returns false.
     pub fn for_each_product(&self, f: &mut dyn FnMut(Product) -> bool) -> Result<(), EngineError> {
-        let mut failure = None;
-        for v in self.views() {
-            let mut go_on = true;
-            v.catalog
-                .for_each(Keyspace::Products, &mut |_, bytes| match views::decode_product(bytes) {
-                    Ok(p) => {
-                        go_on = f(p);
-                        go_on
-                    }
-                    Err(e) => {
-                        failure = Some(store_error(e));
-                        false
-                    }
-                })
-                .map_err(store_error)?;
-            if let Some(e) = failure.take() {
-                return Err(e);
-            }
-            if !go_on {
-                break;
-            }
-        }
-        Ok(())
+        self.for_each_decoded(|v| &v.catalog, Keyspace::Products, views::decode_product, f)
     }
 
     pub fn products(&self, query: &ProductQuery, page: Page) -> Result<Vec<Product>, EngineError> {
@@ -370,13 +350,25 @@ impl Engine {
 
     /// Visits every payment of every shard until `f` returns false (aggregates and filtered listings).
     pub fn for_each_payment(&self, f: &mut dyn FnMut(Payment) -> bool) -> Result<(), EngineError> {
+        self.for_each_decoded(|v| &v.state, Keyspace::Payments, views::decode_payment, f)
+    }
+
+    /// Visits every record of `ks` in the store `store` picks, shard by shard, until `f` returns false;
+    /// a record that does not decode ends the walk with an error.
+    fn for_each_decoded<T>(
+        &self,
+        store: fn(&Views) -> &Arc<dyn Store>,
+        ks: Keyspace,
+        decode: fn(&[u8]) -> Result<T, views::DecodeError>,
+        f: &mut dyn FnMut(T) -> bool,
+    ) -> Result<(), EngineError> {
         let mut failure = None;
         for v in self.views() {
             let mut go_on = true;
-            v.state
-                .for_each(Keyspace::Payments, &mut |_, bytes| match views::decode_payment(bytes) {
-                    Ok(p) => {
-                        go_on = f(p);
+            store(v)
+                .for_each(ks, &mut |_, bytes| match decode(bytes) {
+                    Ok(record) => {
+                        go_on = f(record);
                         go_on
                     }
                     Err(e) => {

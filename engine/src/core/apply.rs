@@ -101,7 +101,12 @@ impl Core {
                 self.in_flight_keys.remove(&(r.scope.clone(), r.key.clone()));
             }
         }
-        if let Some(r) = &payment.pending_idempotency {
+        // A key is in flight only while its payment waits on other shards. A journal that kept only the
+        // first events of a batch (power loss mid-write) can leave a finished step still carrying its key:
+        // a retry must then run again rather than wait for an answer that will never come.
+        if let Some(r) = &payment.pending_idempotency
+            && !payment.waiting_on.is_empty()
+        {
             self.in_flight_keys.insert((r.scope.clone(), r.key.clone()), payment.id.clone());
         }
         if payment.waiting_on.is_empty() {
@@ -128,6 +133,16 @@ impl Core {
             if let Some(at) = old.send_at {
                 self.scheduled.remove(&(at, old.id.clone()));
             }
+            if let Some(at) = old.expires_at {
+                self.notification_expiry.remove(&(at, old.id.clone()));
+            }
+            self.unread.remove(&(old.user_id.clone(), old.id.clone()));
+        }
+        if let Some(at) = notification.expires_at {
+            self.notification_expiry.insert((at, notification.id.clone()));
+        }
+        if notification.read_at.is_none() {
+            self.unread.insert((notification.user_id.clone(), notification.id.clone()));
         }
         if notification.status == "pending"
             && let Some(at) = notification.send_at
@@ -147,6 +162,10 @@ impl Core {
             if let Some(at) = old.send_at {
                 self.scheduled.remove(&(at, id.to_string()));
             }
+            if let Some(at) = old.expires_at {
+                self.notification_expiry.remove(&(at, id.to_string()));
+            }
+            self.unread.remove(&(old.user_id.clone(), id.to_string()));
             batch.delete(Ks::NotificationsByUser, &views::by_user_key(&old.user_id, old.created_at, id));
             batch.delete(Ks::Notifications, id.as_bytes());
             self.notifications.remove(id);

@@ -163,6 +163,14 @@ pub struct Core {
     payment_expiry: BTreeSet<(Micros, String)>,
     pub notifications: HashMap<String, Notification>,
     scheduled: BTreeSet<(Micros, String)>,
+    /// (user, id) of every unread notification, so that read-all touches only that user's.
+    unread: BTreeSet<(String, String)>,
+    /// (expires_at, id) of notifications that expire, so that cleanup touches only expired ones.
+    notification_expiry: BTreeSet<(Micros, String)>,
+    /// Read-all and cleanup work left over from commands that had more than one step's worth, finished
+    /// on the following ticks: (user, marked at) and "expired before".
+    read_all_backlog: std::collections::VecDeque<(String, Micros)>,
+    cleanup_backlog: Option<Micros>,
     pub idempotency: HashMap<(String, String), IdempotencyRecord>,
     idempotency_expiry: BTreeSet<(Micros, String, String)>,
     /// Payments waiting on other shards (re-driven on ticks and after recovery).
@@ -201,6 +209,10 @@ impl Core {
             payment_expiry: BTreeSet::new(),
             notifications: HashMap::new(),
             scheduled: BTreeSet::new(),
+            unread: BTreeSet::new(),
+            notification_expiry: BTreeSet::new(),
+            read_all_backlog: std::collections::VecDeque::new(),
+            cleanup_backlog: None,
             idempotency: HashMap::new(),
             idempotency_expiry: BTreeSet::new(),
             in_flight: BTreeSet::new(),

@@ -3,6 +3,9 @@
 use super::validate::{check_text, check_user, validate_notification};
 use super::*;
 
+/// Most notifications one read-all or cleanup step touches (a command, then one per tick).
+const STEP_WORK_MAX: usize = 1024;
+
 impl Core {
     pub(super) fn create_notification(
         &mut self,
@@ -149,34 +152,68 @@ impl Core {
         self.put_notification(n, fx)
     }
 
+    /// Marks every unread notification of the user read; answers how many that is. At most
+    /// `STEP_WORK_MAX` are marked in the command itself, the rest on the following ticks.
     pub(super) fn mark_all_read(&mut self, user_id: &str, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
         check_user(user_id)?;
-        let mut unread: Vec<Notification> =
-            self.notifications.values().filter(|n| n.user_id == user_id && n.read_at.is_none()).cloned().collect();
-        unread.sort_by(|a, b| a.id.cmp(&b.id));
-        let count = unread.len() as u64;
-        for mut n in unread {
+        let count = self.unread_of(user_id).count() as u64;
+        if self.mark_read_step(user_id, now, fx) {
+            self.read_all_backlog.push_back((user_id.to_string(), now));
+        }
+        Ok(Reply::Count(count))
+    }
+
+    fn unread_of<'a>(&'a self, user_id: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        let from = (user_id.to_string(), String::new());
+        self.unread.range(from..).take_while(move |(user, _)| user == user_id).map(|(_, id)| id)
+    }
+
+    /// Marks up to `STEP_WORK_MAX` of the user's unread notifications read; true if some are left.
+    fn mark_read_step(&mut self, user_id: &str, now: Micros, fx: &mut Effects) -> bool {
+        let ids: Vec<String> = self.unread_of(user_id).take(STEP_WORK_MAX + 1).cloned().collect();
+        for id in ids.iter().take(STEP_WORK_MAX) {
+            let mut n = self.notifications[id].clone();
             n.status = "read".to_string();
             n.read_at = Some(now);
             n.updated_at = now;
             self.emit(Event::NotificationPut { notification: n }, fx);
         }
-        Ok(Reply::Count(count))
+        ids.len() > STEP_WORK_MAX
     }
 
+    /// Deletes the notifications expired by now; answers how many that is. At most `STEP_WORK_MAX` are
+    /// deleted in the command itself, the rest on the following ticks.
     pub(super) fn cleanup_notifications(&mut self, now: Micros, fx: &mut Effects) -> u64 {
-        let mut expired: Vec<(String, String)> = self
-            .notifications
-            .values()
-            .filter(|n| n.expires_at.is_some_and(|at| at <= now))
-            .map(|n| (n.id.clone(), n.user_id.clone()))
-            .collect();
-        expired.sort();
-        let count = expired.len() as u64;
-        for (id, user_id) in expired {
-            self.emit(Event::NotificationDeleted { id, user_id, version: 0 }, fx);
+        let count = self.notification_expiry.iter().take_while(|(at, _)| *at <= now).count() as u64;
+        if self.cleanup_step(now, fx) {
+            self.cleanup_backlog = Some(self.cleanup_backlog.map_or(now, |at| at.max(now)));
         }
         count
+    }
+
+    /// Deletes up to `STEP_WORK_MAX` notifications expired by `before`; true if some are left.
+    fn cleanup_step(&mut self, before: Micros, fx: &mut Effects) -> bool {
+        let due: Vec<String> =
+            self.notification_expiry.iter().take_while(|(at, _)| *at <= before).take(STEP_WORK_MAX + 1).map(|(_, id)| id.clone()).collect();
+        for id in due.iter().take(STEP_WORK_MAX) {
+            let user_id = self.notifications[id].user_id.clone();
+            self.emit(Event::NotificationDeleted { id: id.clone(), user_id, version: 0 }, fx);
+        }
+        due.len() > STEP_WORK_MAX
+    }
+
+    /// One tick's share of the read-all and cleanup work left over by commands.
+    pub(super) fn finish_backlogs(&mut self, fx: &mut Effects) {
+        if let Some((user_id, at)) = self.read_all_backlog.pop_front()
+            && self.mark_read_step(&user_id, at, fx)
+        {
+            self.read_all_backlog.push_front((user_id, at));
+        }
+        if let Some(before) = self.cleanup_backlog.take()
+            && self.cleanup_step(before, fx)
+        {
+            self.cleanup_backlog = Some(before);
+        }
     }
 }
 

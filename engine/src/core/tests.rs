@@ -181,3 +181,51 @@ fn bad_input_changes_nothing() {
     }
     assert_eq!(core.next_lsn(), before, "no event was written");
 }
+
+fn notice(user: &str, expires_at: Option<Micros>) -> Command {
+    Command::CreateNotification(NotificationInput {
+        user_id: user.into(),
+        title: "Hello".into(),
+        message: "Text".into(),
+        kind: "info".into(),
+        channel: "in_app".into(),
+        priority: "low".into(),
+        template_id: String::new(),
+        data: vec![],
+        expires_at,
+    })
+}
+
+#[test]
+fn read_all_and_cleanup_do_a_bounded_step_per_command_and_tick() {
+    let mut core = Core::new(0, CoreConfig::new(1), 1, 1);
+    let many = 1100;
+    for _ in 0..many {
+        run(&mut core, notice("gus", Some(T0 + MICROS_PER_MINUTE)).into(), T0).unwrap();
+    }
+    run(&mut core, notice("other", None).into(), T0).unwrap();
+    let unread = |core: &Core, user: &str| core.notifications.values().filter(|n| n.user_id == user && n.read_at.is_none()).count();
+
+    let mut fx = Effects::default();
+    core.step(
+        Input::Client { token: 1, request: Command::MarkAllNotificationsRead { user_id: "gus".into() }.into() },
+        T0,
+        &Catalog(vec![]),
+        &mut fx,
+    );
+    assert_eq!(fx.replies.pop().map(|(_, r)| r), Some(Ok(Reply::Count(many as u64))), "answers the whole count");
+    assert_eq!(fx.events.len(), 1024, "one bounded step in the command");
+    assert_eq!(unread(&core, "gus"), many - 1024);
+    core.tick(T0, &mut Effects::default());
+    assert_eq!(unread(&core, "gus"), 0, "the rest on the next tick");
+    assert_eq!(unread(&core, "other"), 1, "other users untouched");
+
+    let later = T0 + 2 * MICROS_PER_MINUTE;
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 2, request: Command::CleanupNotifications.into() }, later, &Catalog(vec![]), &mut fx);
+    assert_eq!(fx.replies.pop().map(|(_, r)| r), Some(Ok(Reply::Count(many as u64))));
+    assert_eq!(core.notifications.len(), many - 1024 + 1);
+    core.tick(later, &mut Effects::default());
+    assert_eq!(core.notifications.len(), 1, "only the one without an expiry is left");
+    core.check_invariants().unwrap();
+}

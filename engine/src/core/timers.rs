@@ -51,6 +51,7 @@ impl Core {
         for (scope, key) in due {
             self.emit(Event::IdempotencyDeleted { scope, key }, fx);
         }
+        self.finish_backlogs(fx);
         self.redrive(now, fx);
     }
 

@@ -8,7 +8,7 @@ use super::durable::DurableWatch;
 use super::format::{
     FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, decode_frame_header, decode_segment_header, segment_file_name, verify_frame_body,
 };
-use super::segment::{SegmentScan, corrupt, list_segments, read_up_to, scan_segment};
+use super::segment::{SegmentScan, corrupt, follows, list_segments, read_up_to, scan_segment};
 use super::{JournalError, Lsn, Record};
 
 // Bytes fetched per read syscall; a frame larger than this gets a read of its own size.
@@ -235,15 +235,7 @@ pub fn read_all(dir: &Path, from_lsn: Lsn) -> Result<Vec<Record>, JournalError> 
     let mut next_lsn: Option<Lsn> = None;
     for (index, segment) in segments.iter().enumerate().skip(start) {
         let is_last = index + 1 == count;
-        if let Some(expected) = next_lsn
-            && segment.first_lsn != expected
-        {
-            return Err(corrupt(
-                &segment.path,
-                0,
-                format!("segment starts at lsn {} but the previous one ends before {expected}", segment.first_lsn),
-            ));
-        }
+        follows(segment, next_lsn)?;
         match scan_segment(segment, from_lsn, Some(&mut records))? {
             SegmentScan::TornHeader { .. } if is_last => break,
             SegmentScan::TornHeader { reason } => return Err(corrupt(&segment.path, 0, reason)),

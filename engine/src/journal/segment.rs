@@ -66,6 +66,18 @@ pub(crate) struct FrameScan {
     pub bad: Option<(u64, String)>,
 }
 
+/// Checks that `segment` starts where the previous one ended (`next_lsn`, none for the first).
+pub(crate) fn follows(segment: &SegmentFile, next_lsn: Option<Lsn>) -> Result<(), JournalError> {
+    match next_lsn {
+        Some(expected) if segment.first_lsn != expected => Err(corrupt(
+            &segment.path,
+            0,
+            format!("segment starts at lsn {} but the previous one ends before {expected}", segment.first_lsn),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Verifies every frame of `segment`; records with `lsn >= collect_from` are pushed to `out` if given.
 /// Header problems in a file longer than a header are `Corrupt` (whatever the segment's position).
 pub(crate) fn scan_segment(

@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 use super::durable::DurableWatch;
 use super::format::{FRAME_HEADER_BYTES, PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, encode_frame, encode_segment_header};
 use super::io::{Batch, Completion, IoThread, NewSegment};
-use super::segment::{SegmentFile, SegmentScan, corrupt, list_segments, scan_segment, sync_dir};
+use super::segment::{SegmentFile, SegmentScan, corrupt, follows, list_segments, scan_segment, sync_dir};
 use super::{JournalConfig, JournalError, Lsn};
 
 // Initial capacity of the pending buffer: a few hundred small frames without reallocation.
@@ -302,15 +302,7 @@ fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let mut active_len_bytes = 0;
     for (index, segment) in listed.into_iter().enumerate() {
         let is_last = index + 1 == count;
-        if let Some(expected) = next_lsn
-            && segment.first_lsn != expected
-        {
-            return Err(corrupt(
-                &segment.path,
-                0,
-                format!("segment starts at lsn {} but the previous one ends before {expected}", segment.first_lsn),
-            ));
-        }
+        follows(&segment, next_lsn)?;
         match scan_segment(&segment, Lsn::MAX, None)? {
             SegmentScan::TornHeader { reason } if is_last => {
                 // Creation syncs the header before any frame, so this file never held a durable record.

@@ -5,6 +5,34 @@ use super::super::*;
 use crate::core::validate::{check_map, check_text, check_user};
 
 impl Core {
+    /// The user's basket and the payment's currency, if the checkout request is acceptable.
+    fn checkout_basket(&self, input: &PaymentInput, now: Micros) -> Result<(Basket, String), EngineError> {
+        check_user(&input.user_id)?;
+        check_text("basket_id", &input.basket_id, limits::TEXT_SHORT_MAX, false)?;
+        check_text("method", &input.method, limits::TEXT_SHORT_MAX, true)?;
+        check_text("provider", &input.provider, limits::TEXT_SHORT_MAX, true)?;
+        check_text("description", &input.description, limits::TEXT_LONG_MAX, false)?;
+        check_map("metadata", &input.metadata)?;
+        if !PAYMENT_METHODS.contains(&input.method.as_str()) {
+            return Err(EngineError::invalid(format!("validation failed: method must be one of {}", PAYMENT_METHODS.join(", "))));
+        }
+        let currency = if input.currency.is_empty() { self.cfg.currency.code().to_string() } else { input.currency.to_ascii_uppercase() };
+        if currency != self.cfg.currency.code() {
+            return Err(EngineError::invalid(format!(
+                "validation failed: currency {currency} is not accepted; prices are in {}",
+                self.cfg.currency
+            )));
+        }
+        let Some(basket) = self.live_basket(&input.user_id, now) else {
+            return Err(EngineError::not_found(format!("basket not found for user {}", input.user_id))
+                .because(Refusal::BasketNotFound { user_id: input.user_id.clone() }));
+        };
+        if basket.lines.is_empty() {
+            return Err(EngineError::invalid("basket is empty or invalid"));
+        }
+        Ok((basket.clone(), currency))
+    }
+
     pub(in crate::core) fn create_payment(
         &mut self,
         input: PaymentInput,
@@ -13,33 +41,7 @@ impl Core {
         now: Micros,
         fx: &mut Effects,
     ) -> Result<Option<Reply>, EngineError> {
-        let checked = (|| {
-            check_user(&input.user_id)?;
-            check_text("basket_id", &input.basket_id, limits::TEXT_SHORT_MAX, false)?;
-            check_text("method", &input.method, limits::TEXT_SHORT_MAX, true)?;
-            check_text("provider", &input.provider, limits::TEXT_SHORT_MAX, true)?;
-            check_text("description", &input.description, limits::TEXT_LONG_MAX, false)?;
-            check_map("metadata", &input.metadata)?;
-            if !PAYMENT_METHODS.contains(&input.method.as_str()) {
-                return Err(EngineError::invalid(format!("validation failed: method must be one of {}", PAYMENT_METHODS.join(", "))));
-            }
-            let currency =
-                if input.currency.is_empty() { self.cfg.currency.code().to_string() } else { input.currency.to_ascii_uppercase() };
-            if currency != self.cfg.currency.code() {
-                return Err(EngineError::invalid(format!(
-                    "validation failed: currency {currency} is not accepted; prices are in {}",
-                    self.cfg.currency
-                )));
-            }
-            let Some(basket) = self.live_basket(&input.user_id, now) else {
-                return Err(EngineError::not_found(format!("basket not found for user {}", input.user_id)));
-            };
-            if basket.lines.is_empty() {
-                return Err(EngineError::invalid("basket is empty or invalid"));
-            }
-            Ok((basket.clone(), currency))
-        })();
-        let (basket, currency) = checked?;
+        let (basket, currency) = self.checkout_basket(&input, now)?;
         let id = self.new_id(now);
         let items: Vec<PaymentItem> = basket
             .lines
@@ -335,7 +337,12 @@ impl Core {
             self.put_payment(p, fx);
             return;
         }
-        // Every shard has answered this step.
+        self.finish_step(p, step, now, fx);
+    }
+
+    /// Every shard has answered the payment's current step: move it to its next state.
+    fn finish_step(&mut self, mut p: Payment, step: Step, now: Micros, fx: &mut Effects) {
+        let payment_id = p.id.clone();
         match step {
             Step::Reserve if p.failure_reason.is_empty() => {
                 p.amount = p.items.iter().map(PaymentItem::subtotal).sum();
