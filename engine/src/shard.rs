@@ -13,7 +13,7 @@ use crate::command::{EngineError, Reply, Request};
 use crate::core::{CatalogView, Core, Effects, Input, PeerMsg, shard_of_product};
 use crate::event::{EVENT_KIND, EVENT_SCHEMA};
 use crate::journal::JournalWriter;
-use crate::model::{Product, now_micros};
+use crate::model::{Micros, Product, now_micros};
 use crate::views::{self, Ks, Views, Writes};
 
 pub type ReplySender = tokio::sync::oneshot::Sender<Result<Reply, EngineError>>;
@@ -144,31 +144,8 @@ impl Shard {
             self.stats.queue_depth.store(self.inbox.len() as u64, Ordering::Relaxed);
             let now = now_micros();
             for m in mail {
-                match m {
-                    Mail::Client { request, reply } => {
-                        // Bounds every table a client command can hold a place in (tokens, waiters, pending).
-                        if tokens.len() >= IN_FLIGHT_MAX {
-                            self.stats.overloaded_total.fetch_add(1, Ordering::Relaxed);
-                            let _ = reply.send(Err(EngineError::overloaded("overloaded: too many commands in flight; retry shortly")));
-                            continue;
-                        }
-                        let token = next_token;
-                        next_token += 1;
-                        tokens.insert(token, reply);
-                        self.stats.commands_total.fetch_add(1, Ordering::Relaxed);
-                        self.core.step(Input::Client { token, request }, now, &*self.catalog, &mut fx);
-                    }
-                    Mail::Peer(msg) => self.core.step(Input::Peer(msg), now, &*self.catalog, &mut fx),
-                    Mail::Checkpointed { lsn, cursor_min, done } => {
-                        let keep_from = (lsn + 1).min(cursor_min);
-                        if let Err(e) = self.journal.remove_below(keep_from) {
-                            tracing::warn!(shard = self.core.shard, error = %e, "removing old journal segments failed");
-                        }
-                        self.stats.checkpoint_lsn.store(lsn, Ordering::Relaxed);
-                        self.stats.checkpoint_at_micros.store(now as u64, Ordering::Relaxed);
-                        let _ = done.send(());
-                    }
-                    Mail::Shutdown { done } => shutdown = Some(done),
+                if let Some(done) = self.deliver(m, now, &mut tokens, &mut next_token, &mut fx) {
+                    shutdown = Some(done);
                 }
             }
             if Instant::now() >= next_tick {
@@ -192,6 +169,45 @@ impl Shard {
                 return;
             }
         }
+    }
+
+    /// Hands one piece of mail to the core (or acts on it); returns the sender to tell once a shutdown
+    /// asked for is done.
+    fn deliver(
+        &mut self,
+        mail: Mail,
+        now: Micros,
+        tokens: &mut HashMap<u64, ReplySender>,
+        next_token: &mut u64,
+        fx: &mut Effects,
+    ) -> Option<std::sync::mpsc::Sender<()>> {
+        match mail {
+            Mail::Client { request, reply } => {
+                // Bounds every table a client command can hold a place in (tokens, waiters, pending).
+                if tokens.len() >= IN_FLIGHT_MAX {
+                    self.stats.overloaded_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(EngineError::overloaded("overloaded: too many commands in flight; retry shortly")));
+                    return None;
+                }
+                let token = *next_token;
+                *next_token += 1;
+                tokens.insert(token, reply);
+                self.stats.commands_total.fetch_add(1, Ordering::Relaxed);
+                self.core.step(Input::Client { token, request }, now, &*self.catalog, fx);
+            }
+            Mail::Peer(msg) => self.core.step(Input::Peer(msg), now, &*self.catalog, fx),
+            Mail::Checkpointed { lsn, cursor_min, done } => {
+                let keep_from = (lsn + 1).min(cursor_min);
+                if let Err(e) = self.journal.remove_below(keep_from) {
+                    tracing::warn!(shard = self.core.shard, error = %e, "removing old journal segments failed");
+                }
+                self.stats.checkpoint_lsn.store(lsn, Ordering::Relaxed);
+                self.stats.checkpoint_at_micros.store(now as u64, Ordering::Relaxed);
+                let _ = done.send(());
+            }
+            Mail::Shutdown { done } => return Some(done),
+        }
+        None
     }
 
     /// Appends the batch's events to the journal and parks its effects until they are durable.
