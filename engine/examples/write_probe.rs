@@ -8,7 +8,7 @@ use std::time::Instant;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use futures::StreamExt;
-use kassa_engine::{Command, Engine, EngineConfig, ProductInput};
+use kassa_engine::{Engine, EngineConfig, ProductInput, cmd};
 
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -28,15 +28,15 @@ fn main() {
             category: "c".into(),
             image_url: String::new(),
         };
-        engine.execute_blocking(Command::CreateProductWithId { id, input }).unwrap();
+        engine.run_blocking(cmd::create_product_with_id(id, input)).unwrap();
     }
     let started = Instant::now();
     let failed = futures::executor::block_on(
         futures::stream::iter(0..commands)
             .map(|i| {
                 let engine = engine.clone();
-                let command = Command::AddItem { user_id: format!("u{}", i % 50_000), product_id: 1 + i % shards as u64, quantity: 1 };
-                async move { engine.execute(command).await }
+                let command = cmd::add_item(format!("u{}", i % 50_000), 1 + i % shards as u64, 1);
+                async move { engine.run(command).await }
             })
             .buffer_unordered(in_flight)
             .fold(0u64, |f, r| async move { f + u64::from(r.is_err()) }),

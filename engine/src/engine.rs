@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::cmd::{Answer, Cmd, typed};
 use crate::command::{Command, EngineError, Reply, Request};
 use crate::core::{Core, CoreConfig, fnv1a, notification_not_found, payment_not_found, shard_of_product, shard_of_user};
 use crate::event::Event;
@@ -510,6 +511,18 @@ impl Engine {
                 Ok(Reply::Count(total))
             }
         }
+    }
+
+    /// Runs a typed command and answers with its own type (after it is durable, in sync mode).
+    pub async fn run<T: Answer>(&self, cmd: Cmd<T>) -> Result<T, EngineError> {
+        let name = cmd.command().name();
+        let reply = self.execute(cmd.into_request()).await?;
+        typed(name, reply)
+    }
+
+    /// `run` for callers without an async runtime (tests, benchmarks, tools).
+    pub fn run_blocking<T: Answer>(&self, cmd: Cmd<T>) -> Result<T, EngineError> {
+        futures::executor::block_on(self.run(cmd))
     }
 
     /// `execute` for callers without an async runtime (tests, benchmarks, tools).

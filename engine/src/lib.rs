@@ -12,6 +12,7 @@
 //! core, the journal and the stores are internal; the `internals` feature exposes the journal and store
 //! building blocks to the benchmarks and fuzz targets only.
 
+pub mod cmd;
 mod command;
 mod core;
 mod engine;
@@ -39,6 +40,7 @@ pub mod store;
 pub mod time;
 mod views;
 
+pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{
     Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal, Reply, Request,
 };

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use kassa_engine::{Command, Engine, EngineConfig, Holding, PaymentInput, PaymentStatus, ProductInput, Reply};
+use kassa_engine::{Engine, EngineConfig, Holding, PaymentInput, PaymentStatus, ProductInput, cmd};
 
 const CHILD_ENV: &str = "KASSA_CRASH_CHILD_DIR";
 const WRITERS: usize = 12;
@@ -33,7 +33,7 @@ fn child(dir: &str) {
             category: "c".into(),
             image_url: String::new(),
         };
-        engine.execute_blocking(Command::CreateProductWithId { id, input }).expect("seed product");
+        engine.run_blocking(cmd::create_product_with_id(id, input)).expect("seed product");
     }
     println!("READY");
     let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -46,8 +46,7 @@ fn child(dir: &str) {
                 let mut qty = HashMap::new();
                 for round in 0u64.. {
                     let product_id = (round % PRODUCTS) + 1;
-                    let Ok(Reply::Basket(b)) = engine.execute_blocking(Command::AddItem { user_id: user.clone(), product_id, quantity: 1 })
-                    else {
+                    let Ok(b) = engine.run_blocking(cmd::add_item(user.clone(), product_id, 1)) else {
                         continue;
                     };
                     let line = b.lines.iter().find(|l| l.product_id == product_id).map_or(0, |l| l.quantity);
@@ -55,11 +54,9 @@ fn child(dir: &str) {
                     writeln!(out.lock().unwrap(), "BASKET {user} {product_id} {line}").unwrap();
                     if round % 5 == 4 {
                         let input = PaymentInput::new(user.clone(), "credit_card", "stripe");
-                        if let Ok(Reply::Payment(p)) = engine.execute_blocking(Command::CreatePayment(input)) {
+                        if let Ok(p) = engine.run_blocking(cmd::create_payment(input)) {
                             writeln!(out.lock().unwrap(), "PENDING {}", p.id).unwrap();
-                            if let Ok(Reply::Payment(p)) =
-                                engine.execute_blocking(Command::ProcessPayment { payment_id: p.id, provider_id: String::new() })
-                            {
+                            if let Ok(p) = engine.run_blocking(cmd::process_payment(p.id, "")) {
                                 writeln!(out.lock().unwrap(), "PAID {} {user}", p.id).unwrap();
                             }
                         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kassa_engine::{Command, Engine, EngineConfig, Event, ProductInput, Reply};
+use kassa_engine::{Engine, EngineConfig, Event, ProductInput, cmd};
 
 fn engine(dir: &std::path::Path) -> Engine {
     let mut cfg = EngineConfig::new(dir);
@@ -23,7 +23,7 @@ fn create(engine: &Engine, i: u64) -> u64 {
         category: "c".into(),
         image_url: String::new(),
     };
-    let Reply::Product(p) = engine.execute_blocking(Command::CreateProduct(input)).unwrap() else { panic!() };
+    let p = engine.run_blocking(cmd::create_product(input)).unwrap();
     p.id
 }
 
@@ -45,7 +45,7 @@ fn subscribers_see_committed_events_in_order_with_versions() {
         category: "c".into(),
         image_url: String::new(),
     };
-    engine.execute_blocking(Command::UpdateProduct { id: ids[0], input: update }).unwrap();
+    engine.run_blocking(cmd::update_product(ids[0], update)).unwrap();
 
     let mut seen = Vec::new();
     while let Some(r) = sub.next_timeout(Duration::from_secs(2)).unwrap() {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kassa_engine::{Command, Durability, Engine, EngineConfig, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Refusal, Reply};
+use kassa_engine::{Durability, Engine, EngineConfig, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Refusal, cmd};
 
 fn open(dir: &std::path::Path, shards: usize) -> Engine {
     let mut cfg = EngineConfig::new(dir);
@@ -21,7 +21,7 @@ fn product(name: &str, price: i64, stock: i64) -> ProductInput {
 async fn five_hundred_buyers_one_hundred_units() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(dir.path(), 2);
-    let Reply::Product(p) = engine.execute(Command::CreateProduct(product("Console", 49_999, 100))).await.unwrap() else { panic!() };
+    let p = engine.run(cmd::create_product(product("Console", 49_999, 100))).await.unwrap();
     let buyers = 500;
     let mut tasks = Vec::new();
     let engine = Arc::new(engine);
@@ -30,21 +30,20 @@ async fn five_hundred_buyers_one_hundred_units() {
         let product_id = p.id;
         tasks.push(tokio::spawn(async move {
             let user = format!("buyer-{i}");
-            engine.execute(Command::AddItem { user_id: user.clone(), product_id, quantity: 1 }).await?;
+            engine.run(cmd::add_item(user.clone(), product_id, 1)).await?;
             let input = PaymentInput::new(user, "credit_card", "stripe");
-            let Reply::Payment(pay) = engine.execute(Command::CreatePayment(input)).await? else { unreachable!() };
-            engine.execute(Command::ProcessPayment { payment_id: pay.id, provider_id: "pi".into() }).await
+            let pay = engine.run(cmd::create_payment(input)).await?;
+            engine.run(cmd::process_payment(pay.id, "pi")).await
         }));
     }
     let mut completed = 0;
     let mut out_of_stock = 0;
     for t in tasks {
         match t.await.unwrap() {
-            Ok(Reply::Payment(pay)) => {
+            Ok(pay) => {
                 assert_eq!(pay.status, PaymentStatus::Completed);
                 completed += 1;
             }
-            Ok(other) => panic!("unexpected reply {other:?}"),
             Err(e) => {
                 assert_eq!(e.kind, ErrorKind::InsufficientStock, "a clear out-of-stock failure, got {e:?}");
                 assert!(e.message.contains("insufficient stock") || e.message.contains("not available"), "{}", e.message);
@@ -86,7 +85,7 @@ async fn async_mode_answers_early_and_keeps_everything_on_clean_shutdown() {
     cfg.durability = Durability::Async;
     cfg.pin_threads = false;
     let engine = Engine::open(cfg.clone()).unwrap();
-    let Reply::Product(p) = engine.execute(Command::CreateProduct(product("Lamp", 1_999, 50))).await.unwrap() else { panic!() };
+    let p = engine.run(cmd::create_product(product("Lamp", 1_999, 50))).await.unwrap();
     // Stores only ever hold durable events, so in async mode a read may trail a reply by a sync cycle.
     let visible_by = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while engine.product(p.id).unwrap().is_none() {
@@ -94,7 +93,7 @@ async fn async_mode_answers_early_and_keeps_everything_on_clean_shutdown() {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
     for i in 0..40 {
-        engine.execute(Command::AddItem { user_id: format!("u{i}"), product_id: p.id, quantity: 1 }).await.unwrap();
+        engine.run(cmd::add_item(format!("u{i}"), p.id, 1)).await.unwrap();
     }
     engine.shutdown();
     drop(engine);

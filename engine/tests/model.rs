@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use kassa_engine::{Command, Engine, EngineConfig, ErrorKind, Holding, PaymentInput, PaymentStatus, ProductInput, Reply};
+use kassa_engine::{Answer, Cmd, Engine, EngineConfig, ErrorKind, Holding, PaymentInput, PaymentStatus, ProductInput, cmd};
 use proptest::prelude::*;
 
 const USERS: [&str; 3] = ["ana", "bo", "cy"];
@@ -170,10 +170,11 @@ impl Model {
     }
 }
 
-fn seen(r: &Result<Reply, kassa_engine::EngineError>) -> Seen {
-    match r {
-        Ok(_) => Seen::Ok,
-        Err(e) => Seen::Err(e.kind),
+/// Runs one typed command and keeps only what the model predicts: success or the error's kind.
+fn seen<T: Answer + std::fmt::Debug>(engine: &Engine, command: Cmd<T>) -> (Seen, String) {
+    match engine.run_blocking(command) {
+        Ok(answer) => (Seen::Ok, format!("{answer:?}")),
+        Err(e) => (Seen::Err(e.kind), format!("{e:?}")),
     }
 }
 
@@ -209,7 +210,7 @@ fn run(shards: usize, ops: &[Op]) {
             category: "c".into(),
             image_url: String::new(),
         };
-        let Reply::Product(p) = engine.execute_blocking(Command::CreateProduct(input)).unwrap() else { panic!() };
+        let p = engine.run_blocking(cmd::create_product(input)).unwrap();
         ids.push(p.id);
         model.products.push(MProduct { price: 100 + i as i64, available: 5, ..Default::default() });
         model.totals.push(5);
@@ -217,38 +218,33 @@ fn run(shards: usize, ops: &[Op]) {
     let mut payment_ids: Vec<String> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         let pick = |k: usize| payment_ids.get(k % payment_ids.len().max(1)).cloned().unwrap_or_else(|| "missing".to_string());
-        let command = match *op {
-            Op::Add { user, product, qty } => Command::AddItem { user_id: USERS[user].into(), product_id: ids[product], quantity: qty },
-            Op::Update { user, product, qty } => {
-                Command::UpdateItem { user_id: USERS[user].into(), product_id: ids[product], quantity: qty }
-            }
-            Op::Clear { user } => Command::ClearBasket { user_id: USERS[user].into() },
-            Op::Pay { user } => Command::CreatePayment(PaymentInput::new(USERS[user], "paypal", "paypal")),
-            Op::Process { payment } => Command::ProcessPayment { payment_id: pick(payment), provider_id: String::new() },
-            Op::Cancel { payment } => Command::CancelPayment { payment_id: pick(payment) },
-            Op::Refund { payment } => Command::RefundPayment { payment_id: pick(payment), amount: None, reason: "test".into() },
+        let before = model.payments.len();
+        let expected = model.apply(op);
+        let (result, detail) = match *op {
+            Op::Add { user, product, qty } => seen(&engine, cmd::add_item(USERS[user], ids[product], qty)),
+            Op::Update { user, product, qty } => seen(&engine, cmd::update_item(USERS[user], ids[product], qty)),
+            Op::Clear { user } => seen(&engine, cmd::clear_basket(USERS[user])),
+            Op::Pay { user } => seen(&engine, cmd::create_payment(PaymentInput::new(USERS[user], "paypal", "paypal"))),
+            Op::Process { payment } => seen(&engine, cmd::process_payment(pick(payment), "")),
+            Op::Cancel { payment } => seen(&engine, cmd::cancel_payment(pick(payment))),
+            Op::Refund { payment } => seen(&engine, cmd::refund_payment(pick(payment), None, "test")),
             Op::SetStock { product, stock } | Op::SetPrice { product, price: stock } => {
                 let current = engine.product(ids[product]).unwrap().unwrap();
                 let (price, stock) = match *op {
                     Op::SetStock { .. } => (current.price, stock),
                     _ => (stock, current.available),
                 };
-                Command::UpdateProduct {
-                    id: ids[product],
-                    input: ProductInput {
-                        name: current.name,
-                        description: String::new(),
-                        price,
-                        stock,
-                        category: "c".into(),
-                        image_url: String::new(),
-                    },
-                }
+                let input = ProductInput {
+                    name: current.name,
+                    description: String::new(),
+                    price,
+                    stock,
+                    category: "c".into(),
+                    image_url: String::new(),
+                };
+                seen(&engine, cmd::update_product(ids[product], input))
             }
         };
-        let before = model.payments.len();
-        let expected = model.apply(op);
-        let result = engine.execute_blocking(command);
         // A failed checkout is still a recorded payment; learn its id from the engine.
         if model.payments.len() > before {
             let user = USERS[match op {
@@ -258,7 +254,7 @@ fn run(shards: usize, ops: &[Op]) {
             let newest = engine.payments_by_user(user, kassa_engine::Page::first(1)).unwrap();
             payment_ids.push(newest[0].id.clone());
         }
-        assert_eq!(seen(&result), expected, "step {step}: {op:?} -> {result:?}");
+        assert_eq!(result, expected, "step {step}: {op:?} -> {detail}");
         quiesce(&engine, &payment_ids);
     }
     // Final state equals the model's.

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use kassa_engine::{Command, Engine, EngineConfig, EngineError, ErrorKind, PaymentInput, PaymentStatus, ProductInput, Reply, Request};
+use kassa_engine::{Answer, Cmd, Engine, EngineConfig, EngineError, ErrorKind, PaymentInput, PaymentStatus, ProductInput, cmd};
 
 const BUYERS: usize = 60;
 
-async fn until_admitted(engine: &Engine, request: Request, overloaded: &mut u64) -> Result<Reply, EngineError> {
+async fn until_admitted<T: Answer>(engine: &Engine, command: Cmd<T>, overloaded: &mut u64) -> Result<T, EngineError> {
     // Bounded: 2 000 refusals in a row would mean the engine stopped making progress.
     for _ in 0..2_000 {
-        match engine.execute(request.clone()).await {
+        match engine.run(command.clone()).await {
             Err(e) if e.kind == ErrorKind::Overloaded => {
                 *overloaded += 1;
                 tokio::task::yield_now().await;
@@ -35,7 +35,7 @@ async fn cross_shard_checkouts_finish_with_full_mailboxes() {
     let mut ids = Vec::new();
     for name in ["left", "right"] {
         let input = ProductInput { name: name.into(), price: 250, stock: BUYERS as i64, ..ProductInput::default() };
-        let Reply::Product(p) = until_admitted(&engine, Command::CreateProduct(input).into(), &mut 0).await.unwrap() else { panic!() };
+        let p = until_admitted(&engine, cmd::create_product(input), &mut 0).await.unwrap();
         ids.push(p.id);
     }
     assert_eq!(ids, vec![1, 2]);
@@ -48,13 +48,11 @@ async fn cross_shard_checkouts_finish_with_full_mailboxes() {
             let mut overloaded = 0;
             let user = format!("buyer-{i}");
             for &product_id in &ids {
-                let add = Command::AddItem { user_id: user.clone(), product_id, quantity: 1 };
-                until_admitted(&engine, add.into(), &mut overloaded).await.expect("added");
+                until_admitted(&engine, cmd::add_item(user.clone(), product_id, 1), &mut overloaded).await.expect("added");
             }
-            let pay = Command::CreatePayment(PaymentInput::new(user, "credit_card", "stripe"));
-            let Reply::Payment(p) = until_admitted(&engine, pay.into(), &mut overloaded).await.expect("reserved") else { panic!() };
-            let process = Command::ProcessPayment { payment_id: p.id, provider_id: String::new() };
-            let Reply::Payment(p) = until_admitted(&engine, process.into(), &mut overloaded).await.expect("completed") else { panic!() };
+            let pay = cmd::create_payment(PaymentInput::new(user, "credit_card", "stripe"));
+            let p = until_admitted(&engine, pay, &mut overloaded).await.expect("reserved");
+            let p = until_admitted(&engine, cmd::process_payment(p.id, ""), &mut overloaded).await.expect("completed");
             (p.status, overloaded)
         }));
     }
