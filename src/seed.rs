@@ -1,6 +1,6 @@
 //! The old product service's seed catalog (contract §2.5), inserted into an empty catalog at start.
 
-use kassa_engine::{Command, Engine, EngineError, Page, ProductInput, ProductQuery, money};
+use kassa_engine::{Engine, EngineError, Page, ProductInput, ProductQuery, cmd, money};
 
 /// (id, name, description, price, stock, category), in the old insertion order.
 pub const PRODUCTS: [(u64, &str, &str, &str, i64, &str); 10] = [
@@ -32,7 +32,7 @@ pub fn seed_if_empty(engine: &Engine) -> Result<usize, EngineError> {
             category: category.into(),
             image_url: String::new(),
         };
-        engine.execute_blocking(Command::CreateProductWithId { id, input })?;
+        engine.run_blocking(cmd::create_product_with_id(id, input))?;
     }
     Ok(PRODUCTS.len())
 }

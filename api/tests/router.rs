@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use kassa_api::access::{self, HttpPolicy, Verdict};
 use kassa_api::{Actor, ApiConfig, http_router};
-use kassa_engine::{Command, Engine, EngineConfig, ProductInput};
+use kassa_engine::{Engine, EngineConfig, ProductInput, cmd};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -30,7 +30,7 @@ fn engine(dir: &std::path::Path) -> Engine {
         category: "Office".into(),
         image_url: String::new(),
     };
-    engine.execute_blocking(Command::CreateProductWithId { id: 1, input }).expect("product");
+    engine.run_blocking(cmd::create_product_with_id(1, input)).expect("product");
     engine
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use kassa_bench::engine_import::{DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP};
-use kassa_engine::{Command, Durability, Engine, EngineConfig, ProductInput, StoreChoice};
+use kassa_engine::{Answer, Cmd, Durability, Engine, EngineConfig, ProductInput, StoreChoice, cmd};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -48,12 +48,12 @@ fn open(dir: &std::path::Path, store: StoreChoice, shards: usize, durability: Du
 }
 
 /// Runs `count` commands with `IN_FLIGHT` outstanding and returns how many failed.
-fn drive(engine: &Engine, commands: impl Iterator<Item = Command>) -> u64 {
+fn drive<T: Answer>(engine: &Engine, commands: impl Iterator<Item = Cmd<T>>) -> u64 {
     futures::executor::block_on(
         futures::stream::iter(commands)
             .map(|c| {
                 let engine = engine.clone();
-                async move { engine.execute(c).await }
+                async move { engine.run(c).await }
             })
             .buffer_unordered(IN_FLIGHT)
             .fold(0u64, |failed, r| async move { failed + u64::from(r.is_err()) }),
@@ -61,7 +61,7 @@ fn drive(engine: &Engine, commands: impl Iterator<Item = Command>) -> u64 {
 }
 
 fn seed(engine: &Engine, products: u64) {
-    let failed = drive(engine, (1..=products).map(|id| Command::CreateProductWithId { id, input: product(id) }));
+    let failed = drive(engine, (1..=products).map(|id| cmd::create_product_with_id(id, product(id))));
     assert_eq!(failed, 0, "seeding {products} products failed {failed} times");
 }
 
@@ -82,11 +82,8 @@ fn durable(c: &mut Criterion) {
         group.bench_function(*bench, |b| {
             b.iter_custom(|iters| {
                 let first = next.fetch_add(iters, Ordering::Relaxed);
-                let commands = (first..first + iters).map(|i| Command::AddItem {
-                    user_id: format!("u{}", i % DURABLE_USERS),
-                    product_id: 1 + (i / DURABLE_USERS) % DURABLE_PRODUCTS,
-                    quantity: 1,
-                });
+                let commands = (first..first + iters)
+                    .map(|i| cmd::add_item(format!("u{}", i % DURABLE_USERS), 1 + (i / DURABLE_USERS) % DURABLE_PRODUCTS, 1));
                 let started = Instant::now();
                 failures.fetch_add(drive(&engine, commands), Ordering::Relaxed);
                 started.elapsed()
