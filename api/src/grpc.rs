@@ -13,7 +13,7 @@ use kassa_engine::{
 use prost::Message;
 use tonic::{Response, Status};
 
-use crate::auth::{Actor, Need, authorize};
+use crate::auth::{Actor, authorize};
 use crate::error::grpc_status;
 use crate::pb::{basket as bpb, payment as ppb, product as pb};
 use crate::wire;
@@ -119,7 +119,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn create_product(&self, req: tonic::Request<pb::CreateProductRequest>) -> R<pb::ProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "CreateProduct")?;
         let r = req.into_inner();
         let input = ProductInput {
@@ -137,7 +136,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn update_product(&self, req: tonic::Request<pb::UpdateProductRequest>) -> R<pb::ProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "UpdateProduct")?;
         let r = req.into_inner();
         let id = positive_id(r.id, "id")?;
@@ -156,7 +154,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn delete_product(&self, req: tonic::Request<pb::DeleteProductRequest>) -> R<pb::DeleteProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "DeleteProduct")?;
         let id = positive_id(req.get_ref().id, "id")?;
         match self.run(Command::DeleteProduct { id }, key).await? {
@@ -226,7 +223,7 @@ fn user_of<'a>(actor: Option<&Actor>, user_id: &'a str) -> Result<&'a str, Statu
     if user_id.is_empty() {
         return Err(Status::invalid_argument("user_id is required"));
     }
-    authorize(actor, Need::Owner(user_id)).map_err(forbid)?;
+    authorize(actor, user_id).map_err(forbid)?;
     Ok(user_id)
 }
 
@@ -362,14 +359,13 @@ fn payment_pb(p: &Payment, shop: Currency) -> Result<ppb::Payment, Status> {
 }
 
 impl Svc {
-    /// Loads a payment and checks the caller may act on it.
-    fn payment_for(&self, actor: Option<&Actor>, id: &str, need_admin: bool) -> Result<Payment, Status> {
+    /// Loads a payment and checks the caller owns it (administrators own everything).
+    fn payment_for(&self, actor: Option<&Actor>, id: &str) -> Result<Payment, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("payment_id is required"));
         }
         let p = self.engine.payment(id).map_err(grpc_status)?.ok_or_else(|| Status::not_found(format!("payment not found: {id}")))?;
-        let need = if need_admin { Need::Admin } else { Need::Owner(&p.user_id) };
-        authorize(actor, need).map_err(forbid)?;
+        authorize(actor, &p.user_id).map_err(forbid)?;
         Ok(p)
     }
 
@@ -418,7 +414,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn get_payment(&self, req: tonic::Request<ppb::GetPaymentRequest>) -> R<ppb::GetPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         Ok(Response::new(ppb::GetPaymentResponse {
             success: true,
             message: "Payment retrieved successfully".into(),
@@ -427,7 +423,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn update_payment(&self, req: tonic::Request<ppb::UpdatePaymentRequest>) -> R<ppb::UpdatePaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "UpdatePayment")?;
         let text = &req.get_ref().status;
         let status = PaymentStatus::parse(text).ok_or_else(|| Status::invalid_argument(format!("invalid payment status: {text}")))?;
@@ -436,7 +432,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn process_payment(&self, req: tonic::Request<ppb::ProcessPaymentRequest>) -> R<ppb::ProcessPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "ProcessPayment")?;
         let command = Command::ProcessPayment { payment_id: p.id, provider_id: req.into_inner().provider_id };
         let payment = self.payment_command(command, key).await?;
@@ -444,7 +440,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn refund_payment(&self, req: tonic::Request<ppb::RefundPaymentRequest>) -> R<ppb::RefundPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "RefundPayment")?;
         let r = req.into_inner();
         let minor = money_in(r.amount, self.currency(), "amount")?;

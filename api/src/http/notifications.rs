@@ -15,7 +15,7 @@ use super::products::unexpected;
 use super::spec::{Field, Kind, LONG, LimitDefault, OFFSET, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def, json_response, ok, pairs_from, segment};
 use crate::access::Access;
-use crate::auth::{Need, authorize};
+use crate::auth::authorize;
 use crate::error::ApiError;
 use crate::wire;
 
@@ -356,7 +356,7 @@ fn input_from(body: CreateNotificationBody) -> Result<(NotificationInput, Option
 fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Notification, ApiError> {
     let id = segment(id, "notification id", ID_MAX)?;
     let n = s.engine.notification(id)?.ok_or_else(|| ApiError::not_found(format!("notification not found: {id}")))?;
-    authorize(caller.actor(), Need::Owner(&n.user_id))?;
+    authorize(caller.actor(), &n.user_id)?;
     Ok(n)
 }
 
@@ -368,7 +368,7 @@ fn query_user<'a>(caller: &Caller, user_id: &'a Option<String>) -> Result<&'a st
 async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     let (input, _) = input_from(w.json()?)?;
     segment(&input.user_id, "user_id", ID_MAX)?;
-    authorize(caller.actor(), Need::Owner(&input.user_id))?;
+    authorize(caller.actor(), &input.user_id)?;
     let reply = s.engine.execute(w.request(Command::CreateNotification(input))).await?;
     notification_reply(reply, StatusCode::CREATED, "Notification created successfully")
 }
@@ -376,7 +376,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
 async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     let (input, send_at) = input_from(w.json()?)?;
     segment(&input.user_id, "user_id", ID_MAX)?;
-    authorize(caller.actor(), Need::Owner(&input.user_id))?;
+    authorize(caller.actor(), &input.user_id)?;
     let send_at = time_field(send_at.as_deref(), "send_at")?.ok_or_else(|| ApiError::invalid_body("send_at is required"))?;
     let reply = s.engine.execute(w.request(Command::ScheduleNotification { input, send_at })).await?;
     notification_reply(reply, StatusCode::CREATED, "Notification scheduled successfully")

@@ -13,7 +13,7 @@ use super::products::unexpected;
 use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def, ok, pairs_from, segment};
 use crate::access::Access;
-use crate::auth::{Need, authorize};
+use crate::auth::authorize;
 use crate::error::ApiError;
 use crate::wire::{self, GoFloat, Money, MoneyText};
 
@@ -325,7 +325,7 @@ fn not_found(id: &str) -> ApiError {
 fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
     let id = segment(id, "payment id", ID_MAX)?;
     let payment = s.engine.payment(id)?.ok_or_else(|| not_found(id))?;
-    authorize(caller.actor(), Need::Owner(&payment.user_id))?;
+    authorize(caller.actor(), &payment.user_id)?;
     Ok(payment)
 }
 
@@ -366,7 +366,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         return Err(ApiError::invalid_body("user_id is required"));
     }
     let user_id = segment(&user_id, "user_id", ID_MAX)?.to_string();
-    authorize(caller.actor(), Need::Owner(&user_id))?;
+    authorize(caller.actor(), &user_id)?;
     let method = body.method.unwrap_or_default();
     if method.is_empty() {
         return Err(ApiError::invalid_body("method is required"));
