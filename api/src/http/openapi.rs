@@ -366,7 +366,8 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
     for (m, path, r) in all_routes() {
         paths.add_path_operation(&path, vec![method(&m)], operation(&m, &path, &r, &ctx));
     }
-    let payment_status = [Field::required("status", Kind::OneOf(payments::statuses))];
+    let payment_enums =
+        [Field::required("status", Kind::OneOf(payments::statuses)), Field::required("method", Kind::OneOf(payments::payment_methods))];
     let notification_enums = [
         Field::required("type", Kind::OneOf(|| kassa_engine::notify::TYPES.to_vec())),
         Field::required("status", Kind::OneOf(|| kassa_engine::notify::STATUSES.to_vec())),
@@ -398,7 +399,7 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
         .schema_from::<baskets::HistoryJson>()
         .schema_from::<baskets::RecommendationsJson>()
         .schema_from::<payments::PaymentItemJson>()
-        .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_status, &ctx, false))
+        .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_enums, &ctx, false))
         .schema_from::<payments::PaymentStatsJson>()
         .schema_from::<payments::AnalyticsJson>()
         .schema_from::<payments::SummaryJson>()
@@ -501,6 +502,9 @@ mod tests {
         }
         assert!(!statuses.contains(&"default"));
         assert_eq!(doc["paths"]["/baskets/{user_id}"]["get"]["security"], serde_json::json!([{"bearer": []}]));
+        let method = &doc["components"]["schemas"]["CreatePaymentBody"]["properties"]["method"]["enum"];
+        assert_eq!(method, &serde_json::json!(kassa_engine::PAYMENT_METHODS), "the methods the engine accepts");
+        assert_eq!(doc["components"]["schemas"]["PaymentJson"]["properties"]["method"]["enum"], *method);
         let status = &doc["paths"]["/payments/status/{status}"]["get"]["parameters"][0]["schema"]["enum"];
         assert_eq!(status.as_array().unwrap().len(), kassa_engine::PaymentStatus::ALL.len());
         let body = &doc["components"]["schemas"]["CreateNotificationBody"];

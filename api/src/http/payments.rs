@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{Command, Currency, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
-use kassa_engine::{MICROS_PER_SECOND, Payment, PaymentItem, now_micros};
+use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -199,6 +199,11 @@ pub(crate) fn statuses() -> Vec<&'static str> {
     PaymentStatus::ALL.iter().map(|s| s.as_str()).collect()
 }
 
+/// The payment methods the engine accepts.
+pub(crate) fn payment_methods() -> Vec<&'static str> {
+    PAYMENT_METHODS.to_vec()
+}
+
 /// The statuses an administrator may set: every one but `pending`, which the engine refuses.
 fn settable_statuses() -> Vec<&'static str> {
     PaymentStatus::ALL.iter().filter(|s| **s != PaymentStatus::Pending).map(|s| s.as_str()).collect()
@@ -218,7 +223,7 @@ impl CreatePaymentBody {
     pub(crate) const FIELDS: &[Field] = &[
         Field::required("user_id", USER_ID),
         Field::optional("basket_id", SHORT).note("Ignored: a payment is always for the user's current basket."),
-        Field::required("method", SHORT).note("A payment method the engine accepts, e.g. `credit_card`, `paypal`."),
+        Field::required("method", Kind::OneOf(payment_methods)),
         Field::required("provider", SHORT),
         Field::optional("currency", Kind::Text(3)).note("Empty or the shop currency (any letter case)."),
         Field::optional("description", LONG),
