@@ -262,6 +262,9 @@ fn error_description(status: u16, r: &RouteDef) -> &'static str {
         (429, _) => "Rate limited; retry after `Retry-After` seconds.",
         (500, _) => "Internal error.",
         (503, _) if r.response == "Health" => "Unhealthy (the engine is shutting down).",
+        (503, _) if r.is_write() => {
+            "The engine is unavailable (shutting down), or the shard that owns the data is overloaded: then `error` is `overloaded`, nothing was done, and the client may retry after `Retry-After` seconds."
+        }
         (503, _) => "The engine is unavailable (shutting down).",
         (504, _) => "The gateway's deadline for the route passed.",
         _ => "Error.",
@@ -276,11 +279,14 @@ fn error_response(status: u16, r: &RouteDef) -> utoipa::openapi::Response {
     };
     let mut b = ResponseBuilder::new().description(error_description(status, r)).content("application/json", json_content(body));
     let text = || ObjectBuilder::new().schema_type(Type::String).build();
+    let secs = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
     match status {
         401 => b = b.header("WWW-Authenticate", HeaderBuilder::new().schema(text()).description(Some("`Bearer`")).build()),
-        429 => {
-            let secs = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
-            b = b.header("Retry-After", HeaderBuilder::new().schema(secs).description(Some("Seconds to wait")).build());
+        429 => b = b.header("Retry-After", HeaderBuilder::new().schema(secs()).description(Some("Seconds to wait")).build()),
+        // Every write executes an engine command, which a full shard mailbox refuses.
+        503 if r.is_write() => {
+            let header = HeaderBuilder::new().schema(secs()).description(Some("Seconds to wait; sent when `error` is `overloaded`"));
+            b = b.header("Retry-After", header.build());
         }
         _ => {}
     }
@@ -501,6 +507,14 @@ mod tests {
             assert!(statuses.contains(&s), "{s} in {statuses:?}");
         }
         assert!(!statuses.contains(&"default"));
+        assert!(refund["responses"]["503"]["description"].as_str().unwrap().contains("`overloaded`"));
+        assert_eq!(refund["responses"]["503"]["headers"]["Retry-After"]["schema"]["minimum"], 1, "a write can be refused as overloaded");
+        let read = &doc["paths"]["/payments/{id}"]["get"]["responses"]["503"];
+        assert!(read.get("headers").is_none(), "a read executes no command: {read}");
+        for (m, path, _) in all_routes().into_iter().filter(|(_, _, r)| r.is_write()) {
+            let declared = &doc["paths"][&path][m.as_str().to_lowercase()]["responses"]["503"]["headers"]["Retry-After"];
+            assert!(declared.is_object(), "{m} {path} executes an engine command: 503 overloaded with Retry-After");
+        }
         assert_eq!(doc["paths"]["/baskets/{user_id}"]["get"]["security"], serde_json::json!([{"bearer": []}]));
         let method = &doc["components"]["schemas"]["CreatePaymentBody"]["properties"]["method"]["enum"];
         assert_eq!(method, &serde_json::json!(kassa_engine::PAYMENT_METHODS), "the methods the engine accepts");
