@@ -52,6 +52,19 @@ impl Svc {
     fn currency(&self) -> Currency {
         self.engine.currency()
     }
+    /// Runs a scan off the listener's runtime (`scan::blocking`).
+    async fn scan<T: Send + 'static>(&self, f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static) -> Result<T, Status> {
+        crate::scan::blocking(&self.engine, f).await.map_err(|e| Status::internal(e.message))?.map_err(grpc_status)
+    }
+    /// Every product of a listing, up to `cap`, as the list answer.
+    async fn listing(&self, q: ProductQuery, cap: usize) -> R<pb::ListProductsResponse> {
+        product_list(self.scan(move |e| all_products(e, &q, cap)).await?, self.currency())
+    }
+    /// Every payment of a user.
+    async fn user_payments(&self, user_id: &str) -> Result<Vec<Payment>, Status> {
+        let user_id = user_id.to_string();
+        self.scan(move |e| crate::http::payments::all_of_user(e, &user_id)).await
+    }
 }
 
 fn unexpected(reply: Reply) -> Status {
@@ -163,7 +176,7 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn list_products(&self, _req: tonic::Request<pb::ListProductsRequest>) -> R<pb::ListProductsResponse> {
-        product_list(all_products(&self.engine, &ProductQuery::All, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::All, LIST_MAX).await
     }
 
     async fn get_top_most_expensive_products(
@@ -178,17 +191,15 @@ impl pb::product_service_server::ProductService for Svc {
         if limit == 0 {
             return Ok(Response::new(pb::ListProductsResponse { products: Vec::new() }));
         }
-        product_list(all_products(&self.engine, &ProductQuery::TopByPrice, limit).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::TopByPrice, limit).await
     }
 
     async fn get_low_stock_products(&self, req: tonic::Request<pb::GetLowStockProductsRequest>) -> R<pb::ListProductsResponse> {
-        let q = ProductQuery::StockAtMost(i64::from(req.get_ref().max_stock));
-        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::StockAtMost(i64::from(req.get_ref().max_stock)), LIST_MAX).await
     }
 
     async fn get_products_by_category(&self, req: tonic::Request<pb::GetProductsByCategoryRequest>) -> R<pb::ListProductsResponse> {
-        let q = ProductQuery::Category(req.into_inner().category);
-        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::Category(req.into_inner().category), LIST_MAX).await
     }
 }
 
@@ -375,20 +386,6 @@ impl Svc {
             other => Err(unexpected(other)),
         }
     }
-
-    fn user_payments(&self, user_id: &str) -> Result<Vec<Payment>, Status> {
-        let step = kassa_engine::PAGE_LIMIT_MAX;
-        let mut out = Vec::new();
-        while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
-            let page = self.engine.payments_by_user(user_id, Page::new(out.len(), step)).map_err(grpc_status)?;
-            let n = page.len();
-            out.extend(page);
-            if n < step {
-                break;
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[tonic::async_trait]
@@ -455,13 +452,13 @@ impl ppb::payment_service_server::PaymentService for Svc {
     async fn get_payments_by_user(&self, req: tonic::Request<ppb::GetPaymentsByUserRequest>) -> R<ppb::GetPaymentsByUserResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let c = self.currency();
-        let payments = self.user_payments(user_id)?.iter().map(|p| payment_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
+        let payments = self.user_payments(user_id).await?.iter().map(|p| payment_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(ppb::GetPaymentsByUserResponse { success: true, message: "Payments retrieved successfully".into(), payments }))
     }
 
     async fn get_payment_stats(&self, req: tonic::Request<ppb::GetPaymentStatsRequest>) -> R<ppb::GetPaymentStatsResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
-        let t = crate::http::payments::tally(&self.user_payments(user_id)?);
+        let t = crate::http::payments::tally(&self.user_payments(user_id).await?);
         let c = self.currency();
         let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Ok(Response::new(ppb::GetPaymentStatsResponse {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Command, NotificationFilter, NotificationInput, Page, Reply};
+use kassa_engine::{Command, Engine, EngineError, NotificationFilter, NotificationInput, Page, Reply};
 use kassa_engine::{Notification, notify};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,6 +17,7 @@ use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteD
 use crate::access::Access;
 use crate::auth::authorize;
 use crate::error::ApiError;
+use crate::scan::blocking;
 use crate::wire;
 
 #[derive(Serialize, ToSchema)]
@@ -471,7 +472,13 @@ async fn unread(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) 
 }
 
 async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
-    let user_id = query_user(&caller, &q.user_id)?;
+    let user_id = query_user(&caller, &q.user_id)?.to_string();
+    let stats = blocking(&s.engine, move |e| stats_of(e, &user_id)).await??;
+    Ok(ok(&StatsEnvelope { success: true, message: "Notification statistics retrieved successfully", stats }))
+}
+
+/// Counts over every notification of a user: reads all of them, page by page (run it with `blocking`).
+fn stats_of(engine: &Engine, user_id: &str) -> Result<NotificationStats, EngineError> {
     let mut st = NotificationStats {
         total_notifications: 0,
         unread_notifications: 0,
@@ -485,7 +492,7 @@ async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -
     let step = kassa_engine::PAGE_LIMIT_MAX;
     let mut offset = 0;
     while offset <= kassa_engine::PAGE_OFFSET_MAX {
-        let page = s.engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::new(offset, step))?;
+        let page = engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::new(offset, step))?;
         for n in &page.items {
             st.total_notifications += 1;
             if n.read_at.is_none() {
@@ -506,7 +513,7 @@ async fn stats(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -
         }
         offset += step;
     }
-    Ok(ok(&StatsEnvelope { success: true, message: "Notification statistics retrieved successfully", stats: st }))
+    Ok(st)
 }
 
 async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
