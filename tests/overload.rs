@@ -3,7 +3,8 @@
 //! usual success or with 503 `{"error": "overloaded", "message": ...}` and a `Retry-After` header —
 //! never another status, never no answer — and afterwards the node holds exactly what it said it did:
 //! each basket has the lines whose add was answered 200, each user whose checkout was answered 201 has
-//! that one payment with those lines reserved, and a refused write left nothing behind.
+//! that one payment with those lines reserved, each user has the notifications whose create was
+//! answered 201, and a refused write left nothing behind.
 
 mod common;
 
@@ -19,6 +20,8 @@ const PRODUCTS: usize = 10;
 /// Rounds until one of them saw a refusal (fresh users each round, so each round's state is checked).
 const ROUNDS_MAX: usize = 5;
 const STOCK: i64 = 1_000_000;
+/// Notifications each user creates per round, all at once.
+const NOTIFICATIONS: usize = 5;
 
 /// One answer: status, `Retry-After`, body.
 type Answer = (u16, Option<String>, Value);
@@ -104,8 +107,8 @@ async fn a_flood_is_answered_done_or_overloaded_and_the_state_is_what_was_answer
     }
     // Units each product has reserved for the pending payments answered 201, over all rounds.
     let mut reserved: BTreeMap<u64, i64> = products.iter().map(|p| (*p, 0)).collect();
-    let (mut refusals, mut rounds) = (0, 0);
-    while refusals == 0 && rounds < ROUNDS_MAX {
+    let (mut refusals, mut notification_refusals, mut rounds) = (0, 0, 0);
+    while (refusals == 0 || notification_refusals == 0) && rounds < ROUNDS_MAX {
         rounds += 1;
         let users: Vec<String> = (0..USERS).map(|u| format!("r{rounds}-u{u}")).collect();
 
@@ -170,12 +173,40 @@ async fn a_flood_is_answered_done_or_overloaded_and_the_state_is_what_was_answer
             let items: BTreeSet<u64> = list[0]["items"].as_array().unwrap().iter().map(|i| i["product_id"].as_u64().unwrap()).collect();
             assert_eq!(&items, &lines[u], "{u}: the payment is for the basket's lines");
         }
+
+        // Notifications (whose routes shape errors their own way): each user a few, all at once.
+        let creates: Vec<&String> = users.iter().flat_map(|u| std::iter::repeat_n(u, NOTIFICATIONS)).collect();
+        let requests = creates
+            .iter()
+            .map(|u| {
+                let body = json!({"user_id": u, "title": "Flood", "message": "m", "type": "info", "channel": "email"});
+                (reqwest::Method::POST, s.url("/api/v1/notifications"), Some(body))
+            })
+            .collect();
+        let mut created: BTreeMap<&String, u64> = users.iter().map(|u| (u, 0)).collect();
+        for (u, answer) in creates.iter().zip(flood(c, requests).await) {
+            if refused(&format!("notification for {u}"), 201, &answer) {
+                notification_refusals += 1;
+            } else {
+                *created.get_mut(u).unwrap() += 1;
+            }
+        }
+        for (u, n) in created {
+            let (status, _, list) =
+                send(c, reqwest::Method::GET, s.url(&format!("/api/v1/notifications?user_id={u}&limit=100")), None).await.unwrap();
+            assert_eq!((status, list["total"].as_u64()), (200, Some(n)), "{u}: exactly the creates answered 201: {list}");
+        }
     }
-    eprintln!("{rounds} round(s), {refusals} writes refused as overloaded");
+    eprintln!("{rounds} round(s): {refusals} basket and payment writes, {notification_refusals} notification writes refused as overloaded");
     assert!(
         refusals > 0,
         "{rounds} rounds of {} concurrent writes never filled a mailbox (else this test shows nothing)",
         USERS * PRODUCTS
+    );
+    assert!(
+        notification_refusals > 0,
+        "{rounds} rounds of {} concurrent notification creates never filled a mailbox",
+        USERS * NOTIFICATIONS
     );
 
     // Stock: reserved for exactly the checkouts answered 201, nothing sold, nothing lost.
