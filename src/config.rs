@@ -95,6 +95,12 @@ pub struct EngineSettings {
     pub currency: String,
     pub restock_on_refund: bool,
     pub low_stock_threshold: i64,
+    /// Commands each shard's mailbox holds; a write that finds it full answers 503 `overloaded` with
+    /// `Retry-After` (gRPC UNAVAILABLE) instead of waiting.
+    pub mailbox_capacity: usize,
+    /// A cross-shard checkout step unanswered for this long is sent again (its message may have been
+    /// dropped on a full mailbox, or its shard restarted).
+    pub redrive_after_ms: u64,
 }
 
 impl Default for Config {
@@ -135,6 +141,8 @@ impl Default for EngineSettings {
             currency: e.currency.code().to_string(),
             restock_on_refund: e.restock_on_refund,
             low_stock_threshold: e.low_stock_threshold,
+            mailbox_capacity: e.mailbox_capacity,
+            redrive_after_ms: e.redrive_after.as_millis() as u64,
         }
     }
 }
@@ -288,6 +296,9 @@ impl Config {
         if self.engine.shards > 1024 {
             return Err(ConfigError::Invalid(format!("engine.shards must be at most 1024, got {}", self.engine.shards)));
         }
+        if self.engine.mailbox_capacity == 0 {
+            return Err(ConfigError::Invalid("engine.mailbox_capacity must be positive".into()));
+        }
         if Currency::from_code(&self.engine.currency).is_none() {
             return Err(ConfigError::Invalid(format!("engine.currency {} is not a supported ISO 4217 code", self.engine.currency)));
         }
@@ -322,6 +333,8 @@ impl Config {
         cfg.currency = Currency::from_code(&e.currency).unwrap_or(Currency::USD);
         cfg.restock_on_refund = e.restock_on_refund;
         cfg.low_stock_threshold = e.low_stock_threshold;
+        cfg.mailbox_capacity = e.mailbox_capacity;
+        cfg.redrive_after = Duration::from_millis(e.redrive_after_ms.max(1));
         cfg
     }
 
@@ -356,7 +369,7 @@ mod tests {
         let file = dir.path().join("kassa.toml");
         std::fs::write(
             &file,
-            "data_dir = \"/tmp/k\"\nhttp = \"127.0.0.1:9000\"\nseed_catalog = false\n[engine]\nshards = 4\ndurability = \"async\"\nstore = \"redb\"\n[api]\nbody_limit_bytes = 1024\n",
+            "data_dir = \"/tmp/k\"\nhttp = \"127.0.0.1:9000\"\nseed_catalog = false\n[engine]\nshards = 4\ndurability = \"async\"\nstore = \"redb\"\nmailbox_capacity = 8\nredrive_after_ms = 50\n[api]\nbody_limit_bytes = 1024\n",
         )
         .unwrap();
         let env = |name: &str| match name {
@@ -380,6 +393,14 @@ mod tests {
         let e = c.engine_config();
         assert_eq!(e.shards, 2);
         assert_eq!(e.durability, Durability::Async);
+        assert_eq!((e.mailbox_capacity, e.redrive_after), (8, Duration::from_millis(50)));
+        let defaults = Config::load_with(&Overrides::default(), &|_| None).unwrap().engine_config();
+        let engine = EngineConfig::new("data");
+        assert_eq!(
+            (defaults.mailbox_capacity, defaults.redrive_after),
+            (engine.mailbox_capacity, engine.redrive_after),
+            "the engine's defaults"
+        );
     }
 
     #[test]
@@ -393,5 +414,12 @@ mod tests {
         assert!(matches!(Config::load_with(&Overrides::default(), &env), Err(ConfigError::Env { .. })));
         let env = |name: &str| (name == "LOG_FORMAT").then(|| "xml".to_string());
         assert!(Config::load_with(&Overrides::default(), &env).is_err());
+        let file = dir.path().join("no-mailbox.toml");
+        std::fs::write(&file, "[engine]\nmailbox_capacity = 0\n").unwrap();
+        let o = Overrides { config: Some(file), ..Default::default() };
+        assert!(
+            matches!(Config::load_with(&o, &|_| None), Err(ConfigError::Invalid(_))),
+            "a mailbox that holds nothing refuses every write"
+        );
     }
 }

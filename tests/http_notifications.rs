@@ -144,6 +144,18 @@ async fn notification_endpoints() {
     assert_eq!(body["notifications"][0]["priority"], "low", "type default");
     let (status, _) = s.send("POST", &format!("{base}/bulk"), Some(json!({"title": "x"}))).await;
     assert_eq!(status, 400);
+    // A template the engine refuses is the caller's error, a 400, and creates nothing for anyone.
+    for (field, value, text) in [("type", "no-such-type", "type must be one of"), ("priority", "urgent-ish", "priority must be one of")] {
+        let mut bad = json!({"user_ids": ["e1", "e2"], "title": "Sale", "message": "50% off", "type": "marketing", "channel": "push"});
+        bad[field] = json!(value);
+        let (status, body) = s.send("POST", &format!("{base}/bulk"), Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(text)), "{body}");
+    }
+    for user in ["e1", "e2"] {
+        let (status, list) = s.get(&format!("{base}?user_id={user}")).await;
+        assert_eq!((status, list["total"].clone()), (200, json!(0)), "{user}: {list}");
+    }
 
     let (status, body) = s.send("POST", &format!("{base}/cleanup"), None).await;
     assert_eq!((status, body), (200, json!({"success": true, "message": "Cleaned up 0 expired notifications"})));

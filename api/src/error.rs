@@ -20,6 +20,8 @@ pub struct ApiError {
 /// Marks an error response so that layers can re-shape the envelope.
 #[derive(Debug, Clone)]
 pub struct ErrorInfo {
+    /// The envelope's label (`error`).
+    pub error: String,
     pub message: String,
 }
 
@@ -87,7 +89,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(OVERLOADED_RETRY_AFTER_SECS));
         }
-        response.extensions_mut().insert(ErrorInfo { message: self.message });
+        response.extensions_mut().insert(ErrorInfo { error: self.error, message: self.message });
         response
     }
 }

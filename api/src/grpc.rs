@@ -13,7 +13,7 @@ use kassa_engine::{
 use prost::Message;
 use tonic::{Response, Status};
 
-use crate::auth::{Actor, Need, authorize};
+use crate::auth::{Actor, authorize};
 use crate::error::grpc_status;
 use crate::pb::{basket as bpb, payment as ppb, product as pb};
 use crate::wire;
@@ -51,6 +51,19 @@ impl Svc {
     }
     fn currency(&self) -> Currency {
         self.engine.currency()
+    }
+    /// Runs a scan off the listener's runtime (`scan::blocking`).
+    async fn scan<T: Send + 'static>(&self, f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static) -> Result<T, Status> {
+        crate::scan::blocking(&self.engine, f).await.map_err(|e| Status::internal(e.message))?.map_err(grpc_status)
+    }
+    /// Every product of a listing, up to `cap`, as the list answer.
+    async fn listing(&self, q: ProductQuery, cap: usize) -> R<pb::ListProductsResponse> {
+        product_list(self.scan(move |e| all_products(e, &q, cap)).await?, self.currency())
+    }
+    /// Every payment of a user.
+    async fn user_payments(&self, user_id: &str) -> Result<Vec<Payment>, Status> {
+        let user_id = user_id.to_string();
+        self.scan(move |e| crate::http::payments::all_of_user(e, &user_id)).await
     }
 }
 
@@ -119,7 +132,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn create_product(&self, req: tonic::Request<pb::CreateProductRequest>) -> R<pb::ProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "CreateProduct")?;
         let r = req.into_inner();
         let input = ProductInput {
@@ -137,7 +149,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn update_product(&self, req: tonic::Request<pb::UpdateProductRequest>) -> R<pb::ProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "UpdateProduct")?;
         let r = req.into_inner();
         let id = positive_id(r.id, "id")?;
@@ -156,7 +167,6 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn delete_product(&self, req: tonic::Request<pb::DeleteProductRequest>) -> R<pb::DeleteProductResponse> {
-        authorize(actor(&req).as_ref(), Need::Admin).map_err(forbid)?;
         let key = idempotency(&req, "DeleteProduct")?;
         let id = positive_id(req.get_ref().id, "id")?;
         match self.run(Command::DeleteProduct { id }, key).await? {
@@ -166,7 +176,7 @@ impl pb::product_service_server::ProductService for Svc {
     }
 
     async fn list_products(&self, _req: tonic::Request<pb::ListProductsRequest>) -> R<pb::ListProductsResponse> {
-        product_list(all_products(&self.engine, &ProductQuery::All, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::All, LIST_MAX).await
     }
 
     async fn get_top_most_expensive_products(
@@ -181,17 +191,15 @@ impl pb::product_service_server::ProductService for Svc {
         if limit == 0 {
             return Ok(Response::new(pb::ListProductsResponse { products: Vec::new() }));
         }
-        product_list(all_products(&self.engine, &ProductQuery::TopByPrice, limit).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::TopByPrice, limit).await
     }
 
     async fn get_low_stock_products(&self, req: tonic::Request<pb::GetLowStockProductsRequest>) -> R<pb::ListProductsResponse> {
-        let q = ProductQuery::StockAtMost(i64::from(req.get_ref().max_stock));
-        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::StockAtMost(i64::from(req.get_ref().max_stock)), LIST_MAX).await
     }
 
     async fn get_products_by_category(&self, req: tonic::Request<pb::GetProductsByCategoryRequest>) -> R<pb::ListProductsResponse> {
-        let q = ProductQuery::Category(req.into_inner().category);
-        product_list(all_products(&self.engine, &q, LIST_MAX).map_err(grpc_status)?, self.currency())
+        self.listing(ProductQuery::Category(req.into_inner().category), LIST_MAX).await
     }
 }
 
@@ -226,7 +234,7 @@ fn user_of<'a>(actor: Option<&Actor>, user_id: &'a str) -> Result<&'a str, Statu
     if user_id.is_empty() {
         return Err(Status::invalid_argument("user_id is required"));
     }
-    authorize(actor, Need::Owner(user_id)).map_err(forbid)?;
+    authorize(actor, user_id).map_err(forbid)?;
     Ok(user_id)
 }
 
@@ -362,14 +370,13 @@ fn payment_pb(p: &Payment, shop: Currency) -> Result<ppb::Payment, Status> {
 }
 
 impl Svc {
-    /// Loads a payment and checks the caller may act on it.
-    fn payment_for(&self, actor: Option<&Actor>, id: &str, need_admin: bool) -> Result<Payment, Status> {
+    /// Loads a payment and checks the caller owns it (administrators own everything).
+    fn payment_for(&self, actor: Option<&Actor>, id: &str) -> Result<Payment, Status> {
         if id.is_empty() {
             return Err(Status::invalid_argument("payment_id is required"));
         }
         let p = self.engine.payment(id).map_err(grpc_status)?.ok_or_else(|| Status::not_found(format!("payment not found: {id}")))?;
-        let need = if need_admin { Need::Admin } else { Need::Owner(&p.user_id) };
-        authorize(actor, need).map_err(forbid)?;
+        authorize(actor, &p.user_id).map_err(forbid)?;
         Ok(p)
     }
 
@@ -378,20 +385,6 @@ impl Svc {
             Reply::Payment(p) => Ok(Some(payment_pb(&p, self.currency())?)),
             other => Err(unexpected(other)),
         }
-    }
-
-    fn user_payments(&self, user_id: &str) -> Result<Vec<Payment>, Status> {
-        let step = kassa_engine::PAGE_LIMIT_MAX;
-        let mut out = Vec::new();
-        while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
-            let page = self.engine.payments_by_user(user_id, Page::new(out.len(), step)).map_err(grpc_status)?;
-            let n = page.len();
-            out.extend(page);
-            if n < step {
-                break;
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -418,7 +411,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn get_payment(&self, req: tonic::Request<ppb::GetPaymentRequest>) -> R<ppb::GetPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         Ok(Response::new(ppb::GetPaymentResponse {
             success: true,
             message: "Payment retrieved successfully".into(),
@@ -427,7 +420,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn update_payment(&self, req: tonic::Request<ppb::UpdatePaymentRequest>) -> R<ppb::UpdatePaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "UpdatePayment")?;
         let text = &req.get_ref().status;
         let status = PaymentStatus::parse(text).ok_or_else(|| Status::invalid_argument(format!("invalid payment status: {text}")))?;
@@ -436,7 +429,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn process_payment(&self, req: tonic::Request<ppb::ProcessPaymentRequest>) -> R<ppb::ProcessPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, false)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "ProcessPayment")?;
         let command = Command::ProcessPayment { payment_id: p.id, provider_id: req.into_inner().provider_id };
         let payment = self.payment_command(command, key).await?;
@@ -444,7 +437,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
     }
 
     async fn refund_payment(&self, req: tonic::Request<ppb::RefundPaymentRequest>) -> R<ppb::RefundPaymentResponse> {
-        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id, true)?;
+        let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "RefundPayment")?;
         let r = req.into_inner();
         let minor = money_in(r.amount, self.currency(), "amount")?;
@@ -459,13 +452,13 @@ impl ppb::payment_service_server::PaymentService for Svc {
     async fn get_payments_by_user(&self, req: tonic::Request<ppb::GetPaymentsByUserRequest>) -> R<ppb::GetPaymentsByUserResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let c = self.currency();
-        let payments = self.user_payments(user_id)?.iter().map(|p| payment_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
+        let payments = self.user_payments(user_id).await?.iter().map(|p| payment_pb(p, c)).collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(ppb::GetPaymentsByUserResponse { success: true, message: "Payments retrieved successfully".into(), payments }))
     }
 
     async fn get_payment_stats(&self, req: tonic::Request<ppb::GetPaymentStatsRequest>) -> R<ppb::GetPaymentStatsResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
-        let t = crate::http::payments::tally(&self.user_payments(user_id)?);
+        let t = crate::http::payments::tally(&self.user_payments(user_id).await?);
         let c = self.currency();
         let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         Ok(Response::new(ppb::GetPaymentStatsResponse {

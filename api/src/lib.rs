@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod scan;
 pub mod wire;
 
 pub use auth::Actor;

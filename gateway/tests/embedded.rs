@@ -279,6 +279,19 @@ async fn grpc_carries_the_same_policy_via_metadata() {
     grpc.create_product(with(Some(&admin), create())).await.unwrap();
     let list = grpc.list_products(with(None, ListProductsRequest {})).await.unwrap().into_inner();
     assert_eq!(list.products.len(), 1);
+    // Payment administration is the gateway's to refuse (the API checks only ownership): a user is
+    // denied before the API looks the payment up, which would answer NOT_FOUND.
+    {
+        use kassa_api::pb::payment::payment_service_client::PaymentServiceClient;
+        use kassa_api::pb::payment::{RefundPaymentRequest, UpdatePaymentRequest};
+        let mut pay = PaymentServiceClient::connect(node.grpc_url()).await.unwrap();
+        let refund = || RefundPaymentRequest { payment_id: "no-such-payment".into(), amount: 0.0, reason: String::new() };
+        let update = || UpdatePaymentRequest { payment_id: "no-such-payment".into(), status: "failed".into() };
+        assert_eq!(pay.refund_payment(with(Some(&alice), refund())).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(pay.update_payment(with(Some(&alice), update())).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(pay.refund_payment(with(Some(&admin), refund())).await.unwrap_err().code(), tonic::Code::NotFound);
+        assert_eq!(pay.update_payment(with(Some(&admin), update())).await.unwrap_err().code(), tonic::Code::NotFound);
+    }
     let text = c.get(node.url("/metrics")).send().await.unwrap().text().await.unwrap();
     let samples = parse_metrics(&text);
     let created = sample(&samples, "grpc_requests_total", &[("method", "/product.ProductService/CreateProduct"), ("code", "0")]);

@@ -61,11 +61,16 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
+        Server::start_configured(dir, "", extra)
+    }
+
+    /// Like `start_in`, with these lines added to the config file (TOML tables such as `[engine]`).
+    pub fn start_configured(dir: tempfile::TempDir, toml: &str, extra: &[&str]) -> Server {
         let data = dir.path().join("data");
         // The suite sends thousands of requests from one client: the gateway's rate limits are off here
         // (they have their own tests).
         let config = dir.path().join("kassa.toml");
-        std::fs::write(&config, "[gateway.rate_limit]\nenabled = false\n").expect("config file");
+        std::fs::write(&config, format!("{toml}\n[gateway.rate_limit]\nenabled = false\n")).expect("config file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
         command
             .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])

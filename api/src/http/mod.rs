@@ -446,9 +446,11 @@ pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
 }
 
 /// The notification service's errors carry the text in `error`, which is where its old clients read it,
-/// and, like every other error, in `message`.
+/// and, like every other error, in `message`. A refusal as overloaded, which the old service never
+/// answered, keeps its label and its `Retry-After`, as on every other route.
 async fn notification_envelope(response: Response) -> Response {
     match response.extensions().get::<ErrorInfo>() {
+        Some(info) if info.error == crate::error::OVERLOADED => response,
         Some(info) => {
             #[derive(Serialize)]
             struct Envelope<'a> {

@@ -262,6 +262,9 @@ fn error_description(status: u16, r: &RouteDef) -> &'static str {
         (429, _) => "Rate limited; retry after `Retry-After` seconds.",
         (500, _) => "Internal error.",
         (503, _) if r.response == "Health" => "Unhealthy (the engine is shutting down).",
+        (503, _) if r.is_write() => {
+            "The engine is unavailable (shutting down), or the shard that owns the data is overloaded: then `error` is `overloaded`, nothing was done, and the client may retry after `Retry-After` seconds."
+        }
         (503, _) => "The engine is unavailable (shutting down).",
         (504, _) => "The gateway's deadline for the route passed.",
         _ => "Error.",
@@ -276,11 +279,14 @@ fn error_response(status: u16, r: &RouteDef) -> utoipa::openapi::Response {
     };
     let mut b = ResponseBuilder::new().description(error_description(status, r)).content("application/json", json_content(body));
     let text = || ObjectBuilder::new().schema_type(Type::String).build();
+    let secs = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
     match status {
         401 => b = b.header("WWW-Authenticate", HeaderBuilder::new().schema(text()).description(Some("`Bearer`")).build()),
-        429 => {
-            let secs = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).build();
-            b = b.header("Retry-After", HeaderBuilder::new().schema(secs).description(Some("Seconds to wait")).build());
+        429 => b = b.header("Retry-After", HeaderBuilder::new().schema(secs()).description(Some("Seconds to wait")).build()),
+        // Every write executes an engine command, which a full shard mailbox refuses.
+        503 if r.is_write() => {
+            let header = HeaderBuilder::new().schema(secs()).description(Some("Seconds to wait; sent when `error` is `overloaded`"));
+            b = b.header("Retry-After", header.build());
         }
         _ => {}
     }
@@ -366,7 +372,8 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
     for (m, path, r) in all_routes() {
         paths.add_path_operation(&path, vec![method(&m)], operation(&m, &path, &r, &ctx));
     }
-    let payment_status = [Field::required("status", Kind::OneOf(payments::statuses))];
+    let payment_enums =
+        [Field::required("status", Kind::OneOf(payments::statuses)), Field::required("method", Kind::OneOf(payments::payment_methods))];
     let notification_enums = [
         Field::required("type", Kind::OneOf(|| kassa_engine::notify::TYPES.to_vec())),
         Field::required("status", Kind::OneOf(|| kassa_engine::notify::STATUSES.to_vec())),
@@ -398,7 +405,7 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
         .schema_from::<baskets::HistoryJson>()
         .schema_from::<baskets::RecommendationsJson>()
         .schema_from::<payments::PaymentItemJson>()
-        .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_status, &ctx, false))
+        .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_enums, &ctx, false))
         .schema_from::<payments::PaymentStatsJson>()
         .schema_from::<payments::AnalyticsJson>()
         .schema_from::<payments::SummaryJson>()
@@ -500,7 +507,18 @@ mod tests {
             assert!(statuses.contains(&s), "{s} in {statuses:?}");
         }
         assert!(!statuses.contains(&"default"));
+        assert!(refund["responses"]["503"]["description"].as_str().unwrap().contains("`overloaded`"));
+        assert_eq!(refund["responses"]["503"]["headers"]["Retry-After"]["schema"]["minimum"], 1, "a write can be refused as overloaded");
+        let read = &doc["paths"]["/payments/{id}"]["get"]["responses"]["503"];
+        assert!(read.get("headers").is_none(), "a read executes no command: {read}");
+        for (m, path, _) in all_routes().into_iter().filter(|(_, _, r)| r.is_write()) {
+            let declared = &doc["paths"][&path][m.as_str().to_lowercase()]["responses"]["503"]["headers"]["Retry-After"];
+            assert!(declared.is_object(), "{m} {path} executes an engine command: 503 overloaded with Retry-After");
+        }
         assert_eq!(doc["paths"]["/baskets/{user_id}"]["get"]["security"], serde_json::json!([{"bearer": []}]));
+        let method = &doc["components"]["schemas"]["CreatePaymentBody"]["properties"]["method"]["enum"];
+        assert_eq!(method, &serde_json::json!(kassa_engine::PAYMENT_METHODS), "the methods the engine accepts");
+        assert_eq!(doc["components"]["schemas"]["PaymentJson"]["properties"]["method"]["enum"], *method);
         let status = &doc["paths"]["/payments/status/{status}"]["get"]["parameters"][0]["schema"]["enum"];
         assert_eq!(status.as_array().unwrap().len(), kassa_engine::PaymentStatus::ALL.len());
         let body = &doc["components"]["schemas"]["CreateNotificationBody"];

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Command, Currency, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
-use kassa_engine::{MICROS_PER_SECOND, Payment, PaymentItem, now_micros};
+use kassa_engine::{Command, Currency, Engine, EngineError, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
+use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -13,8 +13,9 @@ use super::products::unexpected;
 use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def, ok, pairs_from, segment};
 use crate::access::Access;
-use crate::auth::{Need, authorize};
+use crate::auth::authorize;
 use crate::error::ApiError;
+use crate::scan::blocking;
 use crate::wire::{self, GoFloat, Money, MoneyText};
 
 #[derive(Serialize, ToSchema)]
@@ -199,6 +200,11 @@ pub(crate) fn statuses() -> Vec<&'static str> {
     PaymentStatus::ALL.iter().map(|s| s.as_str()).collect()
 }
 
+/// The payment methods the engine accepts.
+pub(crate) fn payment_methods() -> Vec<&'static str> {
+    PAYMENT_METHODS.to_vec()
+}
+
 /// The statuses an administrator may set: every one but `pending`, which the engine refuses.
 fn settable_statuses() -> Vec<&'static str> {
     PaymentStatus::ALL.iter().filter(|s| **s != PaymentStatus::Pending).map(|s| s.as_str()).collect()
@@ -218,7 +224,7 @@ impl CreatePaymentBody {
     pub(crate) const FIELDS: &[Field] = &[
         Field::required("user_id", USER_ID),
         Field::optional("basket_id", SHORT).note("Ignored: a payment is always for the user's current basket."),
-        Field::required("method", SHORT).note("A payment method the engine accepts, e.g. `credit_card`, `paypal`."),
+        Field::required("method", Kind::OneOf(payment_methods)),
         Field::required("provider", SHORT),
         Field::optional("currency", Kind::Text(3)).note("Empty or the shop currency (any letter case)."),
         Field::optional("description", LONG),
@@ -325,7 +331,7 @@ fn not_found(id: &str) -> ApiError {
 fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
     let id = segment(id, "payment id", ID_MAX)?;
     let payment = s.engine.payment(id)?.ok_or_else(|| not_found(id))?;
-    authorize(caller.actor(), Need::Owner(&payment.user_id))?;
+    authorize(caller.actor(), &payment.user_id)?;
     Ok(payment)
 }
 
@@ -366,7 +372,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         return Err(ApiError::invalid_body("user_id is required"));
     }
     let user_id = segment(&user_id, "user_id", ID_MAX)?.to_string();
-    authorize(caller.actor(), Need::Owner(&user_id))?;
+    authorize(caller.actor(), &user_id)?;
     let method = body.method.unwrap_or_default();
     if method.is_empty() {
         return Err(ApiError::invalid_body("method is required"));
@@ -389,8 +395,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
 }
 
 async fn list_all(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    let page = p.page(&s.cfg, LimitDefault::Page)?;
-    list_reply(&s, &s.engine.payments(&PaymentFilter::default(), page)?)
+    filtered(&s, PaymentFilter::default(), &p).await
 }
 
 async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
@@ -475,12 +480,12 @@ async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String
     list_reply(&s, &s.engine.payments_by_user(user_id, page)?)
 }
 
-/// Every payment of a user (bounded by the engine's deepest page).
-pub(crate) fn all_of_user(s: &AppState, user_id: &str) -> Result<Vec<Payment>, ApiError> {
+/// Every payment of a user (bounded by the engine's deepest page). A scan: run it with `blocking`.
+pub(crate) fn all_of_user(engine: &Engine, user_id: &str) -> Result<Vec<Payment>, EngineError> {
     let mut out = Vec::new();
     let step = kassa_engine::PAGE_LIMIT_MAX;
     while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
-        let page = s.engine.payments_by_user(user_id, Page::new(out.len(), step))?;
+        let page = engine.payments_by_user(user_id, Page::new(out.len(), step))?;
         let n = page.len();
         out.extend(page);
         if n < step {
@@ -527,8 +532,8 @@ pub(crate) fn average(t: &Tally) -> i64 {
 }
 
 async fn user_stats(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
-    let user_id = super::baskets::user(&caller, &user_id)?;
-    let t = tally(&all_of_user(&s, user_id)?);
+    let user_id = super::baskets::user(&caller, &user_id)?.to_string();
+    let t = tally(&blocking(&s.engine, move |e| all_of_user(e, &user_id)).await??);
     let c = s.currency();
     Ok(ok(&PaymentStatsJson {
         total_payments: t.total,
@@ -540,21 +545,22 @@ async fn user_stats(State(s): State<AppState>, caller: Caller, P(user_id): P<Str
     }))
 }
 
-fn filtered(s: &AppState, filter: PaymentFilter, p: &PageParams) -> ApiResult {
+/// A page of the payments that match `filter`: the engine reads every payment for it (a scan).
+async fn filtered(s: &AppState, filter: PaymentFilter, p: &PageParams) -> ApiResult {
     let page = p.page(&s.cfg, LimitDefault::Page)?;
-    list_reply(s, &s.engine.payments(&filter, page)?)
+    list_reply(s, &blocking(&s.engine, move |e| e.payments(&filter, page)).await??)
 }
 
 async fn by_status(State(s): State<AppState>, P(status): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let status = PaymentStatus::parse(&status)
         .ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {}", status.chars().take(64).collect::<String>())))?;
-    filtered(&s, PaymentFilter { status: Some(status), ..Default::default() }, &p)
+    filtered(&s, PaymentFilter { status: Some(status), ..Default::default() }, &p).await
 }
 
 async fn by_date(State(s): State<AppState>, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    filtered(&s, PaymentFilter { created_from: Some(from), created_to: Some(to), ..Default::default() }, &p)
+    filtered(&s, PaymentFilter { created_from: Some(from), created_to: Some(to), ..Default::default() }, &p).await
 }
 
 async fn by_amount(State(s): State<AppState>, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
@@ -563,17 +569,17 @@ async fn by_amount(State(s): State<AppState>, P((min, max)): P<(String, String)>
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid min amount", "Min amount must be a valid number"))?;
     let max = kassa_engine::money::parse_minor(&max, c)
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid max amount", "Max amount must be a valid number"))?;
-    filtered(&s, PaymentFilter { amount_min: Some(min), amount_max: Some(max), ..Default::default() }, &p)
+    filtered(&s, PaymentFilter { amount_min: Some(min), amount_max: Some(max), ..Default::default() }, &p).await
 }
 
 async fn by_method(State(s): State<AppState>, P(method): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let method = segment(&method, "method", TEXT_MAX)?.to_string();
-    filtered(&s, PaymentFilter { method: Some(method), ..Default::default() }, &p)
+    filtered(&s, PaymentFilter { method: Some(method), ..Default::default() }, &p).await
 }
 
 async fn by_provider(State(s): State<AppState>, P(provider): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let provider = segment(&provider, "provider", TEXT_MAX)?.to_string();
-    filtered(&s, PaymentFilter { provider: Some(provider), ..Default::default() }, &p)
+    filtered(&s, PaymentFilter { provider: Some(provider), ..Default::default() }, &p).await
 }
 
 /// Aggregates over every payment (an admin report; the scan is bounded by the data set).
@@ -594,7 +600,8 @@ fn month_start(now: i64) -> i64 {
     wire::parse_time(&format!("{}-01", &today[..7])).unwrap_or(0)
 }
 
-fn report(s: &AppState) -> Result<Report, ApiError> {
+/// A scan of every payment: run it with `blocking`.
+fn report(engine: &Engine) -> Result<Report, EngineError> {
     let now = now_micros();
     let day_ago = now - 86_400 * MICROS_PER_SECOND;
     let month = month_start(now);
@@ -608,7 +615,7 @@ fn report(s: &AppState) -> Result<Report, ApiError> {
         daily: 0,
         monthly_revenue: 0,
     };
-    s.engine.for_each_payment(&mut |p| {
+    engine.for_each_payment(&mut |p| {
         r.total += 1;
         *r.by_status.entry(p.status).or_default() += 1;
         *r.methods.entry(p.method.clone()).or_default() += 1;
@@ -649,7 +656,7 @@ fn sorted_keys(counts: HashMap<String, u64>) -> Vec<String> {
 }
 
 async fn analytics(State(s): State<AppState>) -> ApiResult {
-    let r = report(&s)?;
+    let r = blocking(&s.engine, report).await??;
     let c = s.currency();
     Ok(ok(&AnalyticsJson {
         total_payments: r.total,
@@ -664,17 +671,17 @@ async fn analytics(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn methods(State(s): State<AppState>) -> ApiResult {
-    let methods = sorted_keys(report(&s)?.methods);
+    let methods = sorted_keys(blocking(&s.engine, report).await??.methods);
     Ok(ok(&MethodsJson { count: methods.len(), methods }))
 }
 
 async fn providers(State(s): State<AppState>) -> ApiResult {
-    let providers = sorted_keys(report(&s)?.providers);
+    let providers = sorted_keys(blocking(&s.engine, report).await??.providers);
     Ok(ok(&ProvidersJson { count: providers.len(), providers }))
 }
 
 async fn summary(State(s): State<AppState>) -> ApiResult {
-    let r = report(&s)?;
+    let r = blocking(&s.engine, report).await??;
     let c = s.currency();
     Ok(ok(&SummaryJson {
         total_payments: r.total,

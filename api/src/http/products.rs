@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
-use kassa_engine::{Command, Currency, Page, ProductInput, ProductQuery, Reply};
+use kassa_engine::{Command, Currency, Engine, Page, ProductInput, ProductQuery, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,6 +11,7 @@ use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, 
 use super::{ApiResult, AppState, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
 use crate::access::Access;
 use crate::error::ApiError;
+use crate::scan::blocking;
 use crate::wire::{self, Money, MoneyText, WideMoney};
 
 /// A product as the old API showed it, plus the engine's reservation counters at the end.
@@ -310,15 +311,15 @@ async fn search(State(s): State<AppState>, P(name): P<String>, Q(p): Q<PageParam
     query(&s, ProductQuery::NameContains(name), p.page(&s.cfg, LimitDefault::Page)?)
 }
 
+// Both read every product (scans): off the listener's runtime.
 async fn stats(State(s): State<AppState>) -> ApiResult {
-    Ok(ok(&StatsJson::new(s.engine.product_stats()?, s.currency())))
+    Ok(ok(&StatsJson::new(blocking(&s.engine, Engine::product_stats).await??, s.currency())))
 }
 
 async fn categories(State(s): State<AppState>) -> ApiResult {
     let c = s.currency();
-    let categories: Vec<CategoryJson> = s
-        .engine
-        .categories()?
+    let categories: Vec<CategoryJson> = blocking(&s.engine, Engine::categories)
+        .await??
         .into_iter()
         .map(|CategoryStats { name, product_count, average_price }| CategoryJson {
             name,
