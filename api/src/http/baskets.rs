@@ -4,11 +4,11 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use kassa_engine::{Basket, BasketLine, limits, now_micros};
-use kassa_engine::{Command, Currency, Page, ProductQuery, Reply};
+use kassa_engine::{Currency, Page, ProductQuery, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::products::{MessageJson, unexpected};
+use super::products::MessageJson;
 use super::spec::{Field, Kind, Param, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, TEXT_MAX, Write, def, ok, segment};
 use crate::access::Access;
@@ -251,11 +251,8 @@ fn load(s: &AppState, user_id: &str) -> Result<Basket, ApiError> {
     }
 }
 
-fn basket_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
-    match reply {
-        Reply::Basket(b) => Ok(super::json_response(status, &BasketJson::new(&b, s.currency()))),
-        other => Err(unexpected(other)),
-    }
+fn basket_reply(s: &AppState, b: Basket, status: StatusCode) -> ApiResult {
+    Ok(super::json_response(status, &BasketJson::new(&b, s.currency())))
 }
 
 fn product_id(value: Option<i64>) -> Result<u64, ApiError> {
@@ -282,8 +279,8 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         return Err(ApiError::invalid_body("user_id is required"));
     }
     let user_id = user(&caller, &user_id)?.to_string();
-    let reply = s.engine.execute(w.request(Command::CreateBasket { user_id })).await?;
-    basket_reply(&s, reply, StatusCode::CREATED)
+    let basket = s.engine.run(w.keyed(cmd::create_basket(user_id))).await?;
+    basket_reply(&s, basket, StatusCode::CREATED)
 }
 
 async fn get(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
@@ -293,7 +290,7 @@ async fn get(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -
 
 async fn delete(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
-    s.engine.execute(w.request(Command::DeleteBasket { user_id })).await?;
+    s.engine.run(w.keyed(cmd::delete_basket(user_id))).await?;
     Ok(ok(&MessageJson { message: "Basket deleted successfully".into() }))
 }
 
@@ -303,8 +300,8 @@ async fn add_item(State(s): State<AppState>, caller: Caller, P(user_id): P<Strin
     same_user(body.user_id.as_deref(), &user_id)?;
     let product_id = product_id(body.product_id)?;
     let quantity = body.quantity.ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
-    let reply = s.engine.execute(w.request(Command::AddItem { user_id, product_id, quantity })).await?;
-    basket_reply(&s, reply, StatusCode::OK)
+    let basket = s.engine.run(w.keyed(cmd::add_item(user_id, product_id, quantity))).await?;
+    basket_reply(&s, basket, StatusCode::OK)
 }
 
 /// A product id in a path, read as the product routes read it.
@@ -324,21 +321,21 @@ async fn update_item(State(s): State<AppState>, caller: Caller, P((user_id, pid)
         return Err(ApiError::invalid_body(format!("product_id {b} in the body does not match the path")));
     }
     let quantity = body.quantity.ok_or_else(|| ApiError::invalid_body("quantity is required"))?;
-    let reply = s.engine.execute(w.request(Command::UpdateItem { user_id, product_id, quantity })).await?;
-    basket_reply(&s, reply, StatusCode::OK)
+    let basket = s.engine.run(w.keyed(cmd::update_item(user_id, product_id, quantity))).await?;
+    basket_reply(&s, basket, StatusCode::OK)
 }
 
 async fn remove_item(State(s): State<AppState>, caller: Caller, P((user_id, pid)): P<(String, String)>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
     let product_id = path_product(&pid)?;
-    let reply = s.engine.execute(w.request(Command::RemoveItem { user_id, product_id })).await?;
-    basket_reply(&s, reply, StatusCode::OK)
+    let basket = s.engine.run(w.keyed(cmd::remove_item(user_id, product_id))).await?;
+    basket_reply(&s, basket, StatusCode::OK)
 }
 
 async fn clear(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {
     let user_id = user(&caller, &user_id)?.to_string();
-    let reply = s.engine.execute(w.request(Command::ClearBasket { user_id })).await?;
-    basket_reply(&s, reply, StatusCode::OK)
+    let basket = s.engine.run(w.keyed(cmd::clear_basket(user_id))).await?;
+    basket_reply(&s, basket, StatusCode::OK)
 }
 
 fn items_of(b: &Basket, c: Currency, keep: impl Fn(&BasketLine) -> bool) -> Vec<ItemJson> {

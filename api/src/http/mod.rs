@@ -276,6 +276,11 @@ impl Write {
     pub fn request(&self, command: Command) -> EngineRequest {
         EngineRequest { command, idempotency: self.idempotency.clone() }
     }
+
+    /// The typed command, carrying this write's idempotency key.
+    pub fn keyed<T: kassa_engine::Answer>(&self, command: kassa_engine::Cmd<T>) -> kassa_engine::Cmd<T> {
+        command.idempotent(self.idempotency.clone())
+    }
 }
 
 /// One HTTP route: the method and path (axum syntax, which is also OpenAPI's), who may call it, and

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
-use kassa_engine::{Command, Currency, Engine, Page, ProductInput, ProductQuery, Reply};
+use kassa_engine::{Currency, Deleted, Engine, Page, ProductInput, ProductQuery, Reply, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -219,11 +219,8 @@ pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
     u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(invalid)
 }
 
-fn product_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
-    match reply {
-        Reply::Product(p) => Ok(super::json_response(status, &ProductJson::new(p, s.currency()))),
-        other => Err(unexpected(other)),
-    }
+fn product_reply(s: &AppState, p: Product, status: StatusCode) -> ApiResult {
+    Ok(super::json_response(status, &ProductJson::new(p, s.currency())))
 }
 
 pub(crate) fn unexpected(reply: Reply) -> ApiError {
@@ -245,8 +242,8 @@ async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
 
 async fn create(State(s): State<AppState>, w: Write) -> ApiResult {
     let input = w.json::<ProductBody>()?.input(s.currency())?;
-    let reply = s.engine.execute(w.request(Command::CreateProduct(input))).await?;
-    product_reply(&s, reply, StatusCode::CREATED)
+    let product = s.engine.run(w.keyed(cmd::create_product(input))).await?;
+    product_reply(&s, product, StatusCode::CREATED)
 }
 
 async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
@@ -259,17 +256,17 @@ async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
         return Err(ApiError::invalid_body(format!("id {body_id} in the body does not match the path id {id}")));
     }
     let input = body.input(s.currency())?;
-    let reply = s.engine.execute(w.request(Command::UpdateProduct { id, input })).await.map_err(|e| match e.kind {
+    let product = s.engine.run(w.keyed(cmd::update_product(id, input))).await.map_err(|e| match e.kind {
         kassa_engine::ErrorKind::NotFound => ApiError::not_found("product not found: product not found"),
         _ => e.into(),
     })?;
-    product_reply(&s, reply, StatusCode::OK)
+    product_reply(&s, product, StatusCode::OK)
 }
 
 async fn delete(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
     let id = parse_id(&id)?;
-    match s.engine.execute(w.request(Command::DeleteProduct { id })).await {
-        Ok(Reply::Deleted { existed: false }) => Err(ApiError::not_found("failed to delete product: product not found")),
+    match s.engine.run(w.keyed(cmd::delete_product(id))).await {
+        Ok(Deleted { existed: false }) => Err(ApiError::not_found("failed to delete product: product not found")),
         Ok(_) => Ok(ok(&MessageJson { message: "Product deleted successfully".into() })),
         Err(e) if e.kind == kassa_engine::ErrorKind::NotFound => Err(ApiError::not_found("failed to delete product: product not found")),
         Err(e) => Err(e.into()),
