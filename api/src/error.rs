@@ -25,10 +25,11 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+/// The error body: `{"error", "message"}`, in that order.
 #[derive(Serialize)]
-struct Envelope<'a> {
-    error: &'a str,
-    message: &'a str,
+pub(crate) struct Envelope<'a> {
+    pub error: &'a str,
+    pub message: &'a str,
 }
 
 impl ApiError {

@@ -8,7 +8,7 @@
 use axum::Router;
 use kassa_engine::{Basket, Payment, Product, now_micros};
 use kassa_engine::{
-    Command, Currency, Engine, EngineError, IdempotencyKey, Page, PaymentInput, PaymentStatus, ProductInput, ProductQuery, Reply, Request,
+    Command, Currency, Engine, EngineError, IdempotencyKey, PaymentInput, PaymentStatus, ProductInput, ProductQuery, Reply, Request,
 };
 use prost::Message;
 use tonic::{Response, Status};
@@ -106,19 +106,9 @@ fn product_list(products: Vec<Product>, c: Currency) -> R<pb::ListProductsRespon
     Ok(Response::new(pb::ListProductsResponse { products }))
 }
 
-/// Every product of a listing, page by page (bounded by the engine's deepest page).
+/// Every product of a listing, up to `cap` (a scan: run it with `Svc::scan`).
 fn all_products(engine: &Engine, q: &ProductQuery, cap: usize) -> Result<Vec<Product>, EngineError> {
-    let step = kassa_engine::PAGE_LIMIT_MAX;
-    let mut out = Vec::new();
-    while out.len() < cap && out.len() <= kassa_engine::PAGE_OFFSET_MAX {
-        let page = engine.products(q, Page::new(out.len(), step.min(cap - out.len())))?;
-        let n = page.len();
-        out.extend(page);
-        if n < step {
-            break;
-        }
-    }
-    Ok(out)
+    crate::scan::all_pages(cap, |page| engine.products(q, page))
 }
 
 const LIST_MAX: usize = 100_000;

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::access::Access;
 use crate::auth::Actor;
-use crate::error::{ApiError, ErrorInfo};
+use crate::error::{ApiError, Envelope, ErrorInfo};
 use crate::wire;
 use spec::{LimitDefault, Param};
 
@@ -457,11 +457,6 @@ async fn notification_envelope(response: Response) -> Response {
     match response.extensions().get::<ErrorInfo>() {
         Some(info) if info.error == crate::error::OVERLOADED => response,
         Some(info) => {
-            #[derive(Serialize)]
-            struct Envelope<'a> {
-                error: &'a str,
-                message: &'a str,
-            }
             let mut out = json_response(response.status(), &Envelope { error: &info.message, message: &info.message });
             out.extensions_mut().insert(info.clone());
             out

@@ -17,7 +17,7 @@ use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteD
 use crate::access::Access;
 use crate::auth::authorize;
 use crate::error::ApiError;
-use crate::scan::blocking;
+use crate::scan::{all_pages, blocking};
 use crate::wire;
 
 #[derive(Serialize, ToSchema)]
@@ -489,29 +489,21 @@ fn stats_of(engine: &Engine, user_id: &str) -> Result<NotificationStats, EngineE
         by_channel: BTreeMap::new(),
         by_status: BTreeMap::new(),
     };
-    let step = kassa_engine::PAGE_LIMIT_MAX;
-    let mut offset = 0;
-    while offset <= kassa_engine::PAGE_OFFSET_MAX {
-        let page = engine.notifications_for_user(user_id, &NotificationFilter::default(), Page::new(offset, step))?;
-        for n in &page.items {
-            st.total_notifications += 1;
-            if n.read_at.is_none() {
-                st.unread_notifications += 1;
-            }
-            match n.status.as_str() {
-                "sent" => st.sent_notifications += 1,
-                "failed" => st.failed_notifications += 1,
-                "pending" => st.pending_notifications += 1,
-                _ => {}
-            }
-            *st.by_type.entry(n.kind.clone()).or_default() += 1;
-            *st.by_channel.entry(n.channel.clone()).or_default() += 1;
-            *st.by_status.entry(n.status.clone()).or_default() += 1;
+    let all = all_pages(usize::MAX, |page| engine.notifications_for_user(user_id, &NotificationFilter::default(), page).map(|p| p.items))?;
+    for n in &all {
+        st.total_notifications += 1;
+        if n.read_at.is_none() {
+            st.unread_notifications += 1;
         }
-        if page.items.len() < step {
-            break;
+        match n.status.as_str() {
+            "sent" => st.sent_notifications += 1,
+            "failed" => st.failed_notifications += 1,
+            "pending" => st.pending_notifications += 1,
+            _ => {}
         }
-        offset += step;
+        *st.by_type.entry(n.kind.clone()).or_default() += 1;
+        *st.by_channel.entry(n.channel.clone()).or_default() += 1;
+        *st.by_status.entry(n.status.clone()).or_default() += 1;
     }
     Ok(st)
 }
@@ -521,39 +513,50 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
     Ok(single(StatusCode::OK, "Notification retrieved successfully", &n))
 }
 
+/// The shape of the per-notification actions: load the caller's notification (404, or 403 when it is
+/// another user's), make the command of its id (which may read the body), run it, and answer `done`
+/// with the notification it left (`done` alone when it left none: a delete).
+async fn act(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    w: &Write,
+    done: &str,
+    command: impl FnOnce(String) -> Result<Command, ApiError>,
+) -> ApiResult {
+    let n = owned(s, caller, id)?;
+    match s.engine.execute(w.request(command(n.id)?)).await? {
+        Reply::Notification(n) => Ok(single(StatusCode::OK, done, &n)),
+        Reply::Deleted { .. } => Ok(plain(done)),
+        other => Err(unexpected(other)),
+    }
+}
+
 async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let n = owned(&s, &caller, &id)?;
-    let body: UpdateNotificationBody = w.json()?;
-    let command = Command::UpdateNotification {
-        id: n.id.clone(),
-        status: body.status.unwrap_or_default(),
-        title: body.title.unwrap_or_default(),
-        message: body.message.unwrap_or_default(),
-    };
-    let reply = s.engine.execute(w.request(command)).await?;
-    notification_reply(reply, StatusCode::OK, "Notification updated successfully")
+    act(&s, &caller, &id, &w, "Notification updated successfully", |id| {
+        let body: UpdateNotificationBody = w.json()?;
+        Ok(Command::UpdateNotification {
+            id,
+            status: body.status.unwrap_or_default(),
+            title: body.title.unwrap_or_default(),
+            message: body.message.unwrap_or_default(),
+        })
+    })
+    .await
 }
 
 async fn delete(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let n = owned(&s, &caller, &id)?;
-    s.engine.execute(w.request(Command::DeleteNotification { id: n.id.clone() })).await?;
-    Ok(plain("Notification deleted successfully"))
+    act(&s, &caller, &id, &w, "Notification deleted successfully", |id| Ok(Command::DeleteNotification { id })).await
 }
 
 async fn send(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let n = owned(&s, &caller, &id)?;
-    let reply = s.engine.execute(w.request(Command::SendNotification { id: n.id.clone() })).await?;
-    notification_reply(reply, StatusCode::OK, "Notification sent successfully")
+    act(&s, &caller, &id, &w, "Notification sent successfully", |id| Ok(Command::SendNotification { id })).await
 }
 
 async fn read(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let n = owned(&s, &caller, &id)?;
-    let reply = s.engine.execute(w.request(Command::MarkNotificationRead { id: n.id.clone() })).await?;
-    notification_reply(reply, StatusCode::OK, "Notification marked as read")
+    act(&s, &caller, &id, &w, "Notification marked as read", |id| Ok(Command::MarkNotificationRead { id })).await
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let n = owned(&s, &caller, &id)?;
-    let reply = s.engine.execute(w.request(Command::RetryNotification { id: n.id.clone() })).await?;
-    notification_reply(reply, StatusCode::OK, "Notification retried successfully")
+    act(&s, &caller, &id, &w, "Notification retried successfully", |id| Ok(Command::RetryNotification { id })).await
 }

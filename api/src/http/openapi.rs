@@ -263,7 +263,7 @@ fn error_description(status: u16, r: &RouteDef) -> &'static str {
         (500, _) => "Internal error.",
         (503, _) if r.response == "Health" => "Unhealthy (the engine is shutting down).",
         (503, _) if r.is_write() => {
-            "The engine is unavailable (shutting down), or the shard that owns the data is overloaded: then `error` is `overloaded`, nothing was done, and the client may retry after `Retry-After` seconds."
+            "The engine is unavailable (shutting down), or a shard the command needs is overloaded: then `error` is `overloaded` and the client may retry after `Retry-After` seconds (with its `Idempotency-Key`, where the route keeps one, the retry does nothing twice)."
         }
         (503, _) => "The engine is unavailable (shutting down).",
         (504, _) => "The gateway's deadline for the route passed.",

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Command, Currency, Engine, EngineError, Page, PaymentFilter, PaymentInput, PaymentStatus, Reply};
+use kassa_engine::{Command, Currency, Engine, EngineError, PaymentFilter, PaymentInput, PaymentStatus, Reply};
 use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -15,7 +15,7 @@ use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteD
 use crate::access::Access;
 use crate::auth::authorize;
 use crate::error::ApiError;
-use crate::scan::blocking;
+use crate::scan::{all_pages, blocking};
 use crate::wire::{self, GoFloat, Money, MoneyText};
 
 #[derive(Serialize, ToSchema)]
@@ -403,6 +403,34 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
     Ok(ok(&PaymentJson::new(&p, s.currency())))
 }
 
+/// Runs a step on payment `id` and answers the payment; a payment gone meanwhile gets the old 404 text.
+async fn step(s: &AppState, w: &Write, id: &str, command: Command) -> ApiResult {
+    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(id))?;
+    payment_reply(s, reply, StatusCode::OK)
+}
+
+/// The shape of a user's step on their own payment: load it (404, or 403 when it is another user's),
+/// make the command of it (which may read the body), run it.
+async fn owner_step(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+    w: &Write,
+    command: impl FnOnce(&Payment) -> Result<Command, ApiError>,
+) -> ApiResult {
+    let payment = owned(s, caller, id)?;
+    step(s, w, &payment.id, command(&payment)?).await
+}
+
+/// The shape of an administrator's step (the route's access is `admin`): the request is checked first,
+/// then a payment that does not exist is a 404, then the command runs.
+async fn admin_step(s: &AppState, w: &Write, id: &str, command: Command) -> ApiResult {
+    if s.engine.payment(id)?.is_none() {
+        return Err(not_found(id));
+    }
+    step(s, w, id, command).await
+}
+
 async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
     let id = segment(&id, "payment id", ID_MAX)?.to_string();
     let body: UpdatePaymentBody = w.json()?;
@@ -414,21 +442,7 @@ async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
     let status =
         PaymentStatus::parse(&status_text).ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {status_text}")))?;
     let metadata = pairs_from(body.metadata)?;
-    if s.engine.payment(&id)?.is_none() {
-        return Err(not_found(&id));
-    }
-    let reply =
-        s.engine.execute(w.request(Command::UpdatePayment { payment_id: id.clone(), status, metadata })).await.map_err(engine_err(&id))?;
-    payment_reply(&s, reply, StatusCode::OK)
-}
-
-async fn process(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let payment = owned(&s, &caller, &id)?;
-    let body: ProcessPaymentBody = w.json_or_default()?;
-    same_payment(body.payment_id.as_deref(), &payment.id)?;
-    let command = Command::ProcessPayment { payment_id: payment.id.clone(), provider_id: body.provider_id.unwrap_or_default() };
-    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(&payment.id))?;
-    payment_reply(&s, reply, StatusCode::OK)
+    admin_step(&s, &w, &id, Command::UpdatePayment { payment_id: id.clone(), status, metadata }).await
 }
 
 async fn refund(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
@@ -445,26 +459,24 @@ async fn refund(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
         }
         None => None,
     };
-    if s.engine.payment(&id)?.is_none() {
-        return Err(not_found(&id));
-    }
-    let command = Command::RefundPayment { payment_id: id.clone(), amount, reason: body.reason.unwrap_or_default() };
-    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(&id))?;
-    payment_reply(&s, reply, StatusCode::OK)
+    admin_step(&s, &w, &id, Command::RefundPayment { payment_id: id.clone(), amount, reason: body.reason.unwrap_or_default() }).await
+}
+
+async fn process(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
+    owner_step(&s, &caller, &id, &w, |p| {
+        let body: ProcessPaymentBody = w.json_or_default()?;
+        same_payment(body.payment_id.as_deref(), &p.id)?;
+        Ok(Command::ProcessPayment { payment_id: p.id.clone(), provider_id: body.provider_id.unwrap_or_default() })
+    })
+    .await
 }
 
 async fn cancel(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let payment = owned(&s, &caller, &id)?;
-    let reply =
-        s.engine.execute(w.request(Command::CancelPayment { payment_id: payment.id.clone() })).await.map_err(engine_err(&payment.id))?;
-    payment_reply(&s, reply, StatusCode::OK)
+    owner_step(&s, &caller, &id, &w, |p| Ok(Command::CancelPayment { payment_id: p.id.clone() })).await
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    let payment = owned(&s, &caller, &id)?;
-    let reply =
-        s.engine.execute(w.request(Command::RetryPayment { payment_id: payment.id.clone() })).await.map_err(engine_err(&payment.id))?;
-    payment_reply(&s, reply, StatusCode::OK)
+    owner_step(&s, &caller, &id, &w, |p| Ok(Command::RetryPayment { payment_id: p.id.clone() })).await
 }
 
 async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
@@ -482,17 +494,7 @@ async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String
 
 /// Every payment of a user (bounded by the engine's deepest page). A scan: run it with `blocking`.
 pub(crate) fn all_of_user(engine: &Engine, user_id: &str) -> Result<Vec<Payment>, EngineError> {
-    let mut out = Vec::new();
-    let step = kassa_engine::PAGE_LIMIT_MAX;
-    while out.len() <= kassa_engine::PAGE_OFFSET_MAX {
-        let page = engine.payments_by_user(user_id, Page::new(out.len(), step))?;
-        let n = page.len();
-        out.extend(page);
-        if n < step {
-            break;
-        }
-    }
-    Ok(out)
+    all_pages(usize::MAX, |page| engine.payments_by_user(user_id, page))
 }
 
 fn rounded_average(sum: i64, count: u64) -> i64 {
