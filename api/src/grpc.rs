@@ -6,10 +6,10 @@
 //! client cannot mistake a failure for an answer. Successful answers keep the old `success`/`message`.
 
 use axum::Router;
-use kassa_engine::{Basket, Payment, Product, now_micros};
 use kassa_engine::{
-    Command, Currency, Engine, EngineError, IdempotencyKey, PaymentInput, PaymentStatus, ProductInput, ProductQuery, Reply, Request,
+    Answer, Cmd, Currency, Deleted, Engine, EngineError, IdempotencyKey, PaymentInput, PaymentStatus, ProductInput, ProductQuery, cmd,
 };
+use kassa_engine::{Basket, Payment, Product, now_micros};
 use prost::Message;
 use tonic::{Response, Status};
 
@@ -46,8 +46,8 @@ fn idempotency<T: Message>(req: &tonic::Request<T>, rpc: &str) -> Result<Option<
 }
 
 impl Svc {
-    async fn run(&self, command: Command, idempotency: Option<IdempotencyKey>) -> Result<Reply, Status> {
-        self.engine.execute(Request { command, idempotency }).await.map_err(grpc_status)
+    async fn run<T: Answer>(&self, command: Cmd<T>, idempotency: Option<IdempotencyKey>) -> Result<T, Status> {
+        self.engine.run(command.idempotent(idempotency)).await.map_err(grpc_status)
     }
     fn currency(&self) -> Currency {
         self.engine.currency()
@@ -65,11 +65,6 @@ impl Svc {
         let user_id = user_id.to_string();
         self.scan(move |e| crate::http::payments::all_of_user(e, &user_id)).await
     }
-}
-
-fn unexpected(reply: Reply) -> Status {
-    tracing::error!(?reply, "unexpected engine reply");
-    Status::internal("unexpected engine reply")
 }
 
 fn int32(value: i64, what: &str) -> Result<i32, Status> {
@@ -132,10 +127,8 @@ impl pb::product_service_server::ProductService for Svc {
             category: r.category,
             image_url: String::new(),
         };
-        match self.run(Command::CreateProduct(input), key).await? {
-            Reply::Product(p) => Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) })),
-            other => Err(unexpected(other)),
-        }
+        let p = self.run(cmd::create_product(input), key).await?;
+        Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) }))
     }
 
     async fn update_product(&self, req: tonic::Request<pb::UpdateProductRequest>) -> R<pb::ProductResponse> {
@@ -150,17 +143,15 @@ impl pb::product_service_server::ProductService for Svc {
             category: r.category,
             image_url: String::new(),
         };
-        match self.run(Command::UpdateProduct { id, input }, key).await? {
-            Reply::Product(p) => Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) })),
-            other => Err(unexpected(other)),
-        }
+        let p = self.run(cmd::update_product(id, input), key).await?;
+        Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) }))
     }
 
     async fn delete_product(&self, req: tonic::Request<pb::DeleteProductRequest>) -> R<pb::DeleteProductResponse> {
         let key = idempotency(&req, "DeleteProduct")?;
         let id = positive_id(req.get_ref().id, "id")?;
-        match self.run(Command::DeleteProduct { id }, key).await? {
-            Reply::Deleted { existed: false } => Err(Status::not_found("product not found")),
+        match self.run(cmd::delete_product(id), key).await? {
+            Deleted { existed: false } => Err(Status::not_found("product not found")),
             _ => Ok(Response::new(pb::DeleteProductResponse { message: "Product deleted successfully".into() })),
         }
     }
@@ -234,14 +225,11 @@ impl Svc {
         req: &tonic::Request<T>,
         rpc: &str,
         user_id: &str,
-        command: Command,
+        command: Cmd<Basket>,
     ) -> Result<bpb::Basket, Status> {
         user_of(actor(req).as_ref(), user_id)?;
         let key = idempotency(req, rpc)?;
-        match self.run(command, key).await? {
-            Reply::Basket(b) => basket_pb(&b, self.currency()),
-            other => Err(unexpected(other)),
-        }
+        basket_pb(&self.run(command, key).await?, self.currency())
     }
 }
 
@@ -264,7 +252,7 @@ impl bpb::basket_service_server::BasketService for Svc {
 
     async fn create_basket(&self, req: tonic::Request<bpb::CreateBasketRequest>) -> R<bpb::CreateBasketResponse> {
         let user_id = req.get_ref().user_id.clone();
-        let b = self.basket_command(&req, "CreateBasket", &user_id, Command::CreateBasket { user_id: user_id.clone() }).await?;
+        let b = self.basket_command(&req, "CreateBasket", &user_id, cmd::create_basket(user_id.clone())).await?;
         let (success, message, basket) = ok_basket("Basket created successfully", b);
         Ok(Response::new(bpb::CreateBasketResponse { success, message, basket }))
     }
@@ -272,14 +260,14 @@ impl bpb::basket_service_server::BasketService for Svc {
     async fn delete_basket(&self, req: tonic::Request<bpb::DeleteBasketRequest>) -> R<bpb::DeleteBasketResponse> {
         let user_id = user_of(actor(&req).as_ref(), &req.get_ref().user_id)?.to_string();
         let key = idempotency(&req, "DeleteBasket")?;
-        self.run(Command::DeleteBasket { user_id }, key).await?;
+        self.run(cmd::delete_basket(user_id), key).await?;
         Ok(Response::new(bpb::DeleteBasketResponse { success: true, message: "Basket deleted successfully".into() }))
     }
 
     async fn add_item(&self, req: tonic::Request<bpb::AddItemRequest>) -> R<bpb::AddItemResponse> {
         let r = req.get_ref().clone();
         let product_id = positive_id(r.product_id, "product_id")?;
-        let command = Command::AddItem { user_id: r.user_id.clone(), product_id, quantity: i64::from(r.quantity) };
+        let command = cmd::add_item(r.user_id.clone(), product_id, i64::from(r.quantity));
         let b = self.basket_command(&req, "AddItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item added to basket successfully", b);
         Ok(Response::new(bpb::AddItemResponse { success, message, basket }))
@@ -288,7 +276,7 @@ impl bpb::basket_service_server::BasketService for Svc {
     async fn update_item(&self, req: tonic::Request<bpb::UpdateItemRequest>) -> R<bpb::UpdateItemResponse> {
         let r = req.get_ref().clone();
         let product_id = positive_id(r.product_id, "product_id")?;
-        let command = Command::UpdateItem { user_id: r.user_id.clone(), product_id, quantity: i64::from(r.quantity) };
+        let command = cmd::update_item(r.user_id.clone(), product_id, i64::from(r.quantity));
         let b = self.basket_command(&req, "UpdateItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item updated in basket successfully", b);
         Ok(Response::new(bpb::UpdateItemResponse { success, message, basket }))
@@ -296,7 +284,7 @@ impl bpb::basket_service_server::BasketService for Svc {
 
     async fn remove_item(&self, req: tonic::Request<bpb::RemoveItemRequest>) -> R<bpb::RemoveItemResponse> {
         let r = req.get_ref().clone();
-        let command = Command::RemoveItem { user_id: r.user_id.clone(), product_id: positive_id(r.product_id, "product_id")? };
+        let command = cmd::remove_item(r.user_id.clone(), positive_id(r.product_id, "product_id")?);
         let b = self.basket_command(&req, "RemoveItem", &r.user_id, command).await?;
         let (success, message, basket) = ok_basket("Item removed from basket successfully", b);
         Ok(Response::new(bpb::RemoveItemResponse { success, message, basket }))
@@ -304,7 +292,7 @@ impl bpb::basket_service_server::BasketService for Svc {
 
     async fn clear_basket(&self, req: tonic::Request<bpb::ClearBasketRequest>) -> R<bpb::ClearBasketResponse> {
         let user_id = req.get_ref().user_id.clone();
-        let b = self.basket_command(&req, "ClearBasket", &user_id, Command::ClearBasket { user_id: user_id.clone() }).await?;
+        let b = self.basket_command(&req, "ClearBasket", &user_id, cmd::clear_basket(user_id.clone())).await?;
         let (success, message, basket) = ok_basket("Basket cleared successfully", b);
         Ok(Response::new(bpb::ClearBasketResponse { success, message, basket }))
     }
@@ -370,11 +358,8 @@ impl Svc {
         Ok(p)
     }
 
-    async fn payment_command(&self, command: Command, key: Option<IdempotencyKey>) -> Result<Option<ppb::Payment>, Status> {
-        match self.run(command, key).await? {
-            Reply::Payment(p) => Ok(Some(payment_pb(&p, self.currency())?)),
-            other => Err(unexpected(other)),
-        }
+    async fn payment_command(&self, command: Cmd<Payment>, key: Option<IdempotencyKey>) -> Result<Option<ppb::Payment>, Status> {
+        Ok(Some(payment_pb(&self.run(command, key).await?, self.currency())?))
     }
 }
 
@@ -396,7 +381,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
             description: r.description,
             metadata: Vec::new(),
         };
-        let payment = self.payment_command(Command::CreatePayment(input), key).await?;
+        let payment = self.payment_command(cmd::create_payment(input), key).await?;
         Ok(Response::new(ppb::CreatePaymentResponse { success: true, message: "Payment created successfully".into(), payment }))
     }
 
@@ -414,14 +399,14 @@ impl ppb::payment_service_server::PaymentService for Svc {
         let key = idempotency(&req, "UpdatePayment")?;
         let text = &req.get_ref().status;
         let status = PaymentStatus::parse(text).ok_or_else(|| Status::invalid_argument(format!("invalid payment status: {text}")))?;
-        let payment = self.payment_command(Command::UpdatePayment { payment_id: p.id, status, metadata: None }, key).await?;
+        let payment = self.payment_command(cmd::update_payment(p.id, status, None), key).await?;
         Ok(Response::new(ppb::UpdatePaymentResponse { success: true, message: "Payment updated successfully".into(), payment }))
     }
 
     async fn process_payment(&self, req: tonic::Request<ppb::ProcessPaymentRequest>) -> R<ppb::ProcessPaymentResponse> {
         let p = self.payment_for(actor(&req).as_ref(), &req.get_ref().payment_id)?;
         let key = idempotency(&req, "ProcessPayment")?;
-        let command = Command::ProcessPayment { payment_id: p.id, provider_id: req.into_inner().provider_id };
+        let command = cmd::process_payment(p.id, req.into_inner().provider_id);
         let payment = self.payment_command(command, key).await?;
         Ok(Response::new(ppb::ProcessPaymentResponse { success: true, message: "Payment processed successfully".into(), payment }))
     }
@@ -434,7 +419,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
         if minor < 0 {
             return Err(Status::invalid_argument("refund amount cannot be negative"));
         }
-        let command = Command::RefundPayment { payment_id: p.id, amount: (minor > 0).then_some(minor), reason: r.reason };
+        let command = cmd::refund_payment(p.id, (minor > 0).then_some(minor), r.reason);
         let payment = self.payment_command(command, key).await?;
         Ok(Response::new(ppb::RefundPaymentResponse { success: true, message: "Payment refunded successfully".into(), payment }))
     }

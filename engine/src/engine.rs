@@ -210,6 +210,7 @@ impl Engine {
     /// checkpointer, and re-drives unfinished checkouts.
     pub fn open(cfg: EngineConfig) -> Result<Engine, OpenError> {
         let started = Instant::now();
+        abort_on_shard_panic();
         #[cfg(feature = "failpoints")]
         configure_failpoints();
         let n = cfg.shard_count();
@@ -265,17 +266,12 @@ impl Engine {
             };
             let running = ShardRunning::new(stats[i].clone());
             let pin = cfg.pin_threads.then(|| cores_ids.get(i % cores_ids.len().max(1)).copied()).flatten();
-            let handle = std::thread::Builder::new().name(format!("kassa-shard-{i}")).spawn(move || {
+            let handle = std::thread::Builder::new().name(format!("{SHARD_THREAD_PREFIX}{i}")).spawn(move || {
                 if let Some(core_id) = pin {
                     core_affinity::set_for_current(core_id);
                 }
                 let _running = running;
-                // A shard that panicked holds state nobody can trust any more and answers nobody: take the
-                // whole process down so that a supervisor restarts it and recovery runs from the journal.
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())).is_err() {
-                    tracing::error!(shard = i, "shard thread panicked; aborting so that recovery runs on restart");
-                    std::process::abort();
-                }
+                shard.run();
             })?;
             threads.push(handle);
         }
@@ -487,8 +483,9 @@ impl Engine {
         }
     }
 
-    /// Executes one command and waits for its outcome (after it is durable, in sync mode).
-    pub async fn execute(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
+    /// Executes one command and waits for its untyped reply (after it is durable, in sync mode); callers
+    /// outside the engine run typed commands (`run`).
+    pub(crate) async fn execute(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
         let mut request = request.into();
         self.assign_product_id(&mut request);
         match self.route(&request)? {
@@ -523,11 +520,6 @@ impl Engine {
     /// `run` for callers without an async runtime (tests, benchmarks, tools).
     pub fn run_blocking<T: Answer>(&self, cmd: Cmd<T>) -> Result<T, EngineError> {
         futures::executor::block_on(self.run(cmd))
-    }
-
-    /// `execute` for callers without an async runtime (tests, benchmarks, tools).
-    pub fn execute_blocking(&self, request: impl Into<Request>) -> Result<Reply, EngineError> {
-        futures::executor::block_on(self.execute(request))
     }
 
     /// Creates one notification per user (each on its owner's shard); failures for single users are
@@ -627,6 +619,27 @@ fn configure_failpoints() {
             None => tracing::warn!(entry, "ignoring a fail point without '='"),
         }
     }
+}
+
+/// Shard threads' names start with this (`abort_on_shard_panic` recognises them by it).
+const SHARD_THREAD_PREFIX: &str = "kassa-shard-";
+
+/// A shard that panicked holds state nobody can trust any more: the process aborts at the panic, before
+/// unwinding could answer its waiting clients, so that a supervisor restarts it and recovery runs from
+/// the journal. Other threads' panics keep their behaviour (the API turns a handler's into a 500).
+fn abort_on_shard_panic() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| n.starts_with(SHARD_THREAD_PREFIX)) {
+                tracing::error!(thread = name, "shard thread panicked; aborting so that recovery runs on restart");
+                std::process::abort();
+            }
+        }));
+    });
 }
 
 /// Marks a shard as running from before its thread starts until its thread leaves `Shard::run`.

@@ -41,9 +41,7 @@ pub mod time;
 mod views;
 
 pub use cmd::{Answer, Cmd, Count, Deleted};
-pub use command::{
-    Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal, Reply, Request,
-};
+pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
 pub use core::limits;
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
 pub use event::{BasketCause, BasketGone, Event, ProductCause};

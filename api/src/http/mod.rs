@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use kassa_engine::{Command, Engine, IdempotencyKey, Page, Request as EngineRequest};
+use kassa_engine::{Engine, IdempotencyKey, Page};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -270,11 +270,6 @@ impl Write {
     /// Like `json`, but an empty body means all defaults (for actions whose body is optional).
     pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
         if self.is_blank() { Ok(T::default()) } else { self.json() }
-    }
-
-    /// The engine request for `command`, carrying this write's idempotency key.
-    pub fn request(&self, command: Command) -> EngineRequest {
-        EngineRequest { command, idempotency: self.idempotency.clone() }
     }
 
     /// The typed command, carrying this write's idempotency key.

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Command, Engine, EngineError, NotificationFilter, NotificationInput, Page, Reply};
+use kassa_engine::{Answer, Cmd, Count, Deleted, Engine, EngineError, NotificationFilter, NotificationInput, Page, cmd};
 use kassa_engine::{Notification, notify};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::products::unexpected;
 use super::spec::{Field, Kind, LONG, LimitDefault, OFFSET, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, Write, def, json_response, ok, pairs_from, segment};
 use crate::access::Access;
@@ -318,10 +317,21 @@ fn plain(message: &str) -> axum::response::Response {
     ok(&SingleEnvelope { success: true, message, notification: None })
 }
 
-fn notification_reply(reply: Reply, status: StatusCode, message: &str) -> ApiResult {
-    match reply {
-        Reply::Notification(n) => Ok(single(status, message, &n)),
-        other => Err(unexpected(other)),
+/// What a per-notification action answers with: the notification it left, or the message alone
+/// when it left none (a delete).
+trait Acted: Answer {
+    fn answer(self, done: &str) -> axum::response::Response;
+}
+
+impl Acted for Notification {
+    fn answer(self, done: &str) -> axum::response::Response {
+        single(StatusCode::OK, done, &self)
+    }
+}
+
+impl Acted for Deleted {
+    fn answer(self, done: &str) -> axum::response::Response {
+        plain(done)
     }
 }
 
@@ -371,8 +381,8 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
     let (input, _) = input_from(w.json()?)?;
     segment(&input.user_id, "user_id", ID_MAX)?;
     authorize(caller.actor(), &input.user_id)?;
-    let reply = s.engine.execute(w.request(Command::CreateNotification(input))).await?;
-    notification_reply(reply, StatusCode::CREATED, "Notification created successfully")
+    let n = s.engine.run(w.keyed(cmd::create_notification(input))).await?;
+    Ok(single(StatusCode::CREATED, "Notification created successfully", &n))
 }
 
 async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
@@ -380,8 +390,8 @@ async fn schedule(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
     segment(&input.user_id, "user_id", ID_MAX)?;
     authorize(caller.actor(), &input.user_id)?;
     let send_at = time_field(send_at.as_deref(), "send_at")?.ok_or_else(|| ApiError::invalid_body("send_at is required"))?;
-    let reply = s.engine.execute(w.request(Command::ScheduleNotification { input, send_at })).await?;
-    notification_reply(reply, StatusCode::CREATED, "Notification scheduled successfully")
+    let n = s.engine.run(w.keyed(cmd::schedule_notification(input, send_at))).await?;
+    Ok(single(StatusCode::CREATED, "Notification scheduled successfully", &n))
 }
 
 async fn bulk(State(s): State<AppState>, w: Write) -> ApiResult {
@@ -417,20 +427,16 @@ async fn bulk(State(s): State<AppState>, w: Write) -> ApiResult {
 }
 
 async fn cleanup(State(s): State<AppState>, w: Write) -> ApiResult {
-    match s.engine.execute(w.request(Command::CleanupNotifications)).await? {
-        Reply::Count(n) => Ok(plain(&format!("Cleaned up {n} expired notifications"))),
-        other => Err(unexpected(other)),
-    }
+    let Count(n) = s.engine.run(w.keyed(cmd::cleanup_notifications())).await?;
+    Ok(plain(&format!("Cleaned up {n} expired notifications")))
 }
 
 async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResult {
     let body: ReadAllBody = w.json()?;
     let user_id = body.user_id.filter(|u| !u.is_empty()).ok_or_else(|| ApiError::invalid_body("user_id is required"))?;
     let user_id = super::baskets::user(&caller, &user_id)?.to_string();
-    match s.engine.execute(w.request(Command::MarkAllNotificationsRead { user_id })).await? {
-        Reply::Count(n) => Ok(plain(&format!("Marked {n} notifications as read"))),
-        other => Err(unexpected(other)),
-    }
+    let Count(n) = s.engine.run(w.keyed(cmd::mark_all_notifications_read(user_id))).await?;
+    Ok(plain(&format!("Marked {n} notifications as read")))
 }
 
 async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
@@ -516,47 +522,38 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
 /// The shape of the per-notification actions: load the caller's notification (404, or 403 when it is
 /// another user's), make the command of its id (which may read the body), run it, and answer `done`
 /// with the notification it left (`done` alone when it left none: a delete).
-async fn act(
+async fn act<T: Acted>(
     s: &AppState,
     caller: &Caller,
     id: &str,
     w: &Write,
     done: &str,
-    command: impl FnOnce(String) -> Result<Command, ApiError>,
+    command: impl FnOnce(String) -> Result<Cmd<T>, ApiError>,
 ) -> ApiResult {
     let n = owned(s, caller, id)?;
-    match s.engine.execute(w.request(command(n.id)?)).await? {
-        Reply::Notification(n) => Ok(single(StatusCode::OK, done, &n)),
-        Reply::Deleted { .. } => Ok(plain(done)),
-        other => Err(unexpected(other)),
-    }
+    Ok(s.engine.run(w.keyed(command(n.id)?)).await?.answer(done))
 }
 
 async fn update(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     act(&s, &caller, &id, &w, "Notification updated successfully", |id| {
         let body: UpdateNotificationBody = w.json()?;
-        Ok(Command::UpdateNotification {
-            id,
-            status: body.status.unwrap_or_default(),
-            title: body.title.unwrap_or_default(),
-            message: body.message.unwrap_or_default(),
-        })
+        Ok(cmd::update_notification(id, body.status.unwrap_or_default(), body.title.unwrap_or_default(), body.message.unwrap_or_default()))
     })
     .await
 }
 
 async fn delete(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    act(&s, &caller, &id, &w, "Notification deleted successfully", |id| Ok(Command::DeleteNotification { id })).await
+    act(&s, &caller, &id, &w, "Notification deleted successfully", |id| Ok(cmd::delete_notification(id))).await
 }
 
 async fn send(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    act(&s, &caller, &id, &w, "Notification sent successfully", |id| Ok(Command::SendNotification { id })).await
+    act(&s, &caller, &id, &w, "Notification sent successfully", |id| Ok(cmd::send_notification(id))).await
 }
 
 async fn read(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    act(&s, &caller, &id, &w, "Notification marked as read", |id| Ok(Command::MarkNotificationRead { id })).await
+    act(&s, &caller, &id, &w, "Notification marked as read", |id| Ok(cmd::mark_notification_read(id))).await
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    act(&s, &caller, &id, &w, "Notification retried successfully", |id| Ok(Command::RetryNotification { id })).await
+    act(&s, &caller, &id, &w, "Notification retried successfully", |id| Ok(cmd::retry_notification(id))).await
 }

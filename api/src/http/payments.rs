@@ -4,12 +4,11 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use kassa_engine::{Command, Currency, Engine, EngineError, PaymentFilter, PaymentInput, PaymentStatus, Reply};
+use kassa_engine::{Cmd, Currency, Engine, EngineError, PaymentFilter, PaymentInput, PaymentStatus, cmd};
 use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::products::unexpected;
 use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, PageParams, Pairs, Q, RouteDef, TEXT_MAX, Write, def, ok, pairs_from, segment};
 use crate::access::Access;
@@ -335,11 +334,8 @@ fn owned(s: &AppState, caller: &Caller, id: &str) -> Result<Payment, ApiError> {
     Ok(payment)
 }
 
-fn payment_reply(s: &AppState, reply: Reply, status: StatusCode) -> ApiResult {
-    match reply {
-        Reply::Payment(p) => Ok(super::json_response(status, &PaymentJson::new(&p, s.currency()))),
-        other => Err(unexpected(other)),
-    }
+fn payment_reply(s: &AppState, p: Payment, status: StatusCode) -> ApiResult {
+    Ok(super::json_response(status, &PaymentJson::new(&p, s.currency())))
 }
 
 fn list_reply(s: &AppState, payments: &[Payment]) -> ApiResult {
@@ -390,8 +386,8 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         description: body.description.unwrap_or_default(),
         metadata: pairs_from(body.metadata)?.unwrap_or_default(),
     };
-    let reply = s.engine.execute(w.request(Command::CreatePayment(input))).await?;
-    payment_reply(&s, reply, StatusCode::CREATED)
+    let payment = s.engine.run(w.keyed(cmd::create_payment(input))).await?;
+    payment_reply(&s, payment, StatusCode::CREATED)
 }
 
 async fn list_all(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
@@ -404,9 +400,9 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
 }
 
 /// Runs a step on payment `id` and answers the payment; a payment gone meanwhile gets the old 404 text.
-async fn step(s: &AppState, w: &Write, id: &str, command: Command) -> ApiResult {
-    let reply = s.engine.execute(w.request(command)).await.map_err(engine_err(id))?;
-    payment_reply(s, reply, StatusCode::OK)
+async fn step(s: &AppState, w: &Write, id: &str, command: Cmd<Payment>) -> ApiResult {
+    let payment = s.engine.run(w.keyed(command)).await.map_err(engine_err(id))?;
+    payment_reply(s, payment, StatusCode::OK)
 }
 
 /// The shape of a user's step on their own payment: load it (404, or 403 when it is another user's),
@@ -416,7 +412,7 @@ async fn owner_step(
     caller: &Caller,
     id: &str,
     w: &Write,
-    command: impl FnOnce(&Payment) -> Result<Command, ApiError>,
+    command: impl FnOnce(&Payment) -> Result<Cmd<Payment>, ApiError>,
 ) -> ApiResult {
     let payment = owned(s, caller, id)?;
     step(s, w, &payment.id, command(&payment)?).await
@@ -424,7 +420,7 @@ async fn owner_step(
 
 /// The shape of an administrator's step (the route's access is `admin`): the request is checked first,
 /// then a payment that does not exist is a 404, then the command runs.
-async fn admin_step(s: &AppState, w: &Write, id: &str, command: Command) -> ApiResult {
+async fn admin_step(s: &AppState, w: &Write, id: &str, command: Cmd<Payment>) -> ApiResult {
     if s.engine.payment(id)?.is_none() {
         return Err(not_found(id));
     }
@@ -442,7 +438,7 @@ async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
     let status =
         PaymentStatus::parse(&status_text).ok_or_else(|| ApiError::bad_request(format!("invalid payment status: {status_text}")))?;
     let metadata = pairs_from(body.metadata)?;
-    admin_step(&s, &w, &id, Command::UpdatePayment { payment_id: id.clone(), status, metadata }).await
+    admin_step(&s, &w, &id, cmd::update_payment(id.clone(), status, metadata)).await
 }
 
 async fn refund(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
@@ -459,24 +455,24 @@ async fn refund(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
         }
         None => None,
     };
-    admin_step(&s, &w, &id, Command::RefundPayment { payment_id: id.clone(), amount, reason: body.reason.unwrap_or_default() }).await
+    admin_step(&s, &w, &id, cmd::refund_payment(id.clone(), amount, body.reason.unwrap_or_default())).await
 }
 
 async fn process(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
     owner_step(&s, &caller, &id, &w, |p| {
         let body: ProcessPaymentBody = w.json_or_default()?;
         same_payment(body.payment_id.as_deref(), &p.id)?;
-        Ok(Command::ProcessPayment { payment_id: p.id.clone(), provider_id: body.provider_id.unwrap_or_default() })
+        Ok(cmd::process_payment(p.id.clone(), body.provider_id.unwrap_or_default()))
     })
     .await
 }
 
 async fn cancel(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    owner_step(&s, &caller, &id, &w, |p| Ok(Command::CancelPayment { payment_id: p.id.clone() })).await
+    owner_step(&s, &caller, &id, &w, |p| Ok(cmd::cancel_payment(p.id.clone()))).await
 }
 
 async fn retry(State(s): State<AppState>, caller: Caller, P(id): P<String>, w: Write) -> ApiResult {
-    owner_step(&s, &caller, &id, &w, |p| Ok(Command::RetryPayment { payment_id: p.id.clone() })).await
+    owner_step(&s, &caller, &id, &w, |p| Ok(cmd::retry_payment(p.id.clone()))).await
 }
 
 async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
-use kassa_engine::{Currency, Deleted, Engine, Page, ProductInput, ProductQuery, Reply, cmd};
+use kassa_engine::{Currency, Deleted, Engine, Page, ProductInput, ProductQuery, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -221,11 +221,6 @@ pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
 
 fn product_reply(s: &AppState, p: Product, status: StatusCode) -> ApiResult {
     Ok(super::json_response(status, &ProductJson::new(p, s.currency())))
-}
-
-pub(crate) fn unexpected(reply: Reply) -> ApiError {
-    tracing::error!(?reply, "unexpected engine reply");
-    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "unexpected engine reply")
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {

@@ -7,9 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::command::{Reply, Request};
 use crate::core::{CatalogView, Core, CoreConfig, Effects, Input, PeerMsg, shard_of_product, shard_of_user};
 use crate::views::Writes;
-use crate::{Command, EngineError, Event, Holding, PaymentInput, PaymentStatus, Product, ProductInput, Reply, Request};
+use crate::{Command, EngineError, Event, Holding, PaymentInput, PaymentStatus, Product, ProductInput};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
