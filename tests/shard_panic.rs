@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{Server, read, spawn_kassa};
+use common::{Server, read, serve_command, spawn_kassa};
 use serde_json::{Value, json};
 
 fn product(i: usize) -> Value {
@@ -17,17 +16,9 @@ fn product(i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_panic_exits_the_process_and_a_restart_recovers_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("kassa.toml");
-    std::fs::write(&config, "[gateway.rate_limit]\nenabled = false\n").unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
-    command
-        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        // The fourth product update panics on its shard's thread.
-        .env("KASSA_FAILPOINTS", "update-product=3*off->panic");
+    let mut command = serve_command(dir.path(), "", &[]);
+    // The fourth product update panics on its shard's thread.
+    command.env("KASSA_FAILPOINTS", "update-product=3*off->panic");
     let (mut child, field) = spawn_kassa(command);
     let http = format!("http://{}", field("http="));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();

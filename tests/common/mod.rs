@@ -41,6 +41,22 @@ pub fn spawn_kassa(mut command: Command) -> (Child, impl Fn(&str) -> String) {
     (child, field)
 }
 
+/// `kassa serve` with auth off, 2 shards, ports chosen by the kernel, its data and config file (with
+/// `toml` added) under `dir`. The suite sends thousands of requests from one client: the gateway's rate
+/// limits are off here (they have their own tests).
+pub fn serve_command(dir: &std::path::Path, toml: &str, extra: &[&str]) -> Command {
+    let config = dir.join("kassa.toml");
+    std::fs::write(&config, format!("{toml}\n[gateway.rate_limit]\nenabled = false\n")).expect("config file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+    command
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&config)
+        .args(extra);
+    command
+}
+
 pub struct Server {
     child: Child,
     pub http: String,
@@ -66,19 +82,7 @@ impl Server {
 
     /// Like `start_in`, with these lines added to the config file (TOML tables such as `[engine]`).
     pub fn start_configured(dir: tempfile::TempDir, toml: &str, extra: &[&str]) -> Server {
-        let data = dir.path().join("data");
-        // The suite sends thousands of requests from one client: the gateway's rate limits are off here
-        // (they have their own tests).
-        let config = dir.path().join("kassa.toml");
-        std::fs::write(&config, format!("{toml}\n[gateway.rate_limit]\nenabled = false\n")).expect("config file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
-        command
-            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "off", "--shards", "2", "--data-dir"])
-            .arg(&data)
-            .arg("--config")
-            .arg(&config)
-            .args(extra);
-        let (child, field) = spawn_kassa(command);
+        let (child, field) = spawn_kassa(serve_command(dir.path(), toml, extra));
         let http = format!("http://{}", field("http="));
         let grpc = format!("http://{}", field("grpc="));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
