@@ -25,7 +25,9 @@ const PAYMENT_KEYS: &[&str] = &[
     "expires_at",
     "refunded_amount",
     "refund_reason",
+    "refund_id",
     "failure_reason",
+    "error_code",
 ];
 
 async fn fill(s: &Server, user: &str, lines: &[(u64, i64)]) {

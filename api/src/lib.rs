@@ -13,7 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod scan;
-pub mod wire;
+pub use kassa_engine::wire;
 
 pub use auth::Actor;
 /// The router type both APIs are built on (so that callers need not depend on axum themselves).

@@ -153,6 +153,10 @@ fn check_layout(cfg: &EngineConfig, shards: usize) -> Result<(), OpenError> {
 /// Rebuilds one shard's memory from its stores plus the journal after each store's LSN.
 fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &JournalWriter, dir: &Path) -> Result<(), OpenError> {
     let corrupt = |reason: String| OpenError::Corrupt { shard: index, lsn: 0, reason };
+    let converted = crate::migrate::upgrade_state_store(&*views.state)?;
+    if converted > 0 {
+        tracing::info!(shard = index, converted, schema = crate::migrate::SCHEMA, "state store records migrated");
+    }
     let mut failure: Option<OpenError> = None;
     let mut load = |store: &Arc<dyn crate::store::Store>, ks: Keyspace, decode: &dyn Fn(&[u8]) -> Result<Event, views::DecodeError>| {
         store.for_each(ks, &mut |_, v| match decode(v) {
@@ -166,13 +170,15 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
             }
         })
     };
-    use crate::event::{BasketCause, ProductCause};
+    use crate::event::{BasketCause, PaymentCause, ProductCause};
     load(&views.catalog, Keyspace::Products, &|v| {
         Ok(Event::ProductPut { product: views::decode_product(v)?, cause: ProductCause::Created })
     })?;
     load(&views.catalog, Keyspace::Reservations, &|v| Ok(Event::ReservationPut { reservation: views::decode_reservation(v)? }))?;
     load(&views.state, Keyspace::Baskets, &|v| Ok(Event::BasketPut { basket: views::decode_basket(v)?, cause: BasketCause::Created }))?;
-    load(&views.state, Keyspace::Payments, &|v| Ok(Event::PaymentPut { payment: views::decode_payment(v)? }))?;
+    load(&views.state, Keyspace::Payments, &|v| {
+        Ok(Event::PaymentPut { payment: views::decode_payment(v)?, cause: PaymentCause::Bookkeeping })
+    })?;
     load(&views.state, Keyspace::Notifications, &|v| Ok(Event::NotificationPut { notification: views::decode_notification(v)? }))?;
     load(&views.state, Keyspace::Idempotency, &|v| Ok(Event::IdempotencyPut { record: views::decode_idempotency(v)? }))?;
     if let Some(e) = failure {
@@ -191,7 +197,11 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
     let mut writes = crate::views::Writes::default();
     let mut replayed = 0u64;
     for record in journal::read_all(dir, from)? {
-        let event = Event::decode(&record.payload).map_err(|reason| OpenError::Corrupt { shard: index, lsn: record.lsn, reason })?;
+        let event = crate::migrate::decode_event(record.schema, &record.payload).map_err(|reason| OpenError::Corrupt {
+            shard: index,
+            lsn: record.lsn,
+            reason,
+        })?;
         let store_lsn = if event.view() == crate::views::View::Catalog { catalog_lsn } else { state_lsn };
         if record.lsn > store_lsn {
             core.apply(record.lsn, &event, &mut writes);

@@ -35,6 +35,67 @@ pub enum BasketGone {
     Abandoned,
 }
 
+/// What happened to a payment, so a consumer can tell the one record where it completed, failed or was
+/// refunded from the records that only move its bookkeeping along (reservation answers, the idempotency
+/// record riding on it, metadata edits). Derived from the state before and after ([`PaymentCause::of`]).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PaymentCause {
+    Created,
+    /// Every line is reserved; the payment can be processed.
+    Reserved,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+    Refunded,
+    /// A failed payment was retried: it is pending again.
+    Retried,
+    /// Metadata edited; the status did not change.
+    Updated,
+    /// Internal progress only (shards answering, stock given back, the idempotency record written).
+    Bookkeeping,
+}
+
+impl PaymentCause {
+    /// The cause of the change from `before` (None: the payment is new) to `after`.
+    pub fn of(before: Option<&Payment>, after: &Payment) -> PaymentCause {
+        use crate::model::{Holding, PaymentStatus as S};
+        let Some(before) = before else { return PaymentCause::Created };
+        if before.status != after.status {
+            return match after.status {
+                S::Pending => PaymentCause::Retried,
+                S::Processing => PaymentCause::Processing,
+                S::Completed => PaymentCause::Completed,
+                S::Failed => PaymentCause::Failed,
+                S::Cancelled => PaymentCause::Cancelled,
+                S::Refunded => PaymentCause::Refunded,
+            };
+        }
+        if before.metadata != after.metadata {
+            PaymentCause::Updated
+        } else if before.holding == Holding::Reserving && after.holding == Holding::Reserved {
+            PaymentCause::Reserved
+        } else {
+            PaymentCause::Bookkeeping
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentCause::Created => "created",
+            PaymentCause::Reserved => "reserved",
+            PaymentCause::Processing => "processing",
+            PaymentCause::Completed => "completed",
+            PaymentCause::Failed => "failed",
+            PaymentCause::Cancelled => "cancelled",
+            PaymentCause::Refunded => "refunded",
+            PaymentCause::Retried => "retried",
+            PaymentCause::Updated => "updated",
+            PaymentCause::Bookkeeping => "bookkeeping",
+        }
+    }
+}
+
 /// One journal record.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -43,7 +104,7 @@ pub enum Event {
     ReservationPut { reservation: Reservation },
     BasketPut { basket: Basket, cause: BasketCause },
     BasketDeleted { user_id: String, basket_id: String, version: u64, why: BasketGone },
-    PaymentPut { payment: Payment },
+    PaymentPut { payment: Payment, cause: PaymentCause },
     NotificationPut { notification: Notification },
     NotificationDeleted { id: String, user_id: String, version: u64 },
     IdempotencyPut { record: IdempotencyRecord },
@@ -53,8 +114,8 @@ pub enum Event {
 /// Journal record kind for events (the envelope's `kind` field).
 pub const EVENT_KIND: u16 = 1;
 /// Schema version of [`Event`]; bump with an explicit migration when the layout changes (rkyv has no
-/// schema evolution).
-pub const EVENT_SCHEMA: u16 = 1;
+/// schema evolution): see `migrate`.
+pub const EVENT_SCHEMA: u16 = crate::migrate::SCHEMA;
 
 impl Event {
     pub fn encode(&self) -> rkyv::util::AlignedVec {

@@ -52,7 +52,8 @@ impl Subscription {
             if record.kind != EVENT_KIND {
                 continue;
             }
-            let event = Event::decode(&record.payload).map_err(|reason| FeedError::Decode { lsn: record.lsn, reason })?;
+            let event = crate::migrate::decode_event(record.schema, &record.payload)
+                .map_err(|reason| FeedError::Decode { lsn: record.lsn, reason })?;
             return Ok(Some(FeedRecord { shard: self.shard, lsn: record.lsn, event }));
         }
     }

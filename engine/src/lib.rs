@@ -18,6 +18,7 @@ mod core;
 mod engine;
 mod event;
 mod feed;
+mod migrate;
 // The journal's and the stores' APIs are whole building blocks: parts of them serve only their own tests,
 // the benchmarks and the fuzz targets (feature `internals`, which makes them public under `internals`).
 #[cfg(not(feature = "internals"))]
@@ -39,12 +40,13 @@ mod store;
 pub mod store;
 pub mod time;
 mod views;
+pub mod wire;
 
 pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
 pub use core::limits;
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
-pub use event::{BasketCause, BasketGone, Event, ProductCause};
+pub use event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
 pub use feed::{FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{

@@ -166,8 +166,13 @@ pub struct Payment {
     pub waiting_on: Vec<u32>,
     /// Why the payment failed, if it did.
     pub failure_reason: String,
+    /// A stable code for the failure (`insufficient_stock`, `payment_expired`, …): the Kafka
+    /// `payment.failed` event's `error_code`.
+    pub error_code: String,
     pub refunded_amount: i64,
     pub refund_reason: String,
+    /// Id of the refund, set when the payment is refunded (the `payment.refunded` event's `refund_id`).
+    pub refund_id: String,
     pub created_at: Micros,
     pub updated_at: Micros,
     pub processed_at: Option<Micros>,

@@ -70,7 +70,9 @@ pub struct PaymentJson<'a> {
     #[schema(value_type = f64)]
     refunded_amount: Money,
     refund_reason: &'a str,
+    refund_id: &'a str,
     failure_reason: &'a str,
+    error_code: &'a str,
 }
 
 fn currency_of(p: &Payment, shop: Currency) -> Currency {
@@ -99,7 +101,9 @@ impl<'a> PaymentJson<'a> {
             expires_at: p.expires_at.map(wire::rfc3339),
             refunded_amount: Money::new(p.refunded_amount, c),
             refund_reason: &p.refund_reason,
+            refund_id: &p.refund_id,
             failure_reason: &p.failure_reason,
+            error_code: &p.error_code,
         }
     }
 }

@@ -16,7 +16,7 @@ impl Core {
             Event::ReservationPut { reservation } => self.apply_reservation(reservation, batch),
             Event::BasketPut { basket, .. } => self.apply_basket(basket, batch),
             Event::BasketDeleted { user_id, version, .. } => self.apply_basket_deleted(user_id, version, batch),
-            Event::PaymentPut { payment } => self.apply_payment(payment, batch),
+            Event::PaymentPut { payment, .. } => self.apply_payment(payment, batch),
             Event::NotificationPut { notification } => self.apply_notification(notification, batch),
             Event::NotificationDeleted { id, version, .. } => self.apply_notification_deleted(id, version, batch),
             Event::IdempotencyPut { record } => self.apply_idempotency(record, batch),

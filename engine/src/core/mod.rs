@@ -39,7 +39,7 @@ use rand::{RngCore, SeedableRng};
 use crate::command::{
     Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, Outcome, PaymentInput, ProductInput, Refusal, Reply, Request,
 };
-use crate::event::{BasketCause, BasketGone, Event, ProductCause};
+use crate::event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
 use crate::model::*;
 use crate::money::Currency;
 use crate::views::{self, Ks, Writes};
@@ -249,7 +249,7 @@ impl Core {
             Event::ReservationPut { reservation } => reservation.version = lsn,
             Event::BasketPut { basket, .. } => basket.version = lsn,
             Event::BasketDeleted { version, .. } => *version = lsn,
-            Event::PaymentPut { payment } => payment.version = lsn,
+            Event::PaymentPut { payment, .. } => payment.version = lsn,
             Event::NotificationPut { notification } => notification.version = lsn,
             Event::NotificationDeleted { version, .. } => *version = lsn,
             Event::IdempotencyPut { .. } | Event::IdempotencyDeleted { .. } => {}

@@ -127,6 +127,22 @@ impl Store for FjallStore {
         Ok(())
     }
 
+    fn rewrite(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        {
+            let _writer = self.writer.lock();
+            validate_batch(batch)?;
+            let mut b = self.db.batch();
+            for (ks, key, value) in batch.ops() {
+                match value {
+                    Some(value) => b.insert(self.ks(*ks), key.as_slice(), value.as_slice()),
+                    None => b.remove(self.ks(*ks), key.as_slice()),
+                }
+            }
+            b.commit().map_err(fjall_err("commit rewrite", None))?;
+        }
+        self.persist().map(|_| ())
+    }
+
     fn applied_lsn(&self) -> Result<Lsn, StoreError> {
         Ok(self.applied_lsn.load(Ordering::Acquire))
     }

@@ -159,6 +159,8 @@ pub enum StoreError {
     InvalidKey { keyspace: &'static str, len_bytes: usize },
     #[error("value too large for keyspace {keyspace}: {len_bytes} bytes (max {MAX_VALUE_BYTES})")]
     ValueTooLarge { keyspace: &'static str, len_bytes: usize },
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
 }
 
 fn keyspace_suffix(ks: Option<&'static str>) -> String {
@@ -212,6 +214,10 @@ pub trait Store: Send + Sync + 'static {
     /// last checkpoint, fjall keeps whatever its journal had handed to the OS. Either way the
     /// store reopens at one consistent LSN.
     fn apply(&self, batch: &WriteBatch, lsn: Lsn) -> Result<(), StoreError>;
+
+    /// Writes the batch without moving the applied LSN and makes it durable: a record migration (the
+    /// same state in a new encoding), never new state. Atomic like [`Store::apply`].
+    fn rewrite(&self, batch: &WriteBatch) -> Result<(), StoreError>;
 
     /// The last applied LSN; 0 for a fresh store.
     fn applied_lsn(&self) -> Result<Lsn, StoreError>;

@@ -168,6 +168,17 @@ impl Store for RedbStore {
         Ok(())
     }
 
+    fn rewrite(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
+        validate_batch(batch)?;
+        let lsn = self.applied_lsn.load(Ordering::Acquire);
+        let mut txn = self.db.begin_write().map_err(|e| StoreError::redb("begin_write", None, e))?;
+        txn.set_durability(Durability::Immediate).map_err(|e| StoreError::redb("set durability", None, e))?;
+        Self::write_ops(&txn, batch, lsn)?;
+        txn.commit().map_err(|e| StoreError::redb("commit", None, e))?;
+        Ok(())
+    }
+
     fn applied_lsn(&self) -> Result<Lsn, StoreError> {
         Ok(self.applied_lsn.load(Ordering::Acquire))
     }

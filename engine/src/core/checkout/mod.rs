@@ -47,7 +47,8 @@ impl Core {
 
     pub(in crate::core) fn put_payment(&mut self, payment: Payment, fx: &mut Effects) -> Payment {
         let id = payment.id.clone();
-        self.emit(Event::PaymentPut { payment }, fx);
+        let cause = PaymentCause::of(self.payments.get(&id), &payment);
+        self.emit(Event::PaymentPut { payment, cause }, fx);
         self.payments[&id].clone()
     }
 

@@ -72,8 +72,10 @@ impl Core {
             holding: Holding::Reserving,
             waiting_on: Vec::new(),
             failure_reason: String::new(),
+            error_code: String::new(),
             refunded_amount: 0,
             refund_reason: String::new(),
+            refund_id: String::new(),
             created_at: now,
             updated_at: now,
             processed_at: None,
@@ -144,6 +146,7 @@ impl Core {
         p.attempt += 1;
         p.process_after_reserve = true;
         p.failure_reason.clear();
+        p.error_code.clear();
         p.expires_at = Some(now + self.cfg.payment_ttl);
         p.updated_at = now;
         p.waiting_on = self.payment_shards(&p);
@@ -168,6 +171,7 @@ impl Core {
         p.status = to;
         if to == PaymentStatus::Failed {
             p.failure_reason = "failed by administrator".to_string();
+            p.error_code = "failed_by_administrator".to_string();
         }
         p.holding = Holding::Releasing;
         p.updated_at = now;
@@ -204,6 +208,7 @@ impl Core {
         p.status = PaymentStatus::Refunded;
         p.refunded_amount = amount;
         p.refund_reason = reason.clone();
+        p.refund_id = format!("re_{}", self.new_id(now));
         p.updated_at = now;
         // Only a full refund puts the goods back on sale: a partial refund says nothing about which units.
         if self.cfg.restock_on_refund && amount == p.amount {
@@ -264,6 +269,7 @@ impl Core {
         }
         p.status = PaymentStatus::Failed;
         p.failure_reason = "payment has expired".to_string();
+        p.error_code = "payment_expired".to_string();
         p.holding = Holding::Releasing;
         p.updated_at = now;
         p.waiting_on = self.payment_shards(&p);
@@ -277,7 +283,7 @@ impl Core {
             ("payment_id".to_string(), p.id.clone()),
             ("amount".to_string(), crate::money::format_minor(p.amount, self.cfg.currency)),
             ("reason".to_string(), p.failure_reason.clone()),
-            ("error_code".to_string(), "payment_failed".to_string()),
+            ("error_code".to_string(), p.error_code.clone()),
         ];
         self.notify(
             &p.user_id,
@@ -328,6 +334,7 @@ impl Core {
             }
             (Err(refused), Step::Reserve | Step::Commit) if p.failure_reason.is_empty() => {
                 p.failure_reason.clone_from(&refused.message);
+                p.error_code = error_code_of(refused).to_string();
                 self.refusals.insert(p.id.clone(), refused.clone());
             }
             _ => {}
@@ -413,5 +420,14 @@ impl Core {
                 self.notify(&p.user_id, "Basket Cleared", "Your basket has been cleared", "info", "low", data, now, fx);
             }
         }
+    }
+}
+
+/// The stable code a refusal from a product shard fails a payment with.
+fn error_code_of(refused: &EngineError) -> &'static str {
+    match refused.kind {
+        ErrorKind::InsufficientStock => "insufficient_stock",
+        ErrorKind::NotFound => "product_not_found",
+        _ => "payment_failed",
     }
 }

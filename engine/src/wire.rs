@@ -1,17 +1,17 @@
-//! Wire formats shared by HTTP and gRPC: RFC 3339 times from micros (from [`kassa_engine::time`]), Go
-//! duration strings, exact money in JSON (decimal text in, decimal text out, never through a float) and
-//! Go-compatible JSON output.
+//! Wire formats shared by the API (HTTP, gRPC) and the adapters (the old estate's rows, keys and events):
+//! RFC 3339 times from micros (from [`crate::time`]), Go duration strings, exact money in JSON (decimal text
+//! in, decimal text out, never through a float) and Go-compatible JSON output.
 
 use std::io;
 
-use kassa_engine::money::{self, Currency};
+use crate::money::{self, Currency};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 /// RFC 3339 times, written as Go's `time.Time` writes them and read as the API accepts them: one
 /// implementation (on jiff) for every crate, in the engine.
-pub use kassa_engine::time::{TimeError, parse_time, rfc3339, rfc3339_seconds};
+pub use crate::time::{TimeError, parse_time, rfc3339, rfc3339_seconds};
 
 /// Go's `time.Duration.String()` for a span in micros: `23h59m58.123456s`, `1.5ms`, `0s`.
 pub fn go_duration(micros: i64) -> String {
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn times_are_the_engines() {
-        // The formats themselves are tested in kassa_engine::time; these are the ones the API writes.
+        // The formats themselves are tested in crate::time; these are the ones the API writes.
         assert_eq!(rfc3339(1_714_558_830_120_000), "2024-05-01T10:20:30.12Z");
         assert_eq!(rfc3339_seconds(1_714_558_830_123_456), "2024-05-01T10:20:30Z");
         assert_eq!(parse_time("2024-05-01"), Ok(1_714_521_600_000_000));

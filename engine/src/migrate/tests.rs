@@ -1,0 +1,181 @@
+//! Schema 1 records are read by this build: journal events converted when decoded, a schema 1 state store
+//! rewritten once at open, and an engine opened on a schema 1 data directory serves its payments.
+
+use super::*;
+use crate::model::{Holding, PaymentItem, PaymentStatus};
+use crate::store::Store;
+
+fn old_payment(status: PaymentStatus, failure: &str) -> v1::Payment {
+    v1::Payment {
+        id: "0190-pay".into(),
+        user_id: "u1".into(),
+        basket_id: "basket_u1_1".into(),
+        amount: 2999,
+        currency: "USD".into(),
+        status,
+        method: "credit_card".into(),
+        provider: "stripe".into(),
+        provider_id: "pi_1".into(),
+        description: String::new(),
+        metadata: vec![("order".into(), "7".into())],
+        items: vec![PaymentItem {
+            id: "item_0190-pay_1".into(),
+            product_id: 1,
+            name: "Mug".into(),
+            quantity: 1,
+            price: 2999,
+            category: "Home".into(),
+            created_at: 1,
+        }],
+        holding: Holding::Committed,
+        waiting_on: Vec::new(),
+        failure_reason: failure.into(),
+        refunded_amount: 0,
+        refund_reason: String::new(),
+        created_at: 1,
+        updated_at: 2,
+        processed_at: Some(2),
+        expires_at: Some(3),
+        attempt: 1,
+        process_after_reserve: false,
+        pending_idempotency: None,
+        version: 9,
+    }
+}
+
+fn v1_bytes<T>(value: &T) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<rkyv::util::AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, rkyv::rancor::Error>,
+        >,
+{
+    rkyv::to_bytes::<rkyv::rancor::Error>(value).unwrap()
+}
+
+#[test]
+fn schema_1_events_decode_with_their_new_fields() {
+    let bytes = v1_bytes(&v1::Event::PaymentPut { payment: old_payment(PaymentStatus::Failed, "insufficient stock") });
+    let Event::PaymentPut { payment, cause } = decode_event(1, &bytes).unwrap() else { panic!("a payment event") };
+    assert_eq!(cause, PaymentCause::Bookkeeping);
+    assert_eq!((payment.failure_reason.as_str(), payment.error_code.as_str()), ("insufficient stock", "payment_failed"));
+    assert_eq!((payment.amount, payment.version, payment.metadata.len()), (2999, 9, 1));
+
+    let refunded = v1_bytes(&v1::Event::PaymentPut { payment: old_payment(PaymentStatus::Refunded, "") });
+    let Event::PaymentPut { payment, .. } = decode_event(1, &refunded).unwrap() else { panic!() };
+    assert_eq!((payment.refund_id.as_str(), payment.error_code.as_str()), ("re_0190-pay", ""));
+
+    // The same bytes read as the current schema are refused rather than misread, and unknown schemas too.
+    assert!(decode_event(SCHEMA, &bytes).is_err());
+    assert!(decode_event(SCHEMA + 1, &bytes).unwrap_err().contains("not known"));
+}
+
+#[test]
+fn a_schema_1_state_store_is_rewritten_once_at_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::FjallStore::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Payments, b"0190-pay", &v1_bytes(&old_payment(PaymentStatus::Completed, "")));
+    let record = v1::IdempotencyRecord {
+        scope: "u1".into(),
+        key: "k".into(),
+        fingerprint: 5,
+        outcome: v1::Outcome::Ok(v1::Reply::Payment(old_payment(PaymentStatus::Completed, ""))),
+        expires_at: 10,
+    };
+    batch.put(Keyspace::Idempotency, b"u1/k", &v1_bytes(&record));
+    store.apply(&batch, 41).unwrap();
+
+    assert_eq!(upgrade_state_store(&store).unwrap(), 2);
+    assert_eq!(store.applied_lsn().unwrap(), 41, "a migration is not new state");
+    let payment = views::decode_payment(&store.get(Keyspace::Payments, b"0190-pay").unwrap().unwrap()).unwrap();
+    assert_eq!((payment.id.as_str(), payment.status, payment.items.len()), ("0190-pay", PaymentStatus::Completed, 1));
+    let idem = views::decode_idempotency(&store.get(Keyspace::Idempotency, b"u1/k").unwrap().unwrap()).unwrap();
+    assert!(matches!(idem.outcome, Outcome::Ok(Reply::Payment(ref p)) if p.id == "0190-pay"));
+    assert_eq!(upgrade_state_store(&store).unwrap(), 0, "the marker says it is done");
+
+    // A fresh store is marked current without converting anything.
+    let fresh = crate::store::FjallStore::open(&dir.path().join("fresh"), 1 << 20).unwrap();
+    assert_eq!(upgrade_state_store(&fresh).unwrap(), 0);
+    assert_eq!(store_schema(&fresh).unwrap(), SCHEMA);
+}
+
+/// A payment written back in schema 1 (only for building an old data directory in a test).
+fn downgrade(p: &model::Payment) -> v1::Payment {
+    v1::Payment {
+        id: p.id.clone(),
+        user_id: p.user_id.clone(),
+        basket_id: p.basket_id.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        status: p.status,
+        method: p.method.clone(),
+        provider: p.provider.clone(),
+        provider_id: p.provider_id.clone(),
+        description: p.description.clone(),
+        metadata: p.metadata.clone(),
+        items: p.items.clone(),
+        holding: p.holding,
+        waiting_on: p.waiting_on.clone(),
+        failure_reason: p.failure_reason.clone(),
+        refunded_amount: p.refunded_amount,
+        refund_reason: p.refund_reason.clone(),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
+        processed_at: p.processed_at,
+        expires_at: p.expires_at,
+        attempt: p.attempt,
+        process_after_reserve: p.process_after_reserve,
+        pending_idempotency: p.pending_idempotency.clone(),
+        version: p.version,
+    }
+}
+
+#[test]
+fn an_engine_opens_a_schema_1_data_directory() {
+    use crate::{Engine, EngineConfig, PaymentInput, ProductInput, cmd};
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut cfg = EngineConfig::new(dir.path());
+        cfg.shards = 1;
+        cfg.pin_threads = false;
+        cfg
+    };
+    let engine = Engine::open(config()).unwrap();
+    let product = ProductInput {
+        name: "Mug".into(),
+        description: String::new(),
+        price: 1250,
+        stock: 3,
+        category: "Home".into(),
+        image_url: String::new(),
+    };
+    let product = engine.run_blocking(cmd::create_product(product)).unwrap();
+    engine.run_blocking(cmd::add_item("u1", product.id, 2)).unwrap();
+    let payment = engine.run_blocking(cmd::create_payment(PaymentInput::new("u1", "credit_card", "stripe"))).unwrap();
+    engine.checkpoint().unwrap();
+    engine.shutdown();
+    drop(engine);
+
+    // Turn the state store back into schema 1: payments in the old layout, no marker.
+    {
+        let views = crate::views::Views::open(&dir.path().join("shard-000"), crate::StoreChoice::Auto, 1 << 20).unwrap();
+        let mut batch = WriteBatch::new();
+        views
+            .state
+            .for_each(Keyspace::Payments, &mut |key, value| {
+                batch.put(Keyspace::Payments, key, &v1_bytes(&downgrade(&views::decode_payment(value).unwrap())));
+                true
+            })
+            .unwrap();
+        batch.delete(Keyspace::Meta, SCHEMA_KEY);
+        views.state.rewrite(&batch).unwrap();
+        assert_eq!(store_schema(&*views.state).unwrap(), 1);
+    }
+
+    let engine = Engine::open(config()).unwrap();
+    let read = engine.payment(&payment.id).unwrap().expect("the payment survives the migration");
+    assert_eq!((read.amount, read.items.len(), read.status), (payment.amount, 1, payment.status));
+    let processed = engine.run_blocking(cmd::process_payment(payment.id.clone(), "pi_9")).unwrap();
+    assert_eq!(processed.status, PaymentStatus::Completed);
+    engine.shutdown();
+}
