@@ -45,6 +45,12 @@ pub mod wire;
 pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
 pub use core::limits;
+
+/// Which shard owns what (products by id, everything of a user by user id): for consumers that must tell
+/// which shard's cursor covers a row. The hashes never change.
+pub mod placement {
+    pub use crate::core::{shard_of_product, shard_of_user};
+}
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
 pub use event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
 pub use feed::{FeedError, FeedRecord, Subscription};

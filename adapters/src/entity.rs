@@ -1,0 +1,32 @@
+//! One entity of a shard snapshot, as a bootstrap loads it and `verify` compares it.
+
+use kassa_engine::{Basket, Notification, Payment, Product};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Product(Product),
+    Basket(Basket),
+    Payment(Payment),
+    Notification(Notification),
+}
+
+impl Entity {
+    /// `product:<id>`, `basket:<user_id>`, `payment:<id>`, `notification:<id>`: unique across kinds.
+    pub fn key(&self) -> String {
+        match self {
+            Entity::Product(p) => format!("product:{}", p.id),
+            Entity::Basket(b) => format!("basket:{}", b.user_id),
+            Entity::Payment(p) => format!("payment:{}", p.id),
+            Entity::Notification(n) => format!("notification:{}", n.id),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        match self {
+            Entity::Product(p) => p.version,
+            Entity::Basket(b) => b.version,
+            Entity::Payment(p) => p.version,
+            Entity::Notification(n) => n.version,
+        }
+    }
+}
