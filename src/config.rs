@@ -101,6 +101,11 @@ pub struct EngineSettings {
     /// A cross-shard checkout step unanswered for this long is sent again (its message may have been
     /// dropped on a full mailbox, or its shard restarted).
     pub redrive_after_ms: u64,
+    /// Most journal a named feed cursor (an adapter's) may keep for itself before it is dropped and its
+    /// consumer re-copies from a snapshot.
+    pub feed_retention_bytes: u64,
+    /// A feed cursor that keeps journal and has not advanced for this long is dropped too.
+    pub feed_retention_age_s: u64,
 }
 
 impl Default for Config {
@@ -143,6 +148,8 @@ impl Default for EngineSettings {
             low_stock_threshold: e.low_stock_threshold,
             mailbox_capacity: e.mailbox_capacity,
             redrive_after_ms: e.redrive_after.as_millis() as u64,
+            feed_retention_bytes: e.feed_retention_bytes,
+            feed_retention_age_s: e.feed_retention_age.as_secs(),
         }
     }
 }
@@ -335,6 +342,8 @@ impl Config {
         cfg.low_stock_threshold = e.low_stock_threshold;
         cfg.mailbox_capacity = e.mailbox_capacity;
         cfg.redrive_after = Duration::from_millis(e.redrive_after_ms.max(1));
+        cfg.feed_retention_bytes = e.feed_retention_bytes;
+        cfg.feed_retention_age = Duration::from_secs(e.feed_retention_age_s);
         cfg
     }
 

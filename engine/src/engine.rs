@@ -44,6 +44,11 @@ pub struct EngineConfig {
     /// A cross-shard step unanswered for this long is sent again (messages dropped on a full mailbox,
     /// steps left unfinished by a crash).
     pub redrive_after: Duration,
+    /// Most journal a named feed cursor may keep for itself; past it the cursor is dropped and its
+    /// consumer starts again from a snapshot (so a consumer that stays away cannot fill the disk).
+    pub feed_retention_bytes: u64,
+    /// A feed cursor that keeps journal for itself and has not advanced for this long is dropped too.
+    pub feed_retention_age: Duration,
 }
 
 impl EngineConfig {
@@ -63,6 +68,8 @@ impl EngineConfig {
             low_stock_threshold: 10,
             mailbox_capacity: 65_536,
             redrive_after: Duration::from_secs(2),
+            feed_retention_bytes: 4 << 30,
+            feed_retention_age: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -341,8 +348,16 @@ impl Engine {
     /// shard, so waiting for a full mailbox here stalls nobody.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         let mut acks = Vec::with_capacity(self.shards());
+        let cap = crate::feed::Retention { bytes: self.inner.cfg.feed_retention_bytes, age: self.inner.cfg.feed_retention_age };
         for (i, v) in self.inner.views.iter().enumerate() {
             let lsn = v.catalog.persist()?.min(v.state.persist()?);
+            // Read after the persist: a cursor registered meanwhile (a snapshot's pin) is honoured.
+            match crate::journal::segment_sizes(&self.shard_dir(i).join("journal")) {
+                Ok(segments) => {
+                    self.inner.cursors.enforce(i, &segments, lsn + 1, cap);
+                }
+                Err(e) => tracing::warn!(shard = i, error = %e, "listing journal segments for retention failed"),
+            }
             let cursor_min = self.inner.cursors.min(i);
             let (done, ack) = std::sync::mpsc::channel();
             if self.inner.mailboxes[i].send(Mail::Checkpointed { lsn, cursor_min, done }).is_ok() {
@@ -373,6 +388,11 @@ impl Engine {
     }
 
     /// Every shard's figures, read now.
+    /// Every named feed cursor's position and what it pins, and how many retention has dropped.
+    pub fn feed_cursors(&self) -> (Vec<crate::feed::CursorFigures>, u64) {
+        self.inner.cursors.figures()
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats::read(&self.inner.stats)
     }

@@ -31,6 +31,7 @@ mod model;
 pub mod money;
 mod query;
 mod shard;
+mod snapshot;
 mod stats;
 #[cfg(not(feature = "internals"))]
 #[allow(dead_code)]
@@ -53,7 +54,7 @@ pub mod placement {
 }
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
 pub use event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
-pub use feed::{FeedError, FeedRecord, Subscription};
+pub use feed::{CursorFigures, FeedCursor, FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{
     Basket, BasketLine, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND, Micros, Notification,
@@ -64,6 +65,7 @@ pub use query::{
     CategoryStats, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery, ProductStats,
 };
 pub use shard::Durability;
+pub use snapshot::ShardSnapshot;
 pub use stats::{EngineStats, ShardFigures};
 pub use views::StoreChoice;
 

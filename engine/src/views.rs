@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
-use crate::store::{self, Store, StoreError, WriteBatch};
+use crate::store::{self, Store, StoreError, StoreSnapshot, WriteBatch};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -38,11 +38,17 @@ impl StoreChoice {
     }
 }
 
+/// Snapshots of the catalog and state stores at one LSN.
+pub type ViewSnapshots = (Box<dyn StoreSnapshot>, Box<dyn StoreSnapshot>);
+
 /// The two stores of one shard.
 #[derive(Clone)]
 pub struct Views {
     pub catalog: Arc<dyn Store>,
     pub state: Arc<dyn Store>,
+    /// Held while a batch is applied to both stores and while both are snapshotted, so a snapshot never
+    /// sees one store a batch ahead of the other. Uncontended but for snapshots (rare).
+    projection: Arc<parking_lot::Mutex<()>>,
 }
 
 impl Views {
@@ -56,7 +62,21 @@ impl Views {
             StoreChoice::Fjall => (false, false),
             StoreChoice::Redb => (true, true),
         };
-        Ok(Views { catalog: open("catalog", catalog_redb)?, state: open("state", state_redb)? })
+        Ok(Views { catalog: open("catalog", catalog_redb)?, state: open("state", state_redb)?, projection: Default::default() })
+    }
+
+    /// Snapshots of both stores at the same LSN, taken while no batch is being applied. `pin` runs under
+    /// the same exclusion with that LSN (the feed cursor is registered before any later batch lands).
+    pub fn snapshot<E>(&self, pin: impl FnOnce(u64) -> Result<(), E>) -> Result<ViewSnapshots, E>
+    where
+        E: From<StoreError>,
+    {
+        let _applying = self.projection.lock();
+        let catalog = self.catalog.snapshot()?;
+        let state = self.state.snapshot()?;
+        debug_assert_eq!(catalog.applied_lsn(), state.applied_lsn(), "both views are applied at one LSN");
+        pin(catalog.applied_lsn().min(state.applied_lsn()))?;
+        Ok((catalog, state))
     }
 }
 
@@ -106,6 +126,7 @@ impl Writes {
     /// is up to date all the same, and saying so lets checkpoints release the journal below it.
     pub fn apply_to(&self, views: &Views, lsn: u64) -> Result<(), StoreError> {
         assert!(lsn >= self.catalog_lsn.max(self.state_lsn), "a batch is applied at or after its last event");
+        let _applying = views.projection.lock();
         views.catalog.apply(&self.catalog, lsn)?;
         views.state.apply(&self.state, lsn)?;
         Ok(())

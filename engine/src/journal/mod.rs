@@ -28,6 +28,17 @@ pub use durable::DurableWatch;
 pub use reader::{JournalReader, read_all};
 pub use writer::JournalWriter;
 
+/// The retained segments of the journal in `dir`: each one's first LSN and size in bytes, oldest first.
+pub(crate) fn segment_sizes(dir: &std::path::Path) -> Result<Vec<(Lsn, u64)>, JournalError> {
+    let mut out = Vec::new();
+    for segment in segment::list_segments(dir)? {
+        // A segment removed meanwhile holds nothing any more.
+        let bytes = std::fs::metadata(&segment.path).map(|m| m.len()).unwrap_or(0);
+        out.push((segment.first_lsn, bytes));
+    }
+    Ok(out)
+}
+
 /// Log sequence number. The first record of a journal has LSN 1; 0 means "nothing".
 pub type Lsn = u64;
 

@@ -10,8 +10,8 @@ use ::fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 use parking_lot::Mutex;
 
 use super::{
-    APPLIED_KEY, APPLIED_NAME, Entries, Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, clamp_end, clamp_start,
-    decode_lsn, impossible_key, range_is_empty, validate_batch,
+    APPLIED_KEY, APPLIED_NAME, Entries, Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, StoreSnapshot, WriteBatch, clamp_end,
+    clamp_start, decode_lsn, impossible_key, range_is_empty, validate_batch,
 };
 
 pub struct FjallStore {
@@ -97,14 +97,13 @@ impl Store for FjallStore {
         Self::collect(iter, ks, "prefix", limit)
     }
 
-    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
-        for guard in self.db.snapshot().iter(self.ks(ks)) {
-            let (k, v) = guard.into_inner().map_err(fjall_err("iterate", Some(ks.name())))?;
-            if !f(&k, &v) {
-                break;
-            }
-        }
-        Ok(())
+    fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
+        let snapshot = self.db.snapshot();
+        let lsn = match snapshot.get(&self.applied, APPLIED_KEY).map_err(fjall_err("get", Some(APPLIED_NAME)))? {
+            Some(bytes) => decode_lsn(&bytes)?,
+            None => 0,
+        };
+        Ok(Box::new(FjallSnapshot { snapshot, keyspaces: self.keyspaces.clone(), lsn }))
     }
 
     fn apply(&self, batch: &WriteBatch, lsn: Lsn) -> Result<(), StoreError> {
@@ -153,5 +152,28 @@ impl Store for FjallStore {
         let lsn = self.applied_lsn.load(Ordering::Acquire);
         self.db.persist(PersistMode::SyncAll).map_err(fjall_err("persist", None))?;
         Ok(lsn)
+    }
+}
+
+/// A fjall snapshot (one sequence number across every keyspace of the database).
+struct FjallSnapshot {
+    snapshot: ::fjall::Snapshot,
+    keyspaces: Vec<::fjall::Keyspace>,
+    lsn: Lsn,
+}
+
+impl StoreSnapshot for FjallSnapshot {
+    fn applied_lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        for guard in self.snapshot.iter(&self.keyspaces[ks.index()]) {
+            let (k, v) = guard.into_inner().map_err(fjall_err("iterate", Some(ks.name())))?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 }

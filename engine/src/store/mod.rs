@@ -186,6 +186,15 @@ pub enum StoreKind {
     Redb,
 }
 
+/// One committed state of a store, held open: every read through it sees the same state across every
+/// keyspace, and [`StoreSnapshot::applied_lsn`] says which LSN that state reflects.
+pub trait StoreSnapshot: Send {
+    fn applied_lsn(&self) -> Lsn;
+
+    /// Streams every entry of a keyspace, as of the snapshot; stops early if `f` returns false.
+    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError>;
+}
+
 /// A view of the journal: the current state of every keyspace plus the LSN it reflects.
 ///
 /// Reads may run on any thread concurrently with the single writer and each read sees one
@@ -201,9 +210,14 @@ pub trait Store: Send + Sync + 'static {
     /// Entries whose key starts with `prefix`, ordered by key, at most `limit`.
     fn prefix(&self, ks: Keyspace, prefix: &[u8], limit: usize) -> Result<Entries, StoreError>;
 
-    /// Streams every entry of a keyspace to `f` (recovery loads state with it); stops early if
-    /// `f` returns false.
-    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError>;
+    /// Streams every entry of a keyspace to `f` (recovery loads state with it), from one snapshot; stops
+    /// early if `f` returns false.
+    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        self.snapshot()?.for_each(ks, f)
+    }
+
+    /// Opens a snapshot of the current committed state (cheap: no copy; writes go on meanwhile).
+    fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
 
     /// Atomically applies the batch and records `lsn` as applied. Monotonic: if `lsn` is not
     /// greater than [`Store::applied_lsn`] this is a no-op returning Ok, so replay is

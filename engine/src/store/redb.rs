@@ -14,8 +14,8 @@ use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinit
 use parking_lot::Mutex;
 
 use super::{
-    APPLIED_KEY, APPLIED_NAME, Entries, Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, clamp_end, clamp_start,
-    impossible_key, prefix_upper_bound, range_is_empty, validate_batch,
+    APPLIED_KEY, APPLIED_NAME, Entries, Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, StoreSnapshot, WriteBatch, clamp_end,
+    clamp_start, impossible_key, prefix_upper_bound, range_is_empty, validate_batch,
 };
 
 type Bytes = &'static [u8];
@@ -141,16 +141,13 @@ impl Store for RedbStore {
         self.range(ks, Bound::Included(prefix), end, false, limit)
     }
 
-    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
-        let t = self.read_table(ks)?;
-        let iter = t.iter().map_err(|e| StoreError::redb("iterate", Some(ks.name()), e))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| StoreError::redb("iterate", Some(ks.name()), e))?;
-            if !f(k.value(), v.value()) {
-                break;
-            }
-        }
-        Ok(())
+    fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| StoreError::redb("begin_read", None, e))?;
+        let lsn = {
+            let applied = txn.open_table(APPLIED).map_err(|e| StoreError::redb("open table", Some(APPLIED_NAME), e))?;
+            applied.get(APPLIED_KEY).map_err(|e| StoreError::redb("get", Some(APPLIED_NAME), e))?.map(|g| g.value()).unwrap_or(0)
+        };
+        Ok(Box::new(RedbSnapshot { txn, lsn }))
     }
 
     fn apply(&self, batch: &WriteBatch, lsn: Lsn) -> Result<(), StoreError> {
@@ -195,5 +192,29 @@ impl Store for RedbStore {
         txn.set_quick_repair(true);
         txn.commit().map_err(|e| StoreError::redb("commit", None, e))?;
         Ok(lsn)
+    }
+}
+
+/// A redb read transaction: one committed state of every table.
+struct RedbSnapshot {
+    txn: ::redb::ReadTransaction,
+    lsn: Lsn,
+}
+
+impl StoreSnapshot for RedbSnapshot {
+    fn applied_lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        let t = self.txn.open_table(table(ks)).map_err(|e| StoreError::redb("open table", Some(ks.name()), e))?;
+        let iter = t.iter().map_err(|e| StoreError::redb("iterate", Some(ks.name()), e))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| StoreError::redb("iterate", Some(ks.name()), e))?;
+            if !f(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
