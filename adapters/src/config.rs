@@ -16,10 +16,10 @@ pub struct AdaptersConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Tuning {
-    /// Most feed records written in one target transaction.
+    /// Most feed records written in one target transaction. The journal itself is the buffer: an adapter
+    /// reads the next batch only when its target has taken the last one, so a slow target only grows its
+    /// own lag and holds no memory for it.
     pub batch_max: usize,
-    /// Records buffered per shard between the feed and the target; a slow target only grows its lag.
-    pub buffer: usize,
     /// First retry delay after a failed write; doubles up to `retry_max_ms`, with jitter.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
@@ -27,7 +27,7 @@ pub struct Tuning {
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { batch_max: 512, buffer: 4096, retry_min_ms: 100, retry_max_ms: 10_000 }
+        Tuning { batch_max: 512, retry_min_ms: 100, retry_max_ms: 10_000 }
     }
 }
 

@@ -8,9 +8,15 @@
 //! and jitter, dead letters, lag figures.
 
 pub mod config;
+mod dead_letter;
 mod entity;
+pub mod runner;
+mod status;
 mod target;
 
 pub use config::{AdaptersConfig, Tuning};
+pub use dead_letter::{DeadLetter, DeadLetters};
 pub use entity::Entity;
+pub use runner::Adapters;
+pub use status::{AdapterStatus, ShardState, ShardStatus};
 pub use target::{Connect, Target, TargetError};
