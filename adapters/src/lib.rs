@@ -13,6 +13,7 @@ mod entity;
 pub mod runner;
 mod status;
 mod target;
+pub mod verify;
 
 pub use config::{AdaptersConfig, Tuning};
 pub use dead_letter::{DeadLetter, DeadLetters};
@@ -20,3 +21,4 @@ pub use entity::Entity;
 pub use runner::Adapters;
 pub use status::{AdapterStatus, ShardState, ShardStatus};
 pub use target::{Connect, Target, TargetError};
+pub use verify::{Difference, Verification};

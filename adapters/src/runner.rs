@@ -18,7 +18,9 @@ use tokio::sync::watch;
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::status::{AdapterStatus, ShardCell, ShardState};
+use crate::verify::Verification;
 use crate::{Connect, Entity, Target, TargetError, Tuning};
+use parking_lot::Mutex;
 
 /// How often a following task re-saves the engine's pin (each save is an fsync).
 const PIN_EVERY: Duration = Duration::from_secs(1);
@@ -27,16 +29,20 @@ const PIN_EVERY: Duration = Duration::from_secs(1);
 pub struct Adapters {
     engine: Engine,
     data_dir: std::path::PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
     stop: watch::Sender<bool>,
     running: Vec<Running>,
 }
+
+type Verifier = Arc<dyn Fn(Engine, Duration) -> futures::future::BoxFuture<'static, Verification> + Send + Sync>;
 
 struct Running {
     name: &'static str,
     cells: Vec<Arc<ShardCell>>,
     dead: Arc<DeadLetters>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    verifier: Verifier,
 }
 
 impl Adapters {
@@ -49,7 +55,15 @@ impl Adapters {
             .enable_all()
             .build()?;
         let (stop, _) = watch::channel(false);
-        Ok(Adapters { engine: engine.clone(), data_dir: data_dir.to_path_buf(), runtime: Some(runtime), stop, running: Vec::new() })
+        let handle = runtime.handle().clone();
+        Ok(Adapters {
+            engine: engine.clone(),
+            data_dir: data_dir.to_path_buf(),
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            stop,
+            running: Vec::new(),
+        })
     }
 
     /// Starts following every shard into the target `connect` opens.
@@ -59,7 +73,6 @@ impl Adapters {
         let connect = Arc::new(connect);
         let dead = Arc::new(DeadLetters::new(&self.data_dir, name));
         let cells: Vec<Arc<ShardCell>> = (0..shards).map(|s| Arc::new(ShardCell::new(s))).collect();
-        let runtime = self.runtime.as_ref().expect("the runtime lives until stop");
         let tasks = cells
             .iter()
             .enumerate()
@@ -75,10 +88,36 @@ impl Adapters {
                     dead: dead.clone(),
                     stop: self.stop.subscribe(),
                 };
-                runtime.spawn(task.run())
+                self.handle.spawn(task.run())
             })
             .collect();
-        self.running.push(Running { name, cells, dead, tasks });
+        let verifier: Verifier = {
+            let connect = connect.clone();
+            Arc::new(move |engine: Engine, settle: Duration| {
+                let connect = connect.clone();
+                Box::pin(async move { crate::verify::verify(&engine, &*connect, settle).await })
+            })
+        };
+        self.running.push(Running { name, cells, dead, tasks: Mutex::new(tasks), verifier });
+    }
+
+    /// Compares every target with the engine (see [`crate::verify`]), on the adapters' runtime.
+    pub async fn verify(&self, settle: Duration) -> Vec<Verification> {
+        let mut out = Vec::new();
+        for r in &self.running {
+            let job = self.handle.spawn((r.verifier)(self.engine.clone(), settle));
+            out.push(job.await.unwrap_or_else(|e| Verification {
+                adapter: r.name.to_string(),
+                shards: Vec::new(),
+                error: Some(format!("verification stopped: {e}")),
+            }));
+        }
+        out
+    }
+
+    /// The enabled adapters' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.running.iter().map(|r| r.name).collect()
     }
 
     pub fn status(&self) -> Vec<AdapterStatus> {
@@ -99,10 +138,10 @@ impl Adapters {
 
     /// Stops every task at its next wait (an in-flight target transaction is finished or abandoned; either
     /// way the target's cursor says where to resume) and waits up to `grace` for them.
-    pub fn stop(&mut self, grace: Duration) {
+    pub fn stop(&self, grace: Duration) {
         let _ = self.stop.send(true);
-        let Some(runtime) = self.runtime.take() else { return };
-        let tasks: Vec<_> = self.running.iter_mut().flat_map(|r| std::mem::take(&mut r.tasks)).collect();
+        let Some(runtime) = self.runtime.lock().take() else { return };
+        let tasks: Vec<_> = self.running.iter().flat_map(|r| std::mem::take(&mut *r.tasks.lock())).collect();
         runtime.block_on(async {
             let _ = tokio::time::timeout(grace, futures::future::join_all(tasks)).await;
         });
