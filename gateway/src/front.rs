@@ -40,6 +40,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub registry: Registry,
     pub engine: Option<Engine>,
+    pub adapters: Option<Arc<kassa_adapters::Adapters>>,
     pub pool: Option<Arc<Pool>>,
     pub started: Instant,
 }
@@ -56,6 +57,7 @@ fn build_shared(
     cfg: &GatewayConfig,
     data_dir: PathBuf,
     engine: Option<Engine>,
+    adapters: Option<Arc<kassa_adapters::Adapters>>,
     pool: Option<Arc<Pool>>,
 ) -> Result<Arc<Shared>, GatewayError> {
     cfg.validate()?;
@@ -79,8 +81,23 @@ fn build_shared(
     if let Some(pool) = &pool {
         registry.register_collector(Box::new(UpstreamCollector(pool.clone())));
     }
+    if let Some(adapters) = &adapters {
+        registry.register_collector(Box::new(crate::adapters::AdapterCollector(adapters.clone())));
+    }
     let cors = Cors::new(&cfg.cors)?;
-    Ok(Arc::new(Shared { cfg: cfg.clone(), tokens, users, limiters, cors, metrics, registry, engine, pool, started: Instant::now() }))
+    Ok(Arc::new(Shared {
+        cfg: cfg.clone(),
+        tokens,
+        users,
+        limiters,
+        cors,
+        metrics,
+        registry,
+        engine,
+        adapters,
+        pool,
+        started: Instant::now(),
+    }))
 }
 
 /// Every request's way through the gateway (see the module docs for the order).
@@ -154,6 +171,9 @@ pub fn wrap(router: Router, shared: &Arc<Shared>) -> Router {
 /// The gateway's own routes (health, metrics, admin, users), wrapped.
 fn own_routes(shared: &Arc<Shared>) -> Router {
     let mut r = health::routes(shared.clone(), shared.engine.is_none());
+    if shared.engine.is_some() {
+        r = r.merge(crate::adapters::routes(shared.clone()));
+    }
     if shared.users.is_some() {
         r = r.merge(users::routes(shared.clone()));
     }
@@ -163,8 +183,20 @@ fn own_routes(shared: &Arc<Shared>) -> Router {
 /// Embedded mode: the gateway's layers around the in-process API routers (no extra hop). The gateway's
 /// own routes take precedence; everything else goes to the API router.
 pub fn embedded(http: Router, grpc: Router, engine: Engine, cfg: &GatewayConfig) -> Result<Front, GatewayError> {
+    embedded_with(http, grpc, engine, None, cfg)
+}
+
+/// [`embedded`] with the node's adapters, whose status, dead letters, verification and figures the
+/// gateway serves (`/admin/adapters*`, `/metrics`).
+pub fn embedded_with(
+    http: Router,
+    grpc: Router,
+    engine: Engine,
+    adapters: Option<Arc<kassa_adapters::Adapters>>,
+    cfg: &GatewayConfig,
+) -> Result<Front, GatewayError> {
     let data_dir = cfg.data_dir.clone().unwrap_or_else(|| engine.config().data_dir.clone());
-    let shared = build_shared(cfg, data_dir, Some(engine), None)?;
+    let shared = build_shared(cfg, data_dir, Some(engine), adapters, None)?;
     let http = wrap(own_routes(&shared), &shared).fallback_service(wrap(http, &shared));
     let grpc = wrap(grpc, &shared);
     Ok(Front { http, grpc, shared })
@@ -176,7 +208,7 @@ pub fn standalone(cfg: &GatewayConfig) -> Result<Front, GatewayError> {
     let data_dir = cfg.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
     let pool = Arc::new(Pool::new(cfg)?);
     pool.start_health_checks(&cfg.health_check)?;
-    let shared = build_shared(cfg, data_dir, None, Some(pool))?;
+    let shared = build_shared(cfg, data_dir, None, None, Some(pool))?;
     let proxy = Router::new().fallback(crate::upstream::proxy).with_state(shared.clone());
     let http = wrap(own_routes(&shared), &shared).fallback_service(wrap(proxy.clone(), &shared));
     let grpc = wrap(proxy, &shared);

@@ -4,6 +4,7 @@
 //! remote Kassa nodes with load balancing, circuit breaking and health checks (standalone mode).
 
 mod actor;
+mod adapters;
 pub mod auth;
 pub mod breaker;
 pub mod config;
@@ -20,7 +21,7 @@ pub mod users;
 
 pub use auth::{Principal, Role, TokenKeys, issue_token};
 pub use config::{GatewayConfig, TlsConfig, UpstreamConfig};
-pub use front::{Front, Shared, embedded, standalone, wrap};
+pub use front::{Front, Shared, embedded, embedded_with, standalone, wrap};
 pub use listen::{ListenError, Listeners, RouterFactory, Tls, load_tls};
 
 #[derive(Debug, thiserror::Error)]

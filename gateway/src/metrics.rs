@@ -244,7 +244,7 @@ fn count_grpc(metrics: Metrics, method: String, started: Instant, response: Resp
     Response::from_parts(parts, Body::new(body))
 }
 
-fn encode_rows<M: EncodeMetric, L: EncodeLabelSet>(
+pub(crate) fn encode_rows<M: EncodeMetric, L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -307,6 +307,16 @@ impl Collector for EngineCollector {
             "kassa_checkpoint_age_seconds",
             "Age of the oldest shard checkpoint",
             [(no_labels.clone(), ConstGauge::new(self.0.checkpoint_age().as_secs_f64()))],
+        )?;
+        let (cursors, dropped) = self.0.feed_cursors();
+        let pinned =
+            cursors.iter().map(|c| ([("cursor", c.name.clone()), ("shard", c.shard.to_string())], ConstGauge::new(c.pinned_bytes as i64)));
+        encode_rows(&mut encoder, "kassa_feed_cursor_pinned_bytes", "Journal kept only for this feed cursor", pinned)?;
+        encode_rows(
+            &mut encoder,
+            "kassa_feed_cursors_dropped",
+            "Feed cursors dropped by the retention cap (their consumers must re-copy)",
+            [(no_labels.clone(), ConstCounter::new(dropped))],
         )?;
         encode_rows(
             &mut encoder,
