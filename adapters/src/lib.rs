@@ -9,8 +9,10 @@
 
 pub mod config;
 mod entity;
+pub mod postgres;
 mod target;
 
 pub use config::{AdaptersConfig, Tuning};
 pub use entity::Entity;
+pub use postgres::PostgresConnect;
 pub use target::{Connect, Target, TargetError};
