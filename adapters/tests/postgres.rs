@@ -726,3 +726,20 @@ async fn a_large_batch_is_one_transaction() {
     assert_eq!(count(&c, "SELECT count(*) FROM kassa_versions WHERE entity = 'product' AND version::text = id").await, 250);
     assert_eq!(target.cursor().await.unwrap(), Some(501));
 }
+
+#[tokio::test]
+async fn an_id_past_bigint_is_rejected_before_any_write() {
+    let db = TestDb::new("bigint").await;
+    let mut target = connector(&db.url, None).connect(0, 1).await.unwrap();
+    let (ok, _) = at(product(1, 100, 0), 3);
+    let huge = product(u64::MAX, 100, 4);
+    let err = target.apply(&[ok, put(4, &huge)], 5).await.unwrap_err();
+    assert!(matches!(&err, TargetError::Rejected { lsn: 4, reason } if reason.contains("bigint")), "{err:?}");
+    let c = db.client().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM products").await, 0);
+    assert_eq!(target.cursor().await.unwrap(), None);
+    // verify will show it as a row the mirror cannot have.
+    let rendered = target.render(&Entity::Product(huge));
+    assert_eq!(rendered.len(), 1);
+    assert!(rendered[0].1.starts_with("not representable in PostgreSQL"), "{rendered:?}");
+}
