@@ -10,6 +10,7 @@
 pub mod config;
 mod dead_letter;
 mod entity;
+pub mod postgres;
 pub mod runner;
 mod status;
 mod target;
@@ -18,6 +19,7 @@ pub mod verify;
 pub use config::{AdaptersConfig, Tuning};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use entity::Entity;
+pub use postgres::PostgresConnect;
 pub use runner::Adapters;
 pub use status::{AdapterStatus, ShardState, ShardStatus};
 pub use target::{Connect, Target, TargetError};
