@@ -9,8 +9,12 @@
 
 pub mod config;
 mod entity;
+pub mod mariadb;
+pub mod redis;
 mod target;
 
+pub use self::redis::RedisConnect;
 pub use config::{AdaptersConfig, Tuning};
 pub use entity::Entity;
+pub use mariadb::MariadbConnect;
 pub use target::{Connect, Target, TargetError};
