@@ -134,7 +134,8 @@ impl Op {
     }
 }
 
-/// The last op of each user among `ops` (a basket's record carries its whole state).
+/// The last op of each user among `ops` (a basket's record carries its whole state), in version order so
+/// that a script does the same thing every time it is sent.
 fn last_per_user(ops: impl Iterator<Item = Op>) -> Vec<Op> {
     let mut last: HashMap<String, Op> = HashMap::new();
     for op in ops {
@@ -145,7 +146,9 @@ fn last_per_user(ops: impl Iterator<Item = Op>) -> Vec<Op> {
             }
         }
     }
-    last.into_values().collect()
+    let mut ops: Vec<Op> = last.into_values().collect();
+    ops.sort_by_key(|op| op.version);
+    ops
 }
 
 impl RedisTarget {
