@@ -343,12 +343,15 @@ impl MariadbTarget {
                 payments.insert(payment.id.clone(), payment);
             }
         }
-        let select = format!("SELECT {} FROM payment_items", ITEM_COLUMNS.join(", "));
-        let rows: Vec<mysql_async::Row> = conn.exec(select, ()).await.map_err(unavailable)?;
-        for row in rows {
-            let item = ItemRow::of_values(values_of(row)).map_err(|e| TargetError::Unavailable(format!("payment_items row: {e}")))?;
-            if let Some(payment) = payments.get_mut(&item.payment_id) {
-                payment.items.push(item);
+        let ids: Vec<String> = payments.keys().cloned().collect();
+        for chunk in ids.chunks(sql::IDS_PER_STATEMENT) {
+            let select = format!("SELECT {} FROM payment_items WHERE payment_id IN ({})", ITEM_COLUMNS.join(", "), sql::list(chunk.len()));
+            let rows: Vec<mysql_async::Row> = conn.exec(select, chunk.to_vec()).await.map_err(unavailable)?;
+            for row in rows {
+                let item = ItemRow::of_values(values_of(row)).map_err(|e| TargetError::Unavailable(format!("payment_items row: {e}")))?;
+                if let Some(payment) = payments.get_mut(&item.payment_id) {
+                    payment.items.push(item);
+                }
             }
         }
         Ok(payments

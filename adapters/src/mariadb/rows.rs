@@ -328,7 +328,10 @@ impl Columns {
     }
 
     pub(super) fn text(&mut self) -> Result<String, String> {
-        self.opt_text()?.ok_or_else(|| "NULL in a NOT NULL column".to_string())
+        match self.next()? {
+            (Value::Bytes(b), name) => String::from_utf8(b).map_err(|e| format!("{name}: {e}")),
+            (other, name) => Err(format!("{name}: expected text, found {other:?}")),
+        }
     }
 
     pub(super) fn uint(&mut self) -> Result<u64, String> {

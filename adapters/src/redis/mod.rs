@@ -1,7 +1,7 @@
 //! Redis: baskets mirrored into the old basket service's `basket:<user_id>` keys (seed-contract §3.4), in
 //! the database the URL names, as the old caches read them.
 //!
-//! One Lua script per batch ([`apply.lua`](apply.lua)) compares each basket's version with its version
+//! One Lua script per batch (`apply.lua` beside this file) compares each basket's version with its version
 //! key, writes only what is newer, and sets the shard's cursor key, all atomically. A standalone Redis
 //! (or a primary with replicas) is the goal, not Redis Cluster: one script touches the keys of many users
 //! and the shard's cursor, which live in many hash slots.
