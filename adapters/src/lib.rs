@@ -10,15 +10,19 @@
 pub mod config;
 mod dead_letter;
 mod entity;
+pub mod mariadb;
 pub mod postgres;
+pub mod redis;
 pub mod runner;
 mod status;
 mod target;
 pub mod verify;
 
+pub use self::redis::RedisConnect;
 pub use config::{AdaptersConfig, Tuning};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use entity::Entity;
+pub use mariadb::MariadbConnect;
 pub use postgres::PostgresConnect;
 pub use runner::Adapters;
 pub use status::{AdapterStatus, ShardState, ShardStatus};
