@@ -9,8 +9,10 @@
 
 pub mod config;
 mod entity;
+pub mod kafka;
 mod target;
 
 pub use config::{AdaptersConfig, Tuning};
 pub use entity::Entity;
+pub use kafka::KafkaConnect;
 pub use target::{Connect, Target, TargetError};
