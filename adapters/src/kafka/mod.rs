@@ -1,12 +1,13 @@
 //! Kafka: the old payment service's events on `payment-events`, `stock-events` and `basket-events`
 //! (seed contract §6), published by one transactional producer per shard (`<transactional_id>-<shard>`,
 //! `acks=all`, idempotent, snappy), each message on the partition the old Sarama producer would have
-//! picked ([`partition`]).
+//! picked ([`partition_of`]).
 //!
 //! **Cursor.** Each writer's cursor is a message keyed `<transactional_id>-<shard>` in the compacted topic
 //! `kassa-cursors`, produced in the same transaction as the events of the batch, so a read-committed
 //! consumer sees the events and the cursor move together or not at all. [`Target::cursor`] reads the
-//! latest committed value for the key (see [`reader`]); a tombstone (empty value) for the key resets it.
+//! latest committed value for the key, up to the partition's high watermark; a tombstone (null or empty
+//! value) for the key resets the writer to "never written".
 //!
 //! **Exactly once for read-committed consumers.** A failed batch is aborted (or, if the abort fails or
 //! the producer is fenced, the producer is dropped and the next one's `init_transactions` settles the
@@ -19,12 +20,12 @@
 //! moved back (a rewind) republish nothing. Read-uncommitted consumers — Sarama's default, so the old
 //! notification service unless it is configured with `IsolationLevel = ReadCommitted` — can see the
 //! events of an aborted attempt and then the retry's: the retry's events carry the same `event_id`
-//! ([`events::event_id`]) and the same body, so such a consumer can recognise them.
+//! ([`event_id`]) and the same body, so such a consumer can recognise them.
 //!
 //! **Bootstrap.** Kafka holds history, not state: [`Target::load`] publishes nothing unless
 //! `KafkaConfig::snapshot` is on; then it publishes, for each payment of the snapshot changed since the
 //! writer last published (all of them for a new writer), the events its current state implies
-//! ([`events::events_of_state`]: a completion with its stock and basket events, a refund, a failure;
+//! ([`events_of_state`]: a completion with its stock and basket events, a refund, a failure;
 //! earlier failed attempts left no trace and are not made up), with event ids of their own. Consumers
 //! see those events again when a writer is re-bootstrapped: that is the opt-in. Publication during a
 //! bootstrap is at least once (a bootstrap interrupted before [`Target::finish_load`] starts over), and
