@@ -10,6 +10,7 @@
 pub mod config;
 mod dead_letter;
 mod entity;
+pub mod kafka;
 pub mod mariadb;
 pub mod postgres;
 pub mod redis;
@@ -22,6 +23,7 @@ pub use self::redis::RedisConnect;
 pub use config::{AdaptersConfig, Tuning};
 pub use dead_letter::{DeadLetter, DeadLetters};
 pub use entity::Entity;
+pub use kafka::KafkaConnect;
 pub use mariadb::MariadbConnect;
 pub use postgres::PostgresConnect;
 pub use runner::Adapters;
