@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kassa_adapters::AdaptersConfig;
 use kassa_api::ApiConfig;
 use kassa_engine::{Currency, Durability, EngineConfig, IoMode, StoreChoice};
 use kassa_gateway::GatewayConfig;
@@ -31,6 +32,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The built-in gateway (rate limits, users and JWT, CORS, upstreams for `kassa gateway`).
     pub gateway: GatewayConfig,
+    /// Mirrors into the old estate's databases, cache and broker; each off unless configured.
+    pub adapters: AdaptersConfig,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -106,6 +109,8 @@ pub struct EngineSettings {
     pub feed_retention_bytes: u64,
     /// A feed cursor that keeps journal and has not advanced for this long is dropped too.
     pub feed_retention_age_s: u64,
+    /// Journal segment size: the unit in which old journal is deleted.
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -122,6 +127,7 @@ impl Default for Config {
             engine: EngineSettings::default(),
             api: ApiConfig::default(),
             gateway: GatewayConfig::default(),
+            adapters: AdaptersConfig::default(),
         }
     }
 }
@@ -150,6 +156,7 @@ impl Default for EngineSettings {
             redrive_after_ms: e.redrive_after.as_millis() as u64,
             feed_retention_bytes: e.feed_retention_bytes,
             feed_retention_age_s: e.feed_retention_age.as_secs(),
+            journal_segment_bytes: e.segment_bytes_max,
         }
     }
 }
@@ -344,6 +351,7 @@ impl Config {
         cfg.redrive_after = Duration::from_millis(e.redrive_after_ms.max(1));
         cfg.feed_retention_bytes = e.feed_retention_bytes;
         cfg.feed_retention_age = Duration::from_secs(e.feed_retention_age_s);
+        cfg.segment_bytes_max = e.journal_segment_bytes;
         cfg
     }
 

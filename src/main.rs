@@ -7,6 +7,7 @@
 //! listeners (in-flight requests finish) and then the engine. `kassa gateway` runs only the gateway in
 //! front of remote nodes; `kassa token` prints a signed access token.
 
+mod adapters_cli;
 mod config;
 mod seed;
 
@@ -42,6 +43,9 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Print a signed access token (same keys as `serve`: `[gateway.auth]`, or `<data_dir>/jwt.secret`).
     Token(TokenArgs),
+    /// The mirrors into PostgreSQL, MariaDB, Redis and Kafka: schema, status, verify.
+    #[command(subcommand)]
+    Adapters(adapters_cli::AdaptersCmd),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +90,11 @@ fn main() -> std::process::ExitCode {
             println!("{token}");
             Ok(())
         }),
+        Cmd::Adapters(cmd) => match adapters_cli::run(cmd) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Cmd::Config(o) => Config::load(&o).map_err(anyhow::Error::from).and_then(|cfg| {
             println!("{}", toml::to_string_pretty(&cfg).context("config cannot be shown as TOML")?);
             Ok(())
@@ -141,11 +150,33 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     }
     let cores = cfg.listener_threads();
-    // The gateway is built once (one user directory, one rate-limit table); every core serves a clone.
-    let front = match kassa_gateway::embedded(http_app(&engine, &cfg), grpc_app(&engine, &cfg), engine.clone(), &cfg.gateway_config()) {
-        Ok(front) => front,
+    // The mirrors run on their own runtime; a target that is down only delays its own mirror.
+    let adapters = match kassa_adapters::start(&engine, &cfg.data_dir, &cfg.adapters) {
+        Ok(adapters) => Arc::new(adapters),
         Err(e) => {
             engine.shutdown();
+            return Err(anyhow::anyhow!("cannot start the adapters: {e}"));
+        }
+    };
+    if !adapters.is_empty() {
+        tracing::info!(adapters = ?adapters.names(), "adapters started");
+    }
+    let stop_all = |adapters: &kassa_adapters::Adapters| {
+        adapters.stop(Duration::from_secs(5));
+        engine.shutdown();
+    };
+    // The gateway is built once (one user directory, one rate-limit table); every core serves a clone.
+    let gateway_cfg = cfg.gateway_config();
+    let front = match kassa_gateway::embedded_with(
+        http_app(&engine, &cfg),
+        grpc_app(&engine, &cfg),
+        engine.clone(),
+        Some(adapters.clone()),
+        &gateway_cfg,
+    ) {
+        Ok(front) => front,
+        Err(e) => {
+            stop_all(&adapters);
             return Err(e.into());
         }
     };
@@ -160,14 +191,14 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls = match cfg.gateway_config().load_tls() {
         Ok(tls) => tls,
         Err(e) => {
-            engine.shutdown();
+            stop_all(&adapters);
             return Err(e.into());
         }
     };
     let http = match Listeners::start_with(cfg.http, cores, http_factory, tls.clone()) {
         Ok(l) => l,
         Err(e) => {
-            engine.shutdown();
+            stop_all(&adapters);
             return Err(e.into());
         }
     };
@@ -175,13 +206,13 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         Ok(l) => l,
         Err(e) => {
             http.shutdown(Duration::ZERO);
-            engine.shutdown();
+            stop_all(&adapters);
             return Err(e.into());
         }
     };
     tracing::info!(http = %http.local_addr(), grpc = %grpc.local_addr(), listeners = cores, auth = ?cfg.auth, "serving");
     serve_until_signal(http, grpc, "", Duration::from_millis(cfg.shutdown_grace_ms));
-    engine.shutdown();
+    stop_all(&adapters);
     Ok(())
 }
 

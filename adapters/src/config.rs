@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdaptersConfig {
+    /// Worker threads of the adapters' runtime (0 = 1): their own, away from the shard cores.
+    pub threads: usize,
     pub postgres: Option<PostgresConfig>,
     pub mariadb: Option<MariadbConfig>,
     pub redis: Option<RedisConfig>,

@@ -30,6 +30,13 @@ pub trait Connect: Send + Sync + 'static {
 
     /// Connects and creates or migrates the schema (idempotently) for `shard`'s writer.
     fn connect(&self, shard: usize, shards: usize) -> impl Future<Output = Result<Self::Target, TargetError>> + Send;
+
+    /// A handle for `verify` that reads (`cursor`, `read_back`, `render`) and must not disturb the running
+    /// writer (Kafka: opening a second transactional producer would fence it). Writes through it are not
+    /// made. By default, [`Connect::connect`].
+    fn connect_reader(&self, shard: usize, shards: usize) -> impl Future<Output = Result<Self::Target, TargetError>> + Send {
+        self.connect(shard, shards)
+    }
 }
 
 /// One shard's writer into a target.

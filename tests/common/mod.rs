@@ -135,6 +135,13 @@ impl Server {
     }
 
     /// Stops the server cleanly (asserting a successful exit) and hands back its data directory.
+    /// SIGKILL (no shutdown at all), keeping the data directory for a restart.
+    pub fn kill_keep_data(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     pub fn stop_keep_data(mut self) -> tempfile::TempDir {
         let status = self.stop();
         assert!(status.success(), "clean exit on SIGTERM: {status:?}");

@@ -39,7 +39,7 @@ mod reader;
 mod topics;
 mod verify;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use kassa_engine::FeedRecord;
@@ -93,16 +93,15 @@ impl Connect for KafkaConnect {
 
     async fn connect(&self, shard: usize, shards: usize) -> Result<KafkaTarget, TargetError> {
         topics::ensure(&self.cfg).await.map_err(TargetError::Unavailable)?;
-        let mut target = KafkaTarget {
-            cfg: Arc::clone(&self.cfg),
-            shard,
-            shards,
-            transactional_id: format!("{}-{shard}", self.cfg.transactional_id),
-            writer: None,
-            state: State::Unknown,
-        };
+        let mut target = KafkaTarget::new(&self.cfg, shard, shards, false);
         target.writer().await?;
         Ok(target)
+    }
+
+    /// A target that only reads (cursor, topics): it opens no transactional producer, which would fence
+    /// the running writer of the same transactional id.
+    async fn connect_reader(&self, shard: usize, shards: usize) -> Result<KafkaTarget, TargetError> {
+        Ok(KafkaTarget::new(&self.cfg, shard, shards, true))
     }
 }
 
@@ -125,6 +124,9 @@ pub struct KafkaTarget {
     transactional_id: String,
     writer: Option<Arc<Writer>>,
     state: State,
+    /// A reader for `verify`: never opens the producer; partition counts come from a plain consumer.
+    reader_only: bool,
+    partitions: Option<HashMap<&'static str, i32>>,
 }
 
 /// Runs blocking librdkafka calls away from the async runtime's workers.
@@ -133,6 +135,33 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl KafkaTarget {
+    fn new(cfg: &Arc<KafkaConfig>, shard: usize, shards: usize, reader_only: bool) -> KafkaTarget {
+        KafkaTarget {
+            cfg: Arc::clone(cfg),
+            shard,
+            shards,
+            transactional_id: format!("{}-{shard}", cfg.transactional_id),
+            writer: None,
+            state: State::Unknown,
+            reader_only,
+            partitions: None,
+        }
+    }
+
+    /// Partitions per topic: the producer's view, or a consumer's for a reader.
+    async fn partitions(&mut self) -> Result<HashMap<&'static str, i32>, TargetError> {
+        if !self.reader_only {
+            return Ok(self.writer().await?.partitions.clone());
+        }
+        if let Some(p) = &self.partitions {
+            return Ok(p.clone());
+        }
+        let brokers = self.cfg.brokers.clone();
+        let counts = blocking(move || reader::partition_counts(&brokers)).await?.map_err(TargetError::Unavailable)?;
+        self.partitions = Some(counts.clone());
+        Ok(counts)
+    }
+
     /// The producer, opened (again) if there is none.
     async fn writer(&mut self) -> Result<Arc<Writer>, TargetError> {
         if let Some(writer) = &self.writer {
@@ -153,11 +182,11 @@ impl KafkaTarget {
 
     /// Reads the committed cursor from `kassa-cursors`.
     async fn read_state(&mut self) -> Result<State, TargetError> {
-        let writer = self.writer().await?;
+        let partitions = self.partitions().await?;
         let key = self.transactional_id.clone();
         let part = Part {
             topic: CURSOR_TOPIC.to_string(),
-            partition: partition_of(key.as_bytes(), writer.partitions.get(CURSOR_TOPIC).copied().unwrap_or(1)),
+            partition: partition_of(key.as_bytes(), partitions.get(CURSOR_TOPIC).copied().unwrap_or(1)),
         };
         let brokers = self.cfg.brokers.clone();
         let latest = blocking(move || {
@@ -289,11 +318,11 @@ impl Target for KafkaTarget {
     async fn read_back(&mut self) -> Result<BTreeMap<String, String>, TargetError> {
         // `since` (for render) as committed now.
         self.read_state().await?;
-        let writer = self.writer().await?;
+        let partitions = self.partitions().await?;
         let parts: Vec<Part> = EVENT_TOPICS
             .iter()
             .flat_map(|topic| {
-                let count = writer.partitions.get(topic).copied().unwrap_or(1);
+                let count = partitions.get(topic).copied().unwrap_or(1);
                 (0..count).map(|partition| Part { topic: (*topic).to_string(), partition })
             })
             .collect();

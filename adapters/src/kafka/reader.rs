@@ -40,6 +40,12 @@ fn consumer(brokers: &str, isolation: &str) -> Result<BaseConsumer, String> {
         .map_err(|e| format!("kafka consumer: {e}"))
 }
 
+/// Partitions per topic of the adapter's topics, as a plain consumer sees them.
+pub fn partition_counts(brokers: &str) -> Result<std::collections::HashMap<&'static str, i32>, String> {
+    let consumer = consumer(brokers, "read_committed")?;
+    super::topics::partition_counts(consumer.client())
+}
+
 /// Calls `each` for every committed message of `parts`, partition by partition in offset order, up to the
 /// high watermarks at the start of the call.
 pub fn read_committed(brokers: &str, parts: &[Part], mut each: impl FnMut(&BorrowedMessage<'_>)) -> Result<(), String> {
