@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# librdkafka (the Kafka adapter) is built from source: a C/C++ toolchain, pkg-config and zlib headers.
+deploy/local/build-deps.sh
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The benches that drive the journal and stores directly need the engine's `internals` feature.

@@ -6,6 +6,8 @@
 mod common;
 #[path = "common/estate.rs"]
 mod estate;
+#[path = "common/mirrors.rs"]
+mod mirrors;
 #[path = "common/proxy.rs"]
 mod proxy;
 
@@ -14,19 +16,16 @@ use std::time::{Duration, Instant};
 
 use common::Server;
 use estate::{Estate, host_port};
+use mirrors::{following, shards_of, until, verified};
 use proxy::Proxy;
-use serde_json::{Value, json};
+use serde_json::json;
 
-async fn verified(s: &Server) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let (status, body) = s.send("POST", "/admin/adapters/verify?settle_s=20", None).await;
-        assert_eq!(status, 200, "{body}");
-        if body["clean"] == json!(true) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "mirrors differ from the engine: {body:#}");
-    }
+/// Each test runs a node with four mirrors under load: one at a time, or two cores would make every
+/// round of `verify` race the next write.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// A shopping round for `user`: a product, a basket, a completed payment. Returns the payment id.
@@ -44,30 +43,6 @@ async fn shop(s: &Server, user: &str, i: usize) -> String {
     let (status, done) = s.send("POST", &format!("/api/payments/{pid}/process"), None).await;
     assert_eq!(status, 200, "{done}");
     pid
-}
-
-async fn state_of(s: &Server, adapter: &str) -> Vec<Value> {
-    let status = s.get("/admin/adapters").await.1;
-    status["adapters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == adapter)
-        .map(|a| a["shards"].as_array().unwrap().clone())
-        .unwrap_or_default()
-}
-
-/// Waits until `cond` holds for the adapter's shards (bounded).
-async fn until(s: &Server, adapter: &str, what: &str, cond: impl Fn(&[Value]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let shards = state_of(s, adapter).await;
-        if cond(&shards) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{adapter}: {what}: {shards:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Per key on `payment-events`, the event types in offset order, and every event id seen.
@@ -90,12 +65,14 @@ fn kafka_order_holds(events: &[estate::KafkaEvent]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_that_go_away_mid_load_are_caught_up() {
+    let _alone = alone().await;
     let estate = Estate::fresh("outage", 8).await;
     let proxies =
         [Proxy::start(&host_port(&estate.pg_catalog)), Proxy::start(&host_port(&estate.mysql)), Proxy::start(&host_port(&estate.redis))];
     let hosts: Vec<String> = proxies.iter().map(Proxy::host_port).collect();
     let toml = estate.toml_via("", Some([&hosts[0], &hosts[1], &hosts[2]]));
     let s = Server::start_configured(tempfile::tempdir().unwrap(), &toml, &["--seed-catalog", "false"]);
+    following(&s, 4).await;
     let mut payments = Vec::new();
     for i in 0..5 {
         payments.push(shop(&s, &format!("u{i}"), i).await);
@@ -104,11 +81,15 @@ async fn targets_that_go_away_mid_load_are_caught_up() {
     for p in &proxies {
         p.down();
     }
+    // The engine takes writes at full speed while every SQL and cache target is gone; the mirrors find
+    // out on their next write and retry.
+    for i in 5..20 {
+        payments.push(shop(&s, &format!("u{}", i % 7), i).await);
+    }
     for name in ["postgres", "mariadb", "redis"] {
         until(&s, name, "retrying while its target is away", |shards| shards.iter().any(|x| x["state"] == "retrying")).await;
     }
-    // The engine takes writes at full speed while every SQL and cache target is gone.
-    for i in 5..40 {
+    for i in 20..40 {
         payments.push(shop(&s, &format!("u{}", i % 7), i).await);
     }
     for p in &proxies {
@@ -117,7 +98,7 @@ async fn targets_that_go_away_mid_load_are_caught_up() {
     verified(&s).await;
     let retries: u64 = ["postgres", "mariadb", "redis"]
         .iter()
-        .map(|n| futures_block(state_of(&s, n)).iter().map(|x| x["retries_total"].as_u64().unwrap()).sum::<u64>())
+        .map(|n| futures_block(shards_of(&s, n)).iter().map(|x| x["retries_total"].as_u64().unwrap()).sum::<u64>())
         .sum();
     assert!(retries > 0, "the outage was seen");
     let ids: Vec<&str> = payments.iter().map(String::as_str).collect();
@@ -132,16 +113,19 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kassa_killed_mid_load_resumes_every_mirror_without_a_duplicate() {
+    let _alone = alone().await;
     let estate = Estate::fresh("kill", 9).await;
     let dir = tempfile::tempdir().unwrap();
     let mut payments = Vec::new();
     let s = Server::start_configured(dir, &estate.toml(""), &["--seed-catalog", "false"]);
+    following(&s, 4).await;
     for i in 0..20 {
         payments.push(shop(&s, &format!("k{}", i % 5), i).await);
     }
     // SIGKILL while the mirrors are still catching up.
     let dir = s.kill_keep_data();
     let s = Server::start_configured(dir, &estate.toml(""), &["--seed-catalog", "false"]);
+    following(&s, 4).await;
     for i in 20..30 {
         payments.push(shop(&s, &format!("k{}", i % 5), i).await);
     }
@@ -162,11 +146,13 @@ async fn kassa_killed_mid_load_resumes_every_mirror_without_a_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewound_cursor_replays_without_effect() {
+    let _alone = alone().await;
     let estate = Estate::fresh("rewind", 10).await;
     let proxy = Proxy::start(&host_port(&estate.pg_catalog));
     let direct = [host_port(&estate.mysql), host_port(&estate.redis)];
     let toml = estate.toml_via("", Some([&proxy.host_port(), &direct[0], &direct[1]]));
     let s = Server::start_configured(tempfile::tempdir().unwrap(), &toml, &["--seed-catalog", "false"]);
+    following(&s, 4).await;
     for i in 0..10 {
         shop(&s, &format!("r{i}"), i).await;
     }
@@ -176,6 +162,10 @@ async fn a_rewound_cursor_replays_without_effect() {
     let rewound = pg.execute("UPDATE kassa_cursors SET next_lsn = 1", &[]).await.unwrap();
     assert!(rewound > 0, "the cursor rows exist");
     proxy.reset();
+    // The next write of each shard finds its connection gone; it reconnects and reads the rewound cursor.
+    for i in 10..16 {
+        shop(&s, &format!("r{i}"), i).await;
+    }
     until(&s, "postgres", "replayed past the rewind", |shards| shards.iter().all(|x| x["state"] == "following" && x["lag_lsn"] == 0)).await;
     verified(&s).await;
     drop(s);
@@ -184,6 +174,7 @@ async fn a_rewound_cursor_replays_without_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mirror_past_the_retention_cap_is_copied_again() {
+    let _alone = alone().await;
     let estate = Estate::fresh("retention", 11).await;
     let proxy = Proxy::start(&host_port(&estate.pg_catalog));
     let direct = [host_port(&estate.mysql), host_port(&estate.redis)];
@@ -192,6 +183,7 @@ async fn a_mirror_past_the_retention_cap_is_copied_again() {
     let extra = "[engine]\nfeed_retention_bytes = 1\ncheckpoint_interval_ms = 100\njournal_segment_bytes = 4096\n";
     let toml = estate.toml_via(extra, Some([&proxy.host_port(), &direct[0], &direct[1]]));
     let s = Server::start_configured(tempfile::tempdir().unwrap(), &toml, &["--seed-catalog", "false"]);
+    following(&s, 4).await;
     for i in 0..5 {
         shop(&s, &format!("t{i}"), i).await;
     }

@@ -6,12 +6,14 @@
 mod common;
 #[path = "common/estate.rs"]
 mod estate;
+#[path = "common/mirrors.rs"]
+mod mirrors;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use common::Server;
 use estate::Estate;
+use mirrors::{following, verified};
 use serde_json::{Value, json};
 
 async fn create_product(s: &Server, name: &str, price: f64, stock: i64, category: &str) -> u64 {
@@ -31,38 +33,11 @@ async fn pay(s: &Server, user: &str) -> (u16, Value) {
     s.send("POST", "/api/payments", Some(json!({"user_id": user, "method": "credit_card", "provider": "stripe"}))).await
 }
 
-/// Waits until `verify` says every mirror equals the engine (bounded), returning its last answer.
-pub async fn verified(s: &Server) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, body) = s.send("POST", "/admin/adapters/verify?settle_s=20", None).await;
-        assert_eq!(status, 200, "{body}");
-        if body["clean"] == json!(true) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "mirrors differ from the engine: {body:#}");
-    }
-}
-
-/// Waits until every adapter follows the feed (a new Kafka mirror publishes from the position it starts at).
-pub async fn following(s: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = s.get("/admin/adapters").await.1;
-        let all = status["adapters"].as_array().unwrap();
-        if all.len() == 4 && all.iter().all(|a| a["shards"].as_array().unwrap().iter().all(|x| x["state"] == "following")) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "adapters not following: {status:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
     let estate = Estate::fresh("e2e", 7).await;
     let s = Server::start_configured(tempfile::tempdir().unwrap(), &estate.toml(""), &["--seed-catalog", "false"]);
-    following(&s).await;
+    following(&s, 4).await;
 
     // Catalog: created, edited, deleted.
     let lamp = create_product(&s, "Lamp & Shade", 19.99, 10, "Home & Kitchen").await;
@@ -164,7 +139,11 @@ async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
     assert_eq!((eve["total"].clone(), eve["items"][0]["quantity"].clone()), (json!(59.97), json!(3)));
     assert!(estate.redis_ttl_ms("basket:eve").await > 0, "TTL to the basket's expiry");
     let ann: Value = serde_json::from_str(&estate.redis_get("basket:ann").await.expect("ann's basket key")).unwrap();
-    assert_eq!((ann["items"].clone(), ann["total"].clone()), (json!([]), json!(0)), "a purchased basket is emptied, as the engine empties it");
+    assert_eq!(
+        (ann["items"].clone(), ann["total"].clone()),
+        (json!([]), json!(0)),
+        "a purchased basket is emptied, as the engine empties it"
+    );
 
     // Kafka: the old events once each, committed only; within a topic (one partition per key) in order.
     for isolation in ["read_committed", "read_uncommitted"] {

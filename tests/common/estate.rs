@@ -88,16 +88,7 @@ impl Estate {
     /// `host:port`s in that order), so a test can take a target away.
     pub fn toml_via(&self, extra: &str, proxies: Option<[&str; 3]>) -> String {
         let via = |url: &str, i: usize| match proxies {
-            Some(p) => {
-                let (scheme_auth, rest) = url.split_once('@').map_or(("", url), |(a, r)| (a, r));
-                let path = rest.split_once('/').map_or("", |(_, path)| path);
-                let scheme_auth = if scheme_auth.is_empty() {
-                    url.split_once("//").map_or("", |(s, _)| s).to_string() + "//"
-                } else {
-                    format!("{scheme_auth}@")
-                };
-                format!("{scheme_auth}{}/{path}", p[i])
-            }
+            Some(p) => with_host(url, p[i]),
             None => url.to_string(),
         };
         format!(
@@ -218,6 +209,15 @@ impl Estate {
             let _ = conn.query_drop(format!("DROP DATABASE IF EXISTS {}", self.tag)).await;
         }
     }
+}
+
+/// `url` (`scheme://[auth@]host:port/path`) with another `host:port`.
+pub fn with_host(url: &str, host_port: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
+    let (auth, rest) = rest.rsplit_once('@').map_or(("", rest), |(a, r)| (a, r));
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    let auth = if auth.is_empty() { String::new() } else { format!("{auth}@") };
+    format!("{scheme}://{auth}{host_port}/{path}")
 }
 
 /// `host:port` of a URL (`scheme://[auth@]host:port/…`).

@@ -15,39 +15,54 @@ pub struct Proxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
     cut: watch::Sender<u64>,
-    _runtime: tokio::runtime::Runtime,
+    /// Dropping it stops the proxy's thread.
+    _stop: std::sync::mpsc::Sender<()>,
 }
 
 impl Proxy {
-    /// Forwards a fresh local port to `target` (`host:port`).
+    /// Forwards a fresh local port to `target` (`host:port`). The proxy runs on a thread of its own, so it
+    /// works from sync and async tests alike.
     pub fn start(target: &str) -> Proxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("proxy runtime");
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("proxy binds");
-        let addr = listener.local_addr().expect("proxy address");
         let open = Arc::new(AtomicBool::new(true));
         let (cut, _) = watch::channel(0u64);
-        let target = target.to_string();
-        let (gate, cuts) = (open.clone(), cut.clone());
-        runtime.spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else { continue };
-                if !gate.load(Ordering::Acquire) {
-                    drop(client);
-                    continue;
-                }
-                let mut cut = cuts.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(&target).await else { return };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut client, &mut upstream) => {}
-                        _ = cut.changed() => {}
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, bound) = std::sync::mpsc::channel();
+        let (target, gate, cuts) = (target.to_string(), open.clone(), cut.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+                ready.send(listener.local_addr().expect("proxy address")).expect("test waits");
+                let accept = async {
+                    loop {
+                        let Ok((client, _)) = listener.accept().await else { continue };
+                        if !gate.load(Ordering::Acquire) {
+                            drop(client);
+                            continue;
+                        }
+                        let mut cut = cuts.subscribe();
+                        let target = target.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut upstream) = TcpStream::connect(&target).await else { return };
+                            let mut client = client;
+                            tokio::select! {
+                                _ = copy_bidirectional(&mut client, &mut upstream) => {}
+                                _ = cut.changed() => {}
+                            }
+                        });
                     }
+                };
+                let stop = tokio::task::spawn_blocking(move || {
+                    let _ = stopped.recv();
                 });
-            }
+                tokio::select! {
+                    _ = accept => {}
+                    _ = stop => {}
+                }
+            });
         });
-        Proxy { addr, open, cut, _runtime: runtime }
+        let addr = bound.recv().expect("proxy started");
+        Proxy { addr, open, cut, _stop: stop }
     }
 
     /// The target is gone: open connections are cut, new ones closed at once.
