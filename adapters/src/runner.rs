@@ -121,9 +121,11 @@ impl Adapters {
     }
 
     pub fn status(&self) -> Vec<AdapterStatus> {
+        let heads: Vec<u64> = self.engine.stats().shards.iter().map(|s| s.durable_lsn).collect();
+        let head = |shard: usize| heads.get(shard).copied().unwrap_or(0);
         self.running
             .iter()
-            .map(|r| AdapterStatus { name: r.name.to_string(), shards: r.cells.iter().map(|c| c.read()).collect() })
+            .map(|r| AdapterStatus { name: r.name.to_string(), shards: r.cells.iter().enumerate().map(|(i, c)| c.read(head(i))).collect() })
             .collect()
     }
 
@@ -195,9 +197,6 @@ impl<C: Connect> Task<C> {
             };
             let Exit::Failed(e) = exit else { break };
             failures = failures.saturating_add(1);
-            let head = self.engine.stats().shards.get(self.shard).map_or(0, |s| s.durable_lsn);
-            let cursor = self.cell.read().cursor;
-            self.cell.position(cursor, head);
             self.cell.update(|s| {
                 s.state = ShardState::Retrying;
                 s.retries_total += 1;

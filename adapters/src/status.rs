@@ -29,7 +29,8 @@ pub struct ShardStatus {
     /// The shard's durable LSN when last looked at.
     pub head: u64,
     pub lag_lsn: u64,
-    /// Time since the mirror was last caught up (0 when it is): how stale the target can be.
+    /// Time since the mirror was last seen caught up (after a write, or when the status was read): an upper
+    /// bound on how stale the target is, as precise as the status is read often. 0 when caught up.
     pub lag_seconds: f64,
     pub applied_total: u64,
     pub retries_total: u64,
@@ -99,11 +100,17 @@ impl ShardCell {
         s.lag_seconds = if s.lag_lsn == 0 { 0.0 } else { caught_up_at.elapsed().as_secs_f64() };
     }
 
-    pub(crate) fn read(&self) -> ShardStatus {
+    /// The status, its lag measured against the shard's durable head `head` now (so a mirror stuck in a
+    /// write still shows the engine moving away from it).
+    pub(crate) fn read(&self, head: u64) -> ShardStatus {
         let mut s = self.status.lock().clone();
-        if s.lag_lsn > 0 {
-            s.lag_seconds = self.caught_up_at.lock().elapsed().as_secs_f64();
+        s.head = s.head.max(head);
+        s.lag_lsn = (s.head + 1).saturating_sub(s.cursor.max(1));
+        let mut caught_up_at = self.caught_up_at.lock();
+        if s.lag_lsn == 0 {
+            *caught_up_at = Instant::now();
         }
+        s.lag_seconds = if s.lag_lsn == 0 { 0.0 } else { caught_up_at.elapsed().as_secs_f64() };
         s
     }
 }
