@@ -1,6 +1,6 @@
 //! One entity of a shard snapshot, as a bootstrap loads it and `verify` compares it.
 
-use kassa_engine::{Basket, Notification, Payment, Product};
+use kassa_engine::{Basket, FeedError, Notification, Payment, Product, ShardSnapshot};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entity {
@@ -29,4 +29,33 @@ impl Entity {
             Entity::Notification(n) => n.version,
         }
     }
+}
+
+/// Every entity of a shard snapshot, kind by kind (products, baskets, payments, notifications), until `f`
+/// returns false.
+pub(crate) fn walk(snapshot: &ShardSnapshot, f: &mut dyn FnMut(Entity) -> bool) -> Result<(), FeedError> {
+    let mut going = true;
+    snapshot.products(&mut |p| {
+        going = f(Entity::Product(p));
+        going
+    })?;
+    if going {
+        snapshot.baskets(&mut |b| {
+            going = f(Entity::Basket(b));
+            going
+        })?;
+    }
+    if going {
+        snapshot.payments(&mut |p| {
+            going = f(Entity::Payment(p));
+            going
+        })?;
+    }
+    if going {
+        snapshot.notifications(&mut |n| {
+            going = f(Entity::Notification(n));
+            going
+        })?;
+    }
+    Ok(())
 }

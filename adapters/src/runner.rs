@@ -361,10 +361,7 @@ impl<C: Connect> Task<C> {
         let reader = tokio::task::spawn_blocking(move || -> Result<u64, FeedError> {
             let snapshot = engine.snapshot(shard, Some(&pin))?;
             let mut chunks = Chunks { tx, buf: Vec::with_capacity(chunk), chunk };
-            snapshot.products(&mut |p| chunks.push(Entity::Product(p)))?;
-            snapshot.baskets(&mut |b| chunks.push(Entity::Basket(b)))?;
-            snapshot.payments(&mut |p| chunks.push(Entity::Payment(p)))?;
-            snapshot.notifications(&mut |n| chunks.push(Entity::Notification(n)))?;
+            crate::entity::walk(&snapshot, &mut |e| chunks.push(e))?;
             chunks.flush();
             Ok(snapshot.lsn())
         });

@@ -87,17 +87,14 @@ impl ShardCell {
         f(&mut self.status.lock());
     }
 
-    /// Records the cursor and head after a write (or a wait), and the lag they imply.
+    /// Records the cursor and head after a write; the lag they imply is computed when the status is read.
     pub(crate) fn position(&self, cursor: u64, head: u64) {
         let mut s = self.status.lock();
         s.cursor = cursor;
         s.head = s.head.max(head);
-        s.lag_lsn = (s.head + 1).saturating_sub(cursor);
-        let mut caught_up_at = self.caught_up_at.lock();
-        if s.lag_lsn == 0 {
-            *caught_up_at = Instant::now();
+        if (s.head + 1).saturating_sub(cursor) == 0 {
+            *self.caught_up_at.lock() = Instant::now();
         }
-        s.lag_seconds = if s.lag_lsn == 0 { 0.0 } else { caught_up_at.elapsed().as_secs_f64() };
     }
 
     /// The status, its lag measured against the shard's durable head `head` now (so a mirror stuck in a

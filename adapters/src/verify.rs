@@ -97,20 +97,8 @@ async fn snapshot(engine: &Engine, shard: usize) -> Result<(u64, Vec<Entity>), T
     tokio::task::spawn_blocking(move || {
         let snapshot = engine.snapshot(shard, None)?;
         let mut out = Vec::new();
-        snapshot.products(&mut |p| {
-            out.push(Entity::Product(p));
-            true
-        })?;
-        snapshot.baskets(&mut |b| {
-            out.push(Entity::Basket(b));
-            true
-        })?;
-        snapshot.payments(&mut |p| {
-            out.push(Entity::Payment(p));
-            true
-        })?;
-        snapshot.notifications(&mut |n| {
-            out.push(Entity::Notification(n));
+        crate::entity::walk(&snapshot, &mut |e| {
+            out.push(e);
             true
         })?;
         Ok::<_, kassa_engine::FeedError>((snapshot.lsn(), out))
