@@ -15,11 +15,13 @@ use super::events::OutEvent;
 use super::partition::partition_of;
 use super::topics;
 
+/// Its own thread serves the delivery reports (see [`Writer::flush`]).
 pub type KafkaProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// A transaction left open by a crashed writer holds back the LSO of every partition it touched (other
 /// shards' cursors among them) until the broker aborts it after this long.
 const TRANSACTION_TIMEOUT_MS: &str = "30000";
+const FLUSH_POLL: Duration = Duration::from_millis(1);
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 const ABORT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -84,8 +86,19 @@ impl Writer {
             let record = BaseRecord::to(CURSOR_TOPIC).key(key).payload(&value).partition(self.partition(CURSOR_TOPIC, key.as_bytes()));
             self.producer.send(record).map_err(|(e, _)| e)?;
         }
-        // Flushes every message first; a message that failed for good fails the commit.
+        self.flush();
+        // Flushes what is left (nothing); a message that failed for good fails the commit.
         self.producer.commit_transaction(Timeout::Never)
+    }
+
+    /// Waits until every message sent is delivered or has failed (the producer's thread serves the reports).
+    /// rdkafka's own flush polls in 100 ms slices that each run to their end (and a shorter slice spins), so
+    /// with it every transaction took at least 100 ms. Bounded: librdkafka fails a message it cannot deliver
+    /// within the transaction timeout.
+    fn flush(&self) {
+        while self.producer.in_flight_count() > 0 {
+            std::thread::sleep(FLUSH_POLL);
+        }
     }
 
     fn partition(&self, topic: &str, key: &[u8]) -> i32 {
