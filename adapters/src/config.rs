@@ -22,14 +22,20 @@ pub struct Tuning {
     /// reads the next batch only when its target has taken the last one, so a slow target only grows its
     /// own lag and holds no memory for it.
     pub batch_max: usize,
+    /// After a write that took everything the feed had (a batch not full), wait this long before the next,
+    /// so that records gather into fewer, larger transactions: a transaction costs the target (and a shared
+    /// machine) far more than a record in it. Adds at most this much to the lag.
+    pub linger_ms: u64,
     /// First retry delay after a failed write; doubles up to `retry_max_ms`, with jitter.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
 }
 
+const LINGER_MS: u64 = 50;
+
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning { batch_max: 512, retry_min_ms: 100, retry_max_ms: 10_000 }
+        Tuning { batch_max: 512, linger_ms: LINGER_MS, retry_min_ms: 100, retry_max_ms: 10_000 }
     }
 }
 

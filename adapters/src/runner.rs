@@ -281,6 +281,12 @@ impl<C: Connect> Task<C> {
                 self.pin(next);
                 pinned_at = Instant::now();
             }
+            if batch.len() < self.tuning.batch_max
+                && self.tuning.linger_ms > 0
+                && self.stoppable(tokio::time::sleep(Duration::from_millis(self.tuning.linger_ms))).await.is_none()
+            {
+                return Exit::Stopped;
+            }
         }
     }
 

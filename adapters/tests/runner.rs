@@ -207,7 +207,7 @@ fn caught_up(adapters: &Adapters, engine: &Engine) {
 }
 
 fn tuning() -> Tuning {
-    Tuning { batch_max: 7, retry_min_ms: 1, retry_max_ms: 20 }
+    Tuning { batch_max: 7, linger_ms: 1, retry_min_ms: 1, retry_max_ms: 20 }
 }
 
 #[test]
