@@ -13,6 +13,7 @@ use crate::dist::KeyDist;
 use crate::grpc::{self, AddItemGrpc, BrowseGrpc, CheckoutGrpc};
 use crate::kassa::{self, KassaOptions, KassaProcess};
 use crate::load::{self, Mode, Op, RunSpec, RunStats};
+use crate::mirrors::{self, AdapterRun, LagSampler, MirrorEstate};
 use crate::refs::{self, PgBrowse, PgCheckout, RedisFsync};
 use crate::report::{Check, GatewayCost, KassaInfo, Kind, Label, Measurement, RunConfig, RunResult, SCHEMA_VERSION};
 use crate::sys::{self, Machine};
@@ -36,6 +37,11 @@ pub struct BenchConfig {
     pub kassa_args: Vec<String>,
     pub pg_url: String,
     pub redis_url: String,
+    /// MariaDB and Kafka, for the adapters' run (W9/W10) beside PostgreSQL and Redis.
+    pub mariadb_url: String,
+    pub kafka_brokers: String,
+    /// Run W9/W10 of the adapters.
+    pub adapters: bool,
     pub flash_buyers: usize,
     pub flash_rounds: u32,
     pub flash_stock: i64,
@@ -299,6 +305,10 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
     if cfg.gateway_cost && cfg.wants("gateway") {
         gateway_cost(&mut r, &opts, &catalog).await;
     }
+    if cfg.adapters && cfg.wants("adapters") {
+        let run = adapters_run(&mut r, &opts, &catalog).await;
+        r.result.adapters = Some(run);
+    }
     finish(&mut r.result);
     r.result.finished_at_us = now_us();
     Ok(r.result)
@@ -474,6 +484,100 @@ async fn gateway_cost(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog
     r.result.gateway_cost = Some(cost);
 }
 
+/// How often the lag sampler reads the adapters' status, and how long it waits for the last samples.
+const LAG_POLL: Duration = Duration::from_millis(10);
+const LAG_DRAIN: Duration = Duration::from_secs(120);
+
+/// W9 and W10 of the adapters: the run's data directory restarted with all four mirrors on (fresh targets,
+/// so they first copy the whole state), then W4 closed loop (what the mirrors cost its throughput) and W4
+/// at half of its maximum without them (their lag, the W9 target), each with the lag sampled throughout.
+async fn adapters_run(r: &mut Runner<'_>, opts: &KassaOptions, catalog: &Catalog) -> AdapterRun {
+    let cfg = r.cfg;
+    let mut run = AdapterRun { poll_interval_ms: LAG_POLL.as_secs_f64() * 1000.0, ..AdapterRun::default() };
+    if cfg.mariadb_url.is_empty() || cfg.kafka_brokers.is_empty() {
+        run.notes.push("not measured: the adapters need KASSA_MYSQL_URL and KASSA_KAFKA_BROKERS beside PostgreSQL and Redis".into());
+        return run;
+    }
+    let tag = crate::report::utc_stamp(now_us() / 1_000_000);
+    let estate = match MirrorEstate::fresh(&cfg.pg_url, &cfg.mariadb_url, &cfg.redis_url, &cfg.kafka_brokers, &tag).await {
+        Ok(e) => e,
+        Err(e) => {
+            run.notes.push(format!("not measured: {e}"));
+            return run;
+        }
+    };
+    let config = cfg.work_dir.join("adapters.toml");
+    if let Err(e) = std::fs::write(&config, bench_config_toml(true) + &estate.toml()) {
+        run.notes.push(format!("not measured: cannot write {}: {e}", config.display()));
+        return run;
+    }
+    let mut with = opts.clone();
+    with.config = Some(config);
+    with.log_file = cfg.work_dir.join("kassa-adapters.log");
+    let server = match KassaProcess::start(&with).await {
+        Ok(s) => s,
+        Err(e) => {
+            run.notes.push(format!("not measured: kassa would not start with the adapters: {e}"));
+            return run;
+        }
+    };
+    r.kassa_pid = Some(server.pid);
+    let bearer = if cfg.auth { kassa::token(&with, "admin", "bench").await.ok() } else { None };
+    let target = HttpTarget { addr: server.http, bearer, timeout: cfg.request_timeout };
+    if let Err(e) = adapters_measure(r, &mut run, &target, catalog).await {
+        run.notes.push(format!("stopped early: {e}; last server log lines:\n{}", server.log_tail(10)));
+    }
+    let _ = server.stop(Duration::from_secs(30)).await;
+    r.kassa_pid = None;
+    run
+}
+
+async fn adapters_measure(r: &mut Runner<'_>, run: &mut AdapterRun, target: &HttpTarget, catalog: &Catalog) -> Result<(), BenchError> {
+    let cfg = r.cfg;
+    let conns = cfg.connections;
+    let slice = |all: &[String], w: usize| user_slice(all, w, conns);
+    let expected = 4;
+    let bootstrap = mirrors::caught_up(target, expected, Duration::from_secs(900)).await?;
+    run.bootstrap_s = Some(bootstrap.as_secs_f64());
+    eprintln!("kassa-bench: adapters caught up with the restarted state in {:.1} s", bootstrap.as_secs_f64());
+
+    let a4 = users("a4u", cfg.users);
+    let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&a4, w), 200 + w as u64)).collect();
+    let sampler = LagSampler::start(target, LAG_POLL, LAG_DRAIN);
+    let label = Label::new("adapters_w4_http", "W4 checkout, four adapters on", Kind::Workload, "http", "checkout");
+    r.measure(label, Mode::Closed, workers).await;
+    run.at_max = Some(sampler.finish().await?.figures());
+
+    // Half of W4's maximum without the adapters, as the W9 target is stated (of this run's own maximum
+    // with them when W4 alone was not measured).
+    let rate = match r.rate("w4_http") {
+        max if max > 0.0 => max / 2.0,
+        _ => {
+            run.notes.push("w4_http not measured: the open-loop rate is half of adapters_w4_http".into());
+            r.rate("adapters_w4_http") / 2.0
+        }
+    };
+    if rate > 0.0 {
+        mirrors::caught_up(target, expected, LAG_DRAIN).await?;
+        let b4 = users("b4u", cfg.users);
+        let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&b4, w), 300 + w as u64)).collect();
+        let sampler = LagSampler::start(target, LAG_POLL, LAG_DRAIN);
+        let label = Label::new("adapters_w4_http_open", "W4 checkout at half max, four adapters on", Kind::Workload, "http", "checkout");
+        r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
+        run.at_half = Some(sampler.finish().await?.figures());
+    }
+
+    let mut client = HttpTarget { timeout: Duration::from_secs(900), ..target.clone() }.client();
+    let answer = client
+        .post_json("/admin/adapters/verify?settle_s=10", "", &[200])
+        .await
+        .map_err(|e| BenchError::Process(format!("POST /admin/adapters/verify: {e}")))?;
+    let verdict: serde_json::Value = crate::http::parse(&answer.body).map_err(|e| BenchError::Process(e.to_string()))?;
+    run.verify_clean = verdict["clean"].as_bool();
+    run.verify_differences = verdict["differences"].as_u64();
+    Ok(())
+}
+
 /// Ratios and checks from the measurements.
 pub fn finish(r: &mut RunResult) {
     r.ratios.clear();
@@ -489,6 +593,7 @@ pub fn finish(r: &mut RunResult) {
     r.add_ratio("W7 GetProduct / ceiling (information)", "w7_grpc_browse", "ceiling", true, None);
     r.add_ratio("W7 AddItem / redis-fsync (information)", "w7_grpc_add_item", "redis_fsync", false, None);
     r.add_ratio("W7 checkouts / pg-checkout (information)", "w7_grpc_checkout", "pg_checkout", false, None);
+    r.add_ratio("W4 with the four adapters / W4 without (W10)", "adapters_w4_http", "w4_http", false, None);
     r.ratios.retain(|x| r.measurements.iter().any(|m| m.id == x.numerator) && r.measurements.iter().any(|m| m.id == x.denominator));
 
     let fsync_ms = r.fdatasync.p50_us as f64 / 1000.0;
@@ -531,6 +636,27 @@ pub fn finish(r: &mut RunResult) {
             target: "<= 10% throughput loss".into(),
             measured: g.loss.map_or_else(|| g.note.clone(), |l| format!("{:.1}% loss", l * 100.0)),
             met: g.loss.map(|l| l <= 0.10),
+        });
+    }
+    if let Some(f) = r.adapters.as_ref().and_then(|a| a.at_half.as_ref()) {
+        let failed = r.measurement("adapters_w4_http_open").map_or(0, |m| m.ops_failed);
+        let worst = f
+            .adapters
+            .iter()
+            .max_by_key(|a| a.lag.p99_us)
+            .map_or(String::new(), |a| format!(", worst {} at {:.2} ms", a.adapter, a.lag.p99_us as f64 / 1000.0));
+        r.checks.push(Check {
+            name: "W9 adapter lag at half of W4's max (all four on)".into(),
+            target: "p99 <= 1000 ms".into(),
+            measured: format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} samples{worst}; {} unresolved, {failed} checkouts failed",
+                f.overall.p50_us as f64 / 1000.0,
+                f.overall.p99_us as f64 / 1000.0,
+                f.overall.max_us as f64 / 1000.0,
+                f.overall.count,
+                f.unresolved
+            ),
+            met: Some(f.overall.count > 0 && f.overall.p99_us <= 1_000_000 && f.unresolved == 0 && failed == 0),
         });
     }
     if let Some(k) = &r.kassa {

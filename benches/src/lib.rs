@@ -13,6 +13,7 @@ pub mod hist;
 pub mod http;
 pub mod kassa;
 pub mod load;
+pub mod mirrors;
 pub mod refs;
 pub mod report;
 pub mod sys;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hist::LatencySummary;
 use crate::load::{Mode, RunStats};
+use crate::mirrors::{AdapterRun, LagFigures};
 use crate::sys::{FsyncCost, Machine};
 use crate::workloads::FlashSale;
 
@@ -176,6 +177,9 @@ pub struct RunResult {
     pub measurements: Vec<Measurement>,
     pub flash_sales: Vec<FlashSale>,
     pub gateway_cost: Option<GatewayCost>,
+    /// W9/W10 of the adapters (absent from results written before they existed).
+    #[serde(default)]
+    pub adapters: Option<AdapterRun>,
     pub ratios: Vec<Ratio>,
     pub checks: Vec<Check>,
     pub engine: Vec<EngineFigure>,
@@ -374,6 +378,9 @@ pub fn render_table(r: &RunResult) -> String {
             g.note
         );
     }
+    if let Some(a) = &r.adapters {
+        render_adapters(&mut out, a);
+    }
     if !r.engine.is_empty() {
         let _ = writeln!(out, "\n| W6 engine (in-process) | ops/s | note |");
         let _ = writeln!(out, "|---|---:|---|");
@@ -385,6 +392,59 @@ pub fn render_table(r: &RunResult) -> String {
         let _ = writeln!(out, "\nnote: {n}");
     }
     out
+}
+
+fn render_adapters(out: &mut String, a: &AdapterRun) {
+    let _ = writeln!(
+        out,
+        "\nadapters (all four on, same data directory restarted): bootstrap to caught up {}, verify after the load: {}",
+        a.bootstrap_s.map_or_else(|| "not reached".to_owned(), |s| format!("{s:.1} s")),
+        match (a.verify_clean, a.verify_differences) {
+            (Some(true), _) => "clean".to_owned(),
+            (Some(false), d) => format!("{} differences", d.map_or("some".into(), |d| d.to_string())),
+            (None, _) => "not run".to_owned(),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "\n| adapter lag (engine commit to target commit, status read every {:.0} ms) | adapter | samples | p50 ms | p99 ms | p99.9 ms | max ms | unresolved |",
+        a.poll_interval_ms
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut rows = |what: &str, f: &LagFigures| {
+        let _ = writeln!(
+            out,
+            "| {what} | all | {} | {} | {} | {} | {} | {} |",
+            f.overall.count,
+            ms(f.overall.p50_us),
+            ms(f.overall.p99_us),
+            ms(f.overall.p999_us),
+            ms(f.overall.max_us),
+            f.unresolved
+        );
+        for x in &f.adapters {
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} | {} | {} | {} | {} |",
+                x.adapter,
+                x.lag.count,
+                ms(x.lag.p50_us),
+                ms(x.lag.p99_us),
+                ms(x.lag.p999_us),
+                ms(x.lag.max_us),
+                x.unresolved
+            );
+        }
+    };
+    if let Some(f) = &a.at_half {
+        rows("W4 at half of max", f);
+    }
+    if let Some(f) = &a.at_max {
+        rows("W4 closed loop (max)", f);
+    }
+    for n in &a.notes {
+        let _ = writeln!(out, "\nadapters note: {n}");
+    }
 }
 
 /// `YYYY-MM-DDTHH-MM-SSZ` for a Unix time (UTC), safe in file names.

@@ -87,6 +87,19 @@ fn quick_run_against_real_kassa_and_references() {
         assert!(sale.exact && sale.clean, "round {}: {sale:?}", sale.round);
         assert_eq!(sale.rejected_409, 50, "buyers beyond the stock are turned away with 409");
     }
+    // W9/W10: the data directory restarted with all four mirrors on, its lag sampled under W4.
+    let adapters = r.adapters.as_ref().expect("the adapters' run (KASSA_MYSQL_URL and KASSA_KAFKA_BROKERS set by services.sh)");
+    assert!(adapters.bootstrap_s.is_some(), "{adapters:?}");
+    for id in ["adapters_w4_http", "adapters_w4_http_open"] {
+        let m = r.measurement(id).unwrap_or_else(|| panic!("{id} was not measured: {adapters:?}"));
+        assert!(m.ops > 0 && m.ops_failed == 0, "{id}: {:?}", m.errors);
+    }
+    let lag = adapters.at_half.as_ref().expect("lag at half of max");
+    let names: Vec<&str> = lag.adapters.iter().map(|a| a.adapter.as_str()).collect();
+    assert_eq!(names, ["kafka", "mariadb", "postgres", "redis"]);
+    assert!(lag.adapters.iter().all(|a| a.lag.count > 0 && a.unresolved == 0), "{lag:?}");
+    assert_eq!(adapters.verify_clean, Some(true), "every mirror equals the engine after the load: {adapters:?}");
+    assert!(r.ratios.iter().any(|x| x.name.contains("W10") && x.value.is_some_and(|v| v > 0.0)));
     let kassa = r.kassa.as_ref().expect("kassa info");
     assert!(kassa.peak_rss_kib.is_some_and(|k| k > 1000), "{kassa:?}");
     assert!(r.fdatasync.p50_us > 0);

@@ -416,6 +416,8 @@ GRANT ALL PRIVILEGES ON payment_service.* TO 'kassa'@'%';
 GRANT ALL PRIVILEGES ON payment_service.* TO 'kassa'@'localhost';
 GRANT ALL PRIVILEGES ON `kassa\_test\_%`.* TO 'kassa'@'%';
 GRANT ALL PRIVILEGES ON `kassa\_test\_%`.* TO 'kassa'@'localhost';
+GRANT ALL PRIVILEGES ON `kassa\_bench\_%`.* TO 'kassa'@'%';
+GRANT ALL PRIVILEGES ON `kassa\_bench\_%`.* TO 'kassa'@'localhost';
 FLUSH PRIVILEGES;
 SQL
         fail mariadb "creating users/databases failed (see $LOG_DIR/mariadb.log)"

@@ -94,6 +94,14 @@ struct RunArgs {
     pg_url: String,
     #[arg(long, env = "KASSA_REDIS_URL", default_value = "")]
     redis_url: String,
+    /// MariaDB for the adapters' run (W9/W10), with PostgreSQL, Redis and Kafka.
+    #[arg(long, env = "KASSA_MYSQL_URL", default_value = "")]
+    mysql_url: String,
+    #[arg(long, env = "KASSA_KAFKA_BROKERS", default_value = "")]
+    kafka_brokers: String,
+    /// Skip the adapters' run (W9 lag and W10 cost with all four mirrors on).
+    #[arg(long)]
+    no_adapters: bool,
     /// Where results/<date>.json and .md go.
     #[arg(long, default_value = "results")]
     out_dir: PathBuf,
@@ -129,6 +137,9 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
         kassa_args: args.kassa_args.clone(),
         pg_url: args.pg_url,
         redis_url: args.redis_url,
+        mariadb_url: args.mysql_url,
+        kafka_brokers: args.kafka_brokers,
+        adapters: !args.no_adapters,
         flash_buyers: args.flash_buyers.unwrap_or(if q { 150 } else { 500 }).max(1),
         flash_rounds: args.flash_rounds.unwrap_or(if q { 1 } else { 3 }),
         flash_stock: args.flash_stock.max(1),
