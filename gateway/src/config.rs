@@ -416,9 +416,14 @@ pub struct TimeoutConfig {
     pub upstream_connect_ms: u64,
 }
 
+/// `verify` reads every mirror back in full: it takes as long as the data is large, far past 30 s on a
+/// big catalog, and an operator waiting for its answer wants the answer.
+const VERIFY_PATH: &str = "/admin/adapters/verify";
+const VERIFY_MS: u64 = 900_000;
+
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutConfig { request_ms: 30_000, routes: BTreeMap::new(), upstream_connect_ms: 2_000 }
+        TimeoutConfig { request_ms: 30_000, routes: BTreeMap::from([(VERIFY_PATH.to_owned(), VERIFY_MS)]), upstream_connect_ms: 2_000 }
     }
 }
 
