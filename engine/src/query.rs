@@ -139,6 +139,27 @@ impl Engine {
         }
     }
 
+    /// The products of `ids` that exist, in the order of `ids`: one read per shard, not one per product.
+    fn products_by_id(&self, ids: &[u64]) -> Result<Vec<Product>, EngineError> {
+        let shards = self.shards();
+        let mut found: Vec<Option<Product>> = vec![None; ids.len()];
+        for (shard, view) in self.views().iter().enumerate() {
+            let mine: Vec<usize> =
+                (0..ids.len()).filter(|&i| crate::core::shard_of_product(ids[i], shards as u32) as usize == shard).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let keys: Vec<_> = mine.iter().map(|&i| views::product_key(ids[i])).collect();
+            let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            for (&i, bytes) in mine.iter().zip(view.catalog.get_many(Keyspace::Products, &refs).map_err(store_error)?) {
+                if let Some(bytes) = bytes {
+                    found[i] = Some(views::decode_product(&bytes).map_err(store_error)?);
+                }
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Visits every product of every shard (shard by shard, each in id order) until `f` returns false.
     pub fn for_each_product(&self, f: &mut dyn FnMut(Product) -> bool) -> Result<(), EngineError> {
         self.for_each_decoded(|v| &v.catalog, Keyspace::Products, views::decode_product, f)
@@ -154,13 +175,8 @@ impl Engine {
         let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Product>, EngineError> {
             let mut keys = keys;
             keys.sort_unstable();
-            let mut page_products = Vec::with_capacity(page.limit);
-            for (_, id) in keys.into_iter().skip(page.offset).take(page.limit) {
-                if let Some(p) = self.product(id)? {
-                    page_products.push(p);
-                }
-            }
-            Ok(page_products)
+            let ids: Vec<u64> = keys.into_iter().skip(page.offset).take(page.limit).map(|(_, id)| id).collect();
+            self.products_by_id(&ids)
         };
         let index_keys = |ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool| -> Result<Vec<Vec<u8>>, EngineError> {
             let mut out = Vec::new();

@@ -119,6 +119,19 @@ impl Store for RedbStore {
         Ok(value.map(|g| g.value().to_vec()))
     }
 
+    fn get_many(&self, ks: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let t = self.read_table(ks)?;
+        keys.iter()
+            .map(|key| {
+                if impossible_key(key) {
+                    return Ok(None);
+                }
+                let value = t.get(*key).map_err(|e| StoreError::redb("get", Some(ks.name()), e))?;
+                Ok(value.map(|g| g.value().to_vec()))
+            })
+            .collect()
+    }
+
     fn range(&self, ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Entries, StoreError> {
         let (start, end) = (clamp_start(start), clamp_end(end));
         if limit == 0 || range_is_empty(start, end) {
