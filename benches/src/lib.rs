@@ -5,6 +5,7 @@
 //! and `pg-browse` (PostgreSQL), `redis-fsync` (Redis with `appendfsync always`).
 
 pub mod bench;
+pub mod chart;
 pub mod dist;
 pub mod engine_import;
 pub mod errors;

@@ -16,10 +16,18 @@ use crate::workloads::BasketRotation;
 pub const CEILING_PATH: &str = "/ceiling";
 pub const CEILING_BODY: &str = r#"{"status":"ok","service":"ceiling"}"#;
 
-/// Serves the ceiling reference on `listener` until the process ends.
-pub async fn serve_ceiling(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// `ceiling_page`: the same minimal server answering a fixed body as large as a category page.
+pub const CEILING_PAGE_PATH: &str = "/ceiling/page";
+
+/// Serves the ceiling reference on `listener` until the process ends; with `page`, also that body on
+/// [`CEILING_PAGE_PATH`].
+pub async fn serve_ceiling(listener: tokio::net::TcpListener, page: Option<bytes::Bytes>) -> std::io::Result<()> {
     use axum::routing::get;
-    let app = axum::Router::new().route(CEILING_PATH, get(|| async { ([(http::header::CONTENT_TYPE, "application/json")], CEILING_BODY) }));
+    const JSON: [(http::HeaderName, &str); 1] = [(http::header::CONTENT_TYPE, "application/json")];
+    let mut app = axum::Router::new().route(CEILING_PATH, get(|| async { (JSON, CEILING_BODY) }));
+    if let Some(page) = page {
+        app = app.route(CEILING_PAGE_PATH, get(move || async move { (JSON, page) }));
+    }
     axum::serve(listener, app).await
 }
 

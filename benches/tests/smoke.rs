@@ -56,6 +56,7 @@ fn quick_run_against_real_kassa_and_references() {
 
     for id in [
         "ceiling",
+        "ceiling_page",
         "pg_checkout",
         "pg_browse",
         "redis_fsync",
@@ -77,7 +78,7 @@ fn quick_run_against_real_kassa_and_references() {
         assert_eq!(m.ops_failed, 0, "{id}: failures {:?} {:?}", m.errors, m.error_samples);
         assert!(m.latency.p50_us > 0 && m.latency.p50_us <= m.latency.max_us, "{id}: {:?}", m.latency);
     }
-    for name in ["W1 requests/s / ceiling", "W3 add item / redis-fsync", "W4 checkouts / pg-checkout"] {
+    for name in ["W1 requests/s / ceiling", "W2 by category / ceiling_page", "W3 add item / redis-fsync", "W4 checkouts / pg-checkout"] {
         let ratio = r.ratios.iter().find(|x| x.name == name).unwrap_or_else(|| panic!("ratio {name} missing"));
         assert!(ratio.value.is_some_and(|v| v > 0.0), "{name}: {ratio:?}");
     }

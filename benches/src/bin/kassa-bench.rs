@@ -24,6 +24,9 @@ enum Cmd {
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
+        /// Also answer this file's bytes on /ceiling/page (the `ceiling_page` reference).
+        #[arg(long)]
+        page_file: Option<PathBuf>,
     },
     /// Adds the W6 criterion figures to a result file and rewrites its table.
     ImportEngine {
@@ -166,13 +169,15 @@ fn write_result(json_path: &std::path::Path, result: &RunResult) -> Result<(), B
     result.validate().map_err(BenchError::Config)?;
     std::fs::write(json_path, serde_json::to_string_pretty(result)?)?;
     std::fs::write(json_path.with_extension("md"), render_table(result))?;
+    std::fs::write(json_path.with_extension("svg"), kassa_bench::chart::render_svg(result))?;
     Ok(())
 }
 
-async fn ceiling(addr: &str) -> Result<(), BenchError> {
+async fn ceiling(addr: &str, page_file: Option<PathBuf>) -> Result<(), BenchError> {
+    let page = page_file.map(std::fs::read).transpose()?.map(bytes::Bytes::from);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("ceiling listening http={}", listener.local_addr()?);
-    refs::serve_ceiling(listener).await?;
+    refs::serve_ceiling(listener, page).await?;
     Ok(())
 }
 
@@ -201,8 +206,8 @@ fn main() -> ExitCode {
                 c.samples
             );
         }),
-        Cmd::Ceiling { addr } => match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt.block_on(ceiling(&addr)),
+        Cmd::Ceiling { addr, page_file } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(ceiling(&addr, page_file)),
             Err(e) => Err(e.into()),
         },
         Cmd::Run(args) => match tokio::runtime::Runtime::new() {
