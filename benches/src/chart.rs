@@ -36,6 +36,11 @@ fn grid(out: &mut String, top: f64, bottom: f64, lo: f64, hi: f64, unit: &str) {
     }
 }
 
+/// A section's title just above its plot.
+fn heading(out: &mut String, top: f64, text: &str) {
+    let _ = writeln!(out, r#"<text x="12" y="{:.0}" font-size="13">{}</text>"#, top - 12.0, escape(text));
+}
+
 /// The run as an SVG document.
 pub fn render_svg(r: &RunResult) -> String {
     let opens: Vec<_> = r.measurements.iter().filter(|m| m.target_rate_per_s.is_some() && m.latency.count > 0).collect();
@@ -53,11 +58,7 @@ pub fn render_svg(r: &RunResult) -> String {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let started = crate::report::utc_stamp(r.started_at_us / 1_000_000);
     let _ = writeln!(out, r#"<text x="12" y="22" font-size="15" font-weight="bold">Kassa benchmark run {started}</text>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="12" y="{:.0}" font-size="13">Same-run ratios (log scale); tick: target; green met, red missed, grey information</text>"#,
-        ratio_top - 12.0
-    );
+    heading(&mut out, ratio_top, "Same-run ratios (log scale); tick: target; green met, red missed, grey information");
     grid(&mut out, ratio_top, ratio_bottom, RATIO_MIN, RATIO_MAX, "×");
     for (i, x) in ratios.iter().enumerate() {
         let y = ratio_top + ROW_H * i as f64;
@@ -93,11 +94,7 @@ pub fn render_svg(r: &RunResult) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        r#"<text x="12" y="{:.0}" font-size="13">Open loop: latency from the intended send (log ms): p50 ●, p99 ◆, p99.9 ▲, max ✕</text>"#,
-        lat_top - 12.0
-    );
+    heading(&mut out, lat_top, "Open loop: latency from the intended send (log ms): p50 ●, p99 ◆, p99.9 ▲, max ✕");
     grid(&mut out, lat_top, lat_bottom, MS_MIN, MS_MAX, " ms");
     for (i, m) in opens.iter().enumerate() {
         let y = lat_top + ROW_H * 1.5 * i as f64 + ROW_H * 0.75;

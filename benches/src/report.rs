@@ -412,27 +412,16 @@ fn render_adapters(out: &mut String, a: &AdapterRun) {
     );
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
     let mut rows = |what: &str, f: &LagFigures| {
-        let _ = writeln!(
-            out,
-            "| {what} | all | {} | {} | {} | {} | {} | {} |",
-            f.overall.count,
-            ms(f.overall.p50_us),
-            ms(f.overall.p99_us),
-            ms(f.overall.p999_us),
-            ms(f.overall.max_us),
-            f.unresolved
-        );
-        for x in &f.adapters {
+        let all = std::iter::once(("all", &f.overall, f.unresolved));
+        for (name, lag, unresolved) in all.chain(f.adapters.iter().map(|x| (x.adapter.as_str(), &x.lag, x.unresolved))) {
             let _ = writeln!(
                 out,
-                "| {what} | {} | {} | {} | {} | {} | {} | {} |",
-                x.adapter,
-                x.lag.count,
-                ms(x.lag.p50_us),
-                ms(x.lag.p99_us),
-                ms(x.lag.p999_us),
-                ms(x.lag.max_us),
-                x.unresolved
+                "| {what} | {name} | {} | {} | {} | {} | {} | {unresolved} |",
+                lag.count,
+                ms(lag.p50_us),
+                ms(lag.p99_us),
+                ms(lag.p999_us),
+                ms(lag.max_us)
             );
         }
     };
