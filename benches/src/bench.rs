@@ -297,7 +297,7 @@ pub async fn run_all(cfg: &BenchConfig) -> Result<RunResult, BenchError> {
     r.kassa_pid = None;
     let (catalog, seed_s) = outcome?;
     r.result.kassa = Some(KassaInfo {
-        binary: cfg.kassa_binary.display().to_string(),
+        binary: crate::report::portable(&cfg.kassa_binary.display().to_string()),
         pid,
         shards: cfg.shards,
         auth: cfg.auth,

@@ -436,6 +436,25 @@ fn render_adapters(out: &mut String, a: &AdapterRun) {
     }
 }
 
+/// `text` with the build cache's and the working directory's paths written as `$CARGO_TARGET_DIR/` and
+/// relative paths, so a result committed to the repository names no machine's directories.
+pub fn portable(text: &str) -> String {
+    let target = std::env::var("CARGO_TARGET_DIR").ok();
+    let cwd = std::env::current_dir().ok().map(|d| d.display().to_string());
+    portable_with(text, target.as_deref(), cwd.as_deref())
+}
+
+pub fn portable_with(text: &str, target_dir: Option<&str>, cwd: Option<&str>) -> String {
+    let mut out = text.to_owned();
+    if let Some(t) = target_dir.filter(|t| t.starts_with('/')) {
+        out = out.replace(&format!("{}/", t.trim_end_matches('/')), "$CARGO_TARGET_DIR/");
+    }
+    if let Some(c) = cwd.filter(|c| c.starts_with('/') && *c != "/") {
+        out = out.replace(&format!("{}/", c.trim_end_matches('/')), "");
+    }
+    out
+}
+
 /// `YYYY-MM-DDTHH-MM-SSZ` for a Unix time (UTC), safe in file names.
 pub fn utc_stamp(secs: i64) -> String {
     kassa_engine::time::file_stamp(secs)

@@ -6,7 +6,7 @@ use kassa_bench::bench::finish;
 use kassa_bench::dist::Zipf;
 use kassa_bench::hist::LatencySummary;
 use kassa_bench::kassa::{parse_listening_line, parse_vm_hwm};
-use kassa_bench::report::{Kind, Measurement, RunResult, SCHEMA_VERSION, render_table, utc_stamp};
+use kassa_bench::report::{Kind, Measurement, RunResult, SCHEMA_VERSION, portable_with, render_table, utc_stamp};
 use kassa_bench::sys::FsyncCost;
 use rand::SeedableRng;
 
@@ -220,4 +220,14 @@ fn basket_rotation_bounds_each_basket() {
     for (user, products) in &lines {
         assert_eq!(products.len() as u64, BASKET_LINES_MAX, "{user}: {products:?}");
     }
+}
+
+#[test]
+fn a_result_names_no_machine_directory() {
+    let cmd = "/home/ci/cache/target/release/kassa-bench run --kassa-bin /home/ci/cache/target/release/kassa --out-dir /src/kassa/benches/results";
+    assert_eq!(
+        portable_with(cmd, Some("/home/ci/cache/target/"), Some("/src/kassa")),
+        "$CARGO_TARGET_DIR/release/kassa-bench run --kassa-bin $CARGO_TARGET_DIR/release/kassa --out-dir benches/results"
+    );
+    assert_eq!(portable_with("target/release/kassa", Some("target"), Some("/")), "target/release/kassa", "relative paths stay");
 }

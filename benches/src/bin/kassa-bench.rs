@@ -125,7 +125,7 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
     }
     let scratch = tempfile::Builder::new().prefix("kassa-bench-").tempdir_in(std::env::temp_dir())?;
     let work_dir = args.work_dir.clone().unwrap_or_else(|| scratch.path().to_path_buf());
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = kassa_bench::report::portable(&std::env::args().collect::<Vec<_>>().join(" "));
     let cfg = BenchConfig {
         kassa_binary,
         bench_binary,
