@@ -111,12 +111,7 @@ impl Store for RedbStore {
     }
 
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if impossible_key(key) {
-            return Ok(None);
-        }
-        let t = self.read_table(ks)?;
-        let value = t.get(key).map_err(|e| StoreError::redb("get", Some(ks.name()), e))?;
-        Ok(value.map(|g| g.value().to_vec()))
+        Ok(self.get_many(ks, &[key])?.pop().flatten())
     }
 
     fn get_many(&self, ks: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
