@@ -30,6 +30,7 @@ pub struct GatewayConfig {
     pub body_limit_bytes: usize,
     /// `/metrics` without a token (Prometheus scrapers rarely carry one); `false` makes it admin-only.
     pub metrics_public: bool,
+    pub access_log: AccessLogConfig,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +50,7 @@ impl Default for GatewayConfig {
             timeouts: TimeoutConfig::default(),
             body_limit_bytes: 4 << 20,
             metrics_public: true,
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -436,5 +438,23 @@ impl TimeoutConfig {
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(self.request_ms, |(_, ms)| *ms);
         std::time::Duration::from_millis(ms)
+    }
+}
+
+/// Which requests get an access-log line. Every request is counted and timed in `/metrics` regardless;
+/// the log is for looking at particular requests, and formatting a line for every one of them cost a
+/// seventh of a point read's CPU (BENCHMARKS.md).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// One line for every `sample_every`-th ordinary request (1 = every request, 0 = none of them).
+    pub sample_every: u64,
+    /// Requests answered with a status of 400 or above, and requests slower than this, always get a line.
+    pub slow_ms: u64,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { sample_every: 100, slow_ms: 500 }
     }
 }

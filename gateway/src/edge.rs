@@ -10,9 +10,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const REQUEST_ID_LEN_MAX: usize = 128;
 
-/// The request's id (echoed from a sane `X-Request-Id`, else a fresh UUIDv7).
+/// The request's id (echoed from a sane `X-Request-Id`, else a fresh UUIDv7), as its header value.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub HeaderValue);
 
 /// A parsed W3C `traceparent`: version 00, trace id, this hop's span id, flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,15 +33,23 @@ fn hex_to<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
     }
-    out
 }
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * bytes.len()];
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// `00-` + 32 + `-` + 16 + `-` + 2.
+const TRACEPARENT_LEN: usize = 55;
 
 impl TraceContext {
     /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero ids are invalid (per the spec).
@@ -72,7 +80,20 @@ impl TraceContext {
     }
 
     pub fn header(&self) -> String {
-        format!("00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.parent_id), self.flags)
+        String::from_utf8(self.header_bytes().to_vec()).expect("traceparent is ASCII")
+    }
+
+    /// The `traceparent` text, written without allocating.
+    fn header_bytes(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = *b"00-________________________________-________________-__";
+        hex_into(&mut out[3..35], &self.trace_id);
+        hex_into(&mut out[36..52], &self.parent_id);
+        hex_into(&mut out[53..55], &[self.flags]);
+        out
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.header_bytes()).expect("traceparent is a valid header value")
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -80,17 +101,19 @@ impl TraceContext {
     }
 }
 
-/// A UUIDv7 from the thread-local CSPRNG (`Uuid::now_v7` asks the kernel for randomness on every call).
-fn new_request_id() -> String {
+/// A UUIDv7 from the thread-local CSPRNG (`Uuid::now_v7` asks the kernel for randomness on every call),
+/// formatted without an intermediate string.
+fn new_request_id() -> HeaderValue {
     let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let random: [u8; 10] = rand::random();
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(id).expect("a UUID is a valid header value")
 }
 
-fn sane_request_id(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    let ok = !text.is_empty() && text.len() <= REQUEST_ID_LEN_MAX && text.bytes().all(|b| b.is_ascii_graphic());
-    ok.then(|| text.to_string())
+fn is_sane_request_id(value: &HeaderValue) -> bool {
+    let text = value.as_bytes();
+    !text.is_empty() && text.len() <= REQUEST_ID_LEN_MAX && text.iter().all(|b| b.is_ascii_graphic())
 }
 
 /// The ids a request carries, to be stamped on its response.
@@ -109,14 +132,13 @@ impl Stamp {
 /// Gives a request an id and a trace context, on the request (for the API and upstreams) and, through
 /// the returned stamp, on the response.
 pub fn assign_ids(req: &mut Request) -> Stamp {
-    let id = req.headers().get(&X_REQUEST_ID).and_then(sane_request_id).unwrap_or_else(new_request_id);
+    let id_value = req.headers().get(&X_REQUEST_ID).filter(|v| is_sane_request_id(v)).cloned().unwrap_or_else(new_request_id);
     let parent = req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(TraceContext::parse);
     let trace = TraceContext::child_of(parent);
-    let id_value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let trace_value = HeaderValue::from_str(&trace.header()).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let trace_value = trace.header_value();
     req.headers_mut().insert(X_REQUEST_ID, id_value.clone());
     req.headers_mut().insert(TRACEPARENT, trace_value.clone());
-    req.extensions_mut().insert(RequestId(id));
+    req.extensions_mut().insert(RequestId(id_value.clone()));
     req.extensions_mut().insert(trace);
     Stamp { id: id_value, trace: trace_value }
 }

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::GatewayError;
+use crate::access_log::AccessLog;
 use crate::auth::TokenKeys;
 use crate::config::GatewayConfig;
 use crate::cors::Cors;
@@ -38,6 +39,7 @@ pub struct Shared {
     pub limiters: Arc<Limiters>,
     pub cors: Cors,
     pub metrics: Metrics,
+    pub access_log: AccessLog,
     pub registry: Registry,
     pub engine: Option<Engine>,
     pub adapters: Option<Arc<kassa_adapters::Adapters>>,
@@ -92,6 +94,7 @@ fn build_shared(
         limiters,
         cors,
         metrics,
+        access_log: AccessLog::new(&cfg.access_log),
         registry,
         engine,
         adapters,
@@ -126,6 +129,8 @@ pub async fn pipeline(State(shared): State<Arc<Shared>>, mut req: Request, next:
                     }
                     _ => admitted(&shared, req, next, grpc).await,
                 };
+                // Room for every header the gateway adds, so the map grows once rather than two or three times.
+                response.headers_mut().reserve(HEADERS_ADDED);
                 if let Some(c) = &checked {
                     c.stamp(&mut response);
                 }
@@ -137,8 +142,11 @@ pub async fn pipeline(State(shared): State<Arc<Shared>>, mut req: Request, next:
     };
     edge::secure(&mut response, cfg.tls.is_some());
     stamp.apply(&mut response);
-    observation.finish(&shared.metrics, response)
+    observation.finish(&shared.metrics, &shared.access_log, response)
 }
+
+/// Ids, security headers, rate-limit headers and CORS: what the pipeline adds to a response at most.
+const HEADERS_ADDED: usize = 16;
 
 /// The route policy, then the route itself under its deadline (only the response head is bounded, so
 /// gRPC streams are not cut).

@@ -3,6 +3,7 @@
 //! body limits, metrics and access logs — around the in-process API (embedded mode) or in front of
 //! remote Kassa nodes with load balancing, circuit breaking and health checks (standalone mode).
 
+pub mod access_log;
 mod actor;
 mod adapters;
 pub mod auth;

@@ -19,6 +19,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::access_log::AccessLog;
 use crate::edge::RequestId;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,51 +152,73 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// One request being observed: counted, timed and logged (one line: id, route, status, latency, user)
-/// when it finishes.
+/// One request being observed: counted and timed when it finishes, and written to the access log (one
+/// line: id, route, status, latency, user) when the log wants it.
 pub struct Observation {
     started: Instant,
-    method: String,
+    method: http::Method,
     grpc: bool,
     /// The route template (`MatchedPath`), or a fixed fallback label; for gRPC the path.
-    route: String,
-    request_id: String,
+    route: Route,
+    request_id: Option<HeaderValue>,
     pub user: Option<String>,
+}
+
+/// A request's route label, kept borrowed until a label or log line needs it.
+enum Route {
+    Matched(MatchedPath),
+    Fallback(&'static str),
+    Grpc(http::Uri),
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(m) => m.as_str(),
+            Route::Fallback(label) => label,
+            Route::Grpc(uri) => uri.path(),
+        }
+    }
 }
 
 impl Observation {
     pub fn start(metrics: &Metrics, req: &Request, grpc: bool) -> Observation {
         metrics.active_requests.inc();
         let route = if grpc {
-            req.uri().path().to_string()
+            Route::Grpc(req.uri().clone())
         } else {
             match req.extensions().get::<MatchedPath>() {
-                Some(m) => m.as_str().to_string(),
-                None => fallback_endpoint(req.uri().path()).to_string(),
+                Some(m) => Route::Matched(m.clone()),
+                None => Route::Fallback(fallback_endpoint(req.uri().path())),
             }
         };
         Observation {
             started: Instant::now(),
-            method: req.method().as_str().to_string(),
+            method: req.method().clone(),
             grpc,
             route,
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
             user: None,
         }
     }
 
-    pub fn finish(self, metrics: &Metrics, response: Response) -> Response {
+    pub fn finish(self, metrics: &Metrics, log: &AccessLog, response: Response) -> Response {
         metrics.active_requests.dec();
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
-        let (request_id, user) = (self.request_id.as_str(), self.user.as_deref().unwrap_or("-"));
-        let latency_us = elapsed.as_micros() as u64;
-        if self.grpc {
-            tracing::info!(request_id, route = %self.route, status, latency_us, user, "grpc");
-            return count_grpc(metrics.clone(), grpc_method_label(&self.route), self.started, response);
+        if let Some(sample) = log.wants(status, elapsed) {
+            let request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+            let (route, user, latency_us) = (self.route.as_str(), self.user.as_deref().unwrap_or("-"), elapsed.as_micros() as u64);
+            if self.grpc {
+                tracing::info!(request_id, route, status, latency_us, user, sample, "grpc");
+            } else {
+                tracing::info!(request_id, route, status, latency_us, user, sample, "http");
+            }
         }
-        tracing::info!(request_id, route = %self.route, status, latency_us, user, "http");
-        let labels = HttpLabels { method: self.method, endpoint: self.route, status };
+        if self.grpc {
+            return count_grpc(metrics.clone(), grpc_method_label(self.route.as_str()), self.started, response);
+        }
+        let labels = HttpLabels { method: self.method.as_str().to_string(), endpoint: self.route.as_str().to_string(), status };
         metrics.http_requests.get_or_create(&labels).inc();
         let route = RouteLabels { method: labels.method, endpoint: labels.endpoint };
         metrics.http_duration.get_or_create(&route).observe(elapsed.as_secs_f64());

@@ -49,6 +49,8 @@ pub struct RateLimiter {
     evictions: AtomicU64,
     /// `RateLimit-Policy` header value, e.g. `100;w=60;burst=100`.
     policy: HeaderValue,
+    /// `RateLimit-Limit`, the same on every response of the class: built once.
+    limit_header: HeaderValue,
 }
 
 impl RateLimiter {
@@ -66,6 +68,7 @@ impl RateLimiter {
             hasher: RandomState::new(),
             evictions: AtomicU64::new(0),
             policy: HeaderValue::from(u64::from(class.limit)),
+            limit_header: HeaderValue::from(u64::from(class.limit)),
         }
         .with_policy()
     }
@@ -279,12 +282,13 @@ impl Checked<'_> {
         let reset_secs = ceil_secs(d.reset.max(d.retry_after));
         let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
         let h = response.headers_mut();
-        set(h, RATELIMIT_LIMIT, u64::from(d.limit));
-        set(h, RATELIMIT_REMAINING, u64::from(d.remaining));
+        let remaining = HeaderValue::from(d.remaining);
+        h.insert(RATELIMIT_LIMIT, self.limiter.limit_header.clone());
+        h.insert(RATELIMIT_REMAINING, remaining.clone());
         set(h, RATELIMIT_RESET, reset_secs);
         h.insert(RATELIMIT_POLICY, self.limiter.policy.clone());
-        set(h, X_RATELIMIT_LIMIT, u64::from(d.limit));
-        set(h, X_RATELIMIT_REMAINING, u64::from(d.remaining));
+        h.insert(X_RATELIMIT_LIMIT, self.limiter.limit_header.clone());
+        h.insert(X_RATELIMIT_REMAINING, remaining);
         set(h, X_RATELIMIT_RESET, unix_now + reset_secs);
     }
 }

@@ -10,13 +10,18 @@ use serde_json::Value;
 
 /// Starts a prepared `kassa` command (quiet logs, no PORT/GRPC_PORT from the environment) and waits for
 /// its "kassa listening http=.. grpc=.." line; returns the child and a lookup of that line's fields.
-pub fn spawn_kassa(mut command: Command) -> (Child, impl Fn(&str) -> String) {
+pub fn spawn_kassa(command: Command) -> (Child, impl Fn(&str) -> String) {
+    spawn_kassa_logging(command, "warn", Stdio::inherit())
+}
+
+/// [`spawn_kassa`] with this log filter, its logs (stderr) going to `logs`.
+pub fn spawn_kassa_logging(mut command: Command, level: &str, logs: Stdio) -> (Child, impl Fn(&str) -> String) {
     let mut child = command
-        .env("LOG_LEVEL", "warn")
+        .env("LOG_LEVEL", level)
         .env_remove("PORT")
         .env_remove("GRPC_PORT")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(logs)
         .spawn()
         .expect("kassa starts");
     let stdout = child.stdout.take().expect("stdout");
@@ -83,6 +88,18 @@ impl Server {
     /// Like `start_in`, with these lines added to the config file (TOML tables such as `[engine]`).
     pub fn start_configured(dir: tempfile::TempDir, toml: &str, extra: &[&str]) -> Server {
         let (child, field) = spawn_kassa(serve_command(dir.path(), toml, extra));
+        let http = format!("http://{}", field("http="));
+        let grpc = format!("http://{}", field("grpc="));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Server { child, http, grpc, dir, client }
+    }
+
+    /// Like `start_configured`, logging at `info` as JSON lines into `log_file`.
+    pub fn start_logged(dir: tempfile::TempDir, toml: &str, log_file: &std::path::Path) -> Server {
+        let mut command = serve_command(dir.path(), toml, &[]);
+        command.env("LOG_FORMAT", "json");
+        let logs = std::fs::File::create(log_file).expect("log file");
+        let (child, field) = spawn_kassa_logging(command, "info", Stdio::from(logs));
         let http = format!("http://{}", field("http="));
         let grpc = format!("http://{}", field("grpc="));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");

@@ -50,16 +50,26 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every handler gets.
+/// What every handler gets: one shared allocation, so that handing it to a request is one reference
+/// count rather than one per field (each a cache line the cores pass back and forth).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<App>);
+
+pub struct App {
     pub engine: Engine,
-    pub cfg: Arc<ApiConfig>,
+    pub cfg: ApiConfig,
     /// The encoded OpenAPI document, written on first request (it depends on `cfg` and the currency).
-    pub openapi: Arc<std::sync::OnceLock<Bytes>>,
+    pub openapi: std::sync::OnceLock<Bytes>,
 }
 
-impl AppState {
+impl std::ops::Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl App {
     pub fn currency(&self) -> kassa_engine::Currency {
         self.engine.currency()
     }
@@ -426,7 +436,7 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
 
 /// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
 pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
-    let state = AppState { engine, cfg: Arc::new(cfg), openapi: Arc::default() };
+    let state = AppState(Arc::new(App { engine, cfg, openapi: Default::default() }));
     let mut service = Router::new();
     let mut notification = Router::new();
     for (_, path, r) in all_routes() {
