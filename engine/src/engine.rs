@@ -314,6 +314,8 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Starts the thread that projects buffered writes into the stores every [`PROJECT_EVERY`] and
+    /// checkpoints them every `checkpoint_interval`.
     fn start_checkpointer(&self) {
         let weak = Arc::downgrade(&self.inner);
         let interval = self.inner.cfg.checkpoint_interval;
@@ -322,10 +324,16 @@ impl Engine {
             .spawn(move || {
                 let mut last = Instant::now();
                 loop {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(PROJECT_EVERY);
                     let Some(inner) = weak.upgrade() else { return };
                     if inner.closed.load(Ordering::Acquire) {
                         return;
+                    }
+                    // The projector's step: the shards' buffered writes into the stores, one batch each.
+                    for (shard, views) in inner.views.iter().enumerate() {
+                        if let Err(e) = views.project() {
+                            tracing::warn!(shard, error = %e, "moving buffered writes into the stores failed; retrying");
+                        }
                     }
                     if last.elapsed() >= interval {
                         Engine { inner }.checkpoint_quietly();
@@ -394,7 +402,11 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
-        EngineStats::read(&self.inner.stats)
+        let mut stats = EngineStats::read(&self.inner.stats);
+        for (figures, views) in stats.shards.iter_mut().zip(&self.inner.views) {
+            figures.store_buffered_entries = views.buffered_entries() as u64;
+        }
+        stats
     }
 
     pub(crate) fn views(&self) -> &[Views] {
@@ -691,3 +703,7 @@ impl Drop for ShardRunning {
 pub(crate) fn store_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::internal(format!("storage error: {e}"))
 }
+
+/// How often buffered store writes are moved into the stores: often enough that the buffer stays a few
+/// thousand entries under load, rarely enough that each move is one large transaction.
+const PROJECT_EVERY: Duration = Duration::from_millis(100);

@@ -26,6 +26,8 @@ pub struct ShardFigures {
     pub overloaded_total: u64,
     /// Peer messages dropped on a full mailbox (and re-driven).
     pub peer_dropped_total: u64,
+    /// Store writes applied in memory and not yet moved into the stores by the projector.
+    pub store_buffered_entries: u64,
 }
 
 /// A snapshot of every shard's figures, in shard order.
@@ -61,6 +63,7 @@ impl ShardFigures {
             checkpoint_at_micros: get(&s.checkpoint_at_micros),
             overloaded_total: get(&s.overloaded_total),
             peer_dropped_total: get(&s.peer_dropped_total),
+            store_buffered_entries: 0,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
-use crate::store::{self, Store, StoreError, StoreSnapshot, WriteBatch};
+use crate::store::{self, BufferedStore, Store, StoreError, StoreSnapshot, WriteBatch};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
@@ -41,11 +41,13 @@ impl StoreChoice {
 /// Snapshots of the catalog and state stores at one LSN.
 pub type ViewSnapshots = (Box<dyn StoreSnapshot>, Box<dyn StoreSnapshot>);
 
-/// The two stores of one shard.
+/// The two stores of one shard, each behind a write buffer (`store::buffered`): a shard's writes land in
+/// memory and the projector moves them into the stores in large batches, off the shard's thread.
 #[derive(Clone)]
 pub struct Views {
     pub catalog: Arc<dyn Store>,
     pub state: Arc<dyn Store>,
+    buffers: [Arc<BufferedStore>; 2],
     /// Held while a batch is applied to both stores and while both are snapshotted, so a snapshot never
     /// sees one store a batch ahead of the other. Uncontended but for snapshots (rare).
     projection: Arc<parking_lot::Mutex<()>>,
@@ -62,7 +64,22 @@ impl Views {
             StoreChoice::Fjall => (false, false),
             StoreChoice::Redb => (true, true),
         };
-        Ok(Views { catalog: open("catalog", catalog_redb)?, state: open("state", state_redb)?, projection: Default::default() })
+        let catalog = Arc::new(BufferedStore::new(open("catalog", catalog_redb)?)?);
+        let state = Arc::new(BufferedStore::new(open("state", state_redb)?)?);
+        Ok(Views { catalog: catalog.clone(), state: state.clone(), buffers: [catalog, state], projection: Default::default() })
+    }
+
+    /// Moves both stores' buffered writes into them (the projector's step).
+    pub fn project(&self) -> Result<(), StoreError> {
+        for buffer in &self.buffers {
+            buffer.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes applied but not yet in the stores, both stores together.
+    pub fn buffered_entries(&self) -> usize {
+        self.buffers.iter().map(|b| b.buffered_entries()).sum()
     }
 
     /// Snapshots of both stores at the same LSN, taken while no batch is being applied. `pin` runs under

@@ -322,6 +322,12 @@ impl Collector for EngineCollector {
         )?;
         gauge("kassa_shard_sync_seconds_last", "Latency of the last journal sync", |s| s.sync_micros_last as f64 / 1e6, &mut encoder)?;
         gauge("kassa_shard_queue_depth", "Commands waiting in the shard's mailbox", |s| s.queue_depth as f64, &mut encoder)?;
+        gauge(
+            "kassa_shard_store_buffered_entries",
+            "Store writes applied in memory, not yet moved into the stores",
+            |s| s.store_buffered_entries as f64,
+            &mut encoder,
+        )?;
         gauge("kassa_shard_durable_lsn", "Last durable journal position", |s| s.durable_lsn as f64, &mut encoder)?;
         gauge("kassa_shard_checkpoint_lsn", "Journal position covered by the last checkpoint", |s| s.checkpoint_lsn as f64, &mut encoder)?;
         let no_labels: [(&str, String); 0] = [];

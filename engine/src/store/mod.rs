@@ -8,6 +8,7 @@
 //! far durable. After a crash a store reopens at some consistent LSN and the caller replays the
 //! journal after [`Store::applied_lsn`].
 
+mod buffered;
 mod fjall;
 mod redb;
 
@@ -15,6 +16,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use self::buffered::BufferedStore;
 pub use self::fjall::FjallStore;
 pub use self::redb::RedbStore;
 

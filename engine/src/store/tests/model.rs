@@ -1,12 +1,12 @@
-//! Model test: random batches and reads against both stores and a `BTreeMap` model; every read
-//! must agree with the model, and the two stores with each other.
+//! Model test: random batches and reads against both stores, both behind a write buffer too, and a
+//! `BTreeMap` model; every read must agree with the model, and the stores with each other.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::store::{Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
+use crate::store::{BufferedStore, Keyspace, Lsn, Store, StoreError, WriteBatch, open_fjall, open_redb};
 use proptest::prelude::*;
 
 const CACHE_BYTES: u64 = 4 << 20;
@@ -31,6 +31,8 @@ enum Step {
     ForEach(usize, usize),
     /// Persist, close and reopen both stores.
     Reopen,
+    /// The buffered stores move what they hold into their backing stores.
+    Project,
 }
 
 /// Keys from a tiny alphabet (including 0xFF) so that ranges, prefixes and overwrites collide.
@@ -61,6 +63,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (space.clone(), key(), 0usize..6).prop_map(|(s, p, l)| Step::Prefix(s, p, l)),
         1 => (space, 0usize..6).prop_map(|(s, l)| Step::ForEach(s, l)),
         1 => Just(Step::Reopen),
+        2 => Just(Step::Project),
     ]
 }
 
@@ -106,8 +109,14 @@ fn to_batch(ops: &[Op]) -> WriteBatch {
     b
 }
 
-fn open_both(dir: &Path) -> [Arc<dyn Store>; 2] {
-    [open_fjall(&dir.join("fjall"), CACHE_BYTES).expect("open fjall"), open_redb(&dir.join("store.redb"), CACHE_BYTES).expect("open redb")]
+/// fjall and redb bare, and another fjall and redb each behind a write buffer.
+fn open_all(dir: &Path) -> (Vec<Arc<dyn Store>>, Vec<Arc<BufferedStore>>) {
+    let fjall = |name: &str| open_fjall(&dir.join(name), CACHE_BYTES).expect("open fjall");
+    let redb = |name: &str| open_redb(&dir.join(name), CACHE_BYTES).expect("open redb");
+    let buffered = [fjall("buffered-fjall"), redb("buffered.redb")].map(|s| Arc::new(BufferedStore::new(s).expect("buffer")));
+    let mut stores = vec![fjall("fjall"), redb("store.redb")];
+    stores.extend(buffered.iter().map(|b| b.clone() as Arc<dyn Store>));
+    (stores, buffered.into())
 }
 
 fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -115,7 +124,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     // reopens stores, whose fsyncs cost seconds on a busy disk.
     let shm = Path::new("/dev/shm");
     let dir = if shm.is_dir() { tempfile::tempdir_in(shm) } else { tempfile::tempdir() }.expect("tempdir");
-    let mut stores = open_both(dir.path());
+    let (mut stores, mut buffered) = open_all(dir.path());
     let mut model: Model = Default::default();
     let mut lsn: Lsn = 0;
 
@@ -196,8 +205,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 for s in &stores {
                     prop_assert_eq!(s.persist().expect("persist"), lsn);
                 }
-                drop(stores);
-                stores = open_both(dir.path());
+                drop((stores, buffered));
+                (stores, buffered) = open_all(dir.path());
+            }
+            Step::Project => {
+                for b in &buffered {
+                    prop_assert_eq!(b.flush().expect("flush"), lsn);
+                    prop_assert_eq!(b.buffered_entries(), 0);
+                }
             }
         }
     }

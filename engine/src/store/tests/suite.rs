@@ -1,12 +1,12 @@
 //! One behavioural suite for every `Store` implementation: each check is a generic function
-//! called once with fjall and once with redb.
+//! called with fjall and with redb, each bare and behind a write buffer.
 
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::store::{Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb};
+use crate::store::{BufferedStore, Keyspace, Lsn, MAX_KEY_BYTES, Store, StoreError, StoreKind, WriteBatch, open_fjall, open_redb};
 
 const CACHE_BYTES: u64 = 8 << 20;
 
@@ -20,9 +20,18 @@ fn redb(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     open_redb(&dir.join("store.redb"), CACHE_BYTES)
 }
 
-const OPENERS: [(StoreKind, Opener); 2] = [(StoreKind::Fjall, fjall), (StoreKind::Redb, redb)];
+fn buffered_fjall(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(BufferedStore::new(fjall(dir)?)?))
+}
 
-/// Runs `check` against a fresh store of each kind.
+fn buffered_redb(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(BufferedStore::new(redb(dir)?)?))
+}
+
+const OPENERS: [(StoreKind, Opener); 4] =
+    [(StoreKind::Fjall, fjall), (StoreKind::Redb, redb), (StoreKind::Fjall, buffered_fjall), (StoreKind::Redb, buffered_redb)];
+
+/// Runs `check` against a fresh store of each kind, bare and behind a write buffer.
 fn for_both(check: fn(&Path, Opener)) {
     for (kind, open) in OPENERS {
         let dir = tempfile::tempdir().expect("tempdir");
