@@ -81,6 +81,7 @@ pub enum JournalIo {
     Auto,
     Uring,
     Portable,
+    Inline,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -145,7 +146,7 @@ impl Default for EngineSettings {
             shards: 0,
             durability: DurabilityMode::Sync,
             store: StoreMode::Auto,
-            journal_io: JournalIo::Auto,
+            journal_io: JournalIo::Inline,
             cache_bytes: e.cache_bytes,
             checkpoint_interval_ms: e.checkpoint_interval.as_millis() as u64,
             pin_threads: e.pin_threads,
@@ -217,6 +218,9 @@ pub struct Overrides {
     pub durability: Option<DurabilityMode>,
     #[arg(long, value_enum)]
     pub store: Option<StoreMode>,
+    /// How the journal writes and syncs (`[engine] journal_io`).
+    #[arg(long, value_enum)]
+    pub journal_io: Option<JournalIo>,
     /// Require authentication.
     #[arg(long, value_enum)]
     pub auth: Option<AuthMode>,
@@ -285,6 +289,9 @@ impl Config {
         if let Some(v) = o.store {
             c.engine.store = v;
         }
+        if let Some(v) = o.journal_io {
+            c.engine.journal_io = v;
+        }
         if let Some(v) = o.auth {
             c.auth = v;
         }
@@ -340,6 +347,7 @@ impl Config {
             JournalIo::Auto => IoMode::Auto,
             JournalIo::Uring => IoMode::Uring,
             JournalIo::Portable => IoMode::Portable,
+            JournalIo::Inline => IoMode::Inline,
         };
         cfg.cache_bytes = e.cache_bytes;
         cfg.checkpoint_interval = Duration::from_millis(e.checkpoint_interval_ms.max(1));

@@ -59,7 +59,7 @@ impl EngineConfig {
             durability: Durability::Sync,
             store: StoreChoice::Auto,
             cache_bytes: 256 << 20,
-            journal_io: IoMode::Auto,
+            journal_io: IoMode::Inline,
             segment_bytes_max: 64 << 20,
             checkpoint_interval: Duration::from_secs(10),
             pin_threads: true,

@@ -156,8 +156,10 @@ impl Shard {
                 let batch = std::mem::take(&mut fx);
                 self.stage(batch, &mut pending, &mut tokens);
             }
+            // Timed from before `flush`: the inline journal backend syncs inside it.
+            let flushing = Instant::now();
             if sync_started.is_none() && self.journal.flush().is_some() {
-                sync_started = Some(Instant::now());
+                sync_started = Some(flushing);
             }
             // Nothing in flight yet effects wait: they depend only on records already durable.
             if sync_started.is_none() {
@@ -256,8 +258,9 @@ impl Shard {
         self.stats.durable_lsn.store(durable, Ordering::Relaxed);
         self.release(durable, pending, tokens);
         // Everything that arrived during that sync goes out now in one write and one sync.
+        let flushing = Instant::now();
         if self.journal.flush().is_some() {
-            *sync_started = Some(Instant::now());
+            *sync_started = Some(flushing);
         }
     }
 

@@ -49,12 +49,16 @@ pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IoMode {
     /// io_uring if it can be set up here, otherwise the portable backend (logged).
-    #[default]
     Auto,
     /// io_uring or an error ([`JournalError::UringUnavailable`]).
     Uring,
     /// Plain `std::fs::File` writes and `sync_data` on a helper thread.
     Portable,
+    /// The same writes and `sync_data` on the shard's own thread, which waits for each sync (its mailbox
+    /// fills meanwhile and the next batch carries all of it): no helper thread and no hand-off. The
+    /// default: it measured cheapest per durable command here (BENCHMARKS.md).
+    #[default]
+    Inline,
 }
 
 /// Configuration of one journal (one per shard).

@@ -25,7 +25,7 @@ fn run(mut file: Option<File>, channels: IoChannels) {
     }
 }
 
-fn write_batch(file: &mut Option<File>, batch: &Batch) -> io::Result<()> {
+pub(super) fn write_batch(file: &mut Option<File>, batch: &Batch) -> io::Result<()> {
     if let Some(new_segment) = &batch.new_segment {
         *file = Some(create_segment(new_segment)?);
     }

@@ -97,6 +97,12 @@ fn portable_round_trip() {
     assert_eq!(protocol_round_trip(dir.path(), IoMode::Portable), "portable");
 }
 
+#[test]
+fn inline_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_eq!(protocol_round_trip(dir.path(), IoMode::Inline), "inline");
+}
+
 /// Asks the kernel directly (not through tokio-uring) whether io_uring can be set up here.
 fn kernel_allows_io_uring() -> bool {
     // struct io_uring_params is 120 bytes; zeroed = default setup.
