@@ -118,16 +118,30 @@ impl Runner<'_> {
         }
         let n = workers.len();
         eprintln!("kassa-bench: {id} ({title}), {n} connections, {:?} ...", self.cfg.duration);
+        // The server's CPU over the measured window only (the warm-up excluded), read beside the load.
+        let window = self.kassa_pid.map(|pid| {
+            let (warmup, duration) = (self.cfg.warmup, self.cfg.duration);
+            tokio::spawn(async move {
+                tokio::time::sleep(warmup).await;
+                let before = kassa::cpu_seconds(pid)?;
+                tokio::time::sleep(duration).await;
+                Some(kassa::cpu_seconds(pid)? - before)
+            })
+        });
         let stats = load::run(&self.spec(mode), workers).await;
         let mut m = Measurement::from_stats(&label, n, mode, &stats);
         m.kassa_rss_kib_after = self.kassa_pid.and_then(kassa::rss_kib);
+        if let Some(window) = window {
+            m.kassa_cpu_s = window.await.ok().flatten();
+        }
         eprintln!(
-            "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}{}",
+            "kassa-bench: {id}: {:.0} {unit}/s, {:.0} req/s, p99 {:.2} ms, errors {}{}{}",
             m.ops_per_s,
             m.requests_per_s,
             m.latency.p99_us as f64 / 1000.0,
             stats.errors,
-            m.kassa_rss_kib_after.map_or(String::new(), |k| format!(", kassa RSS {:.0} MiB", k as f64 / 1024.0))
+            m.kassa_rss_kib_after.map_or(String::new(), |k| format!(", kassa RSS {:.0} MiB", k as f64 / 1024.0)),
+            m.kassa_cpu_us_per_op().map_or(String::new(), |us| format!(", kassa CPU {us:.0} us/op"))
         );
         self.result.measurements.push(m);
         stats

@@ -52,6 +52,17 @@ pub struct Measurement {
     /// Resident set size of the Kassa server right after this measurement (Kassa workloads only).
     #[serde(default)]
     pub kassa_rss_kib_after: Option<u64>,
+    /// CPU time (user + system, all threads) the Kassa server spent during the measured window: the
+    /// figure the shared machine's noise moves least, per operation in the table.
+    #[serde(default)]
+    pub kassa_cpu_s: Option<f64>,
+}
+
+impl Measurement {
+    /// Kassa's CPU per operation in the measured window, microseconds.
+    pub fn kassa_cpu_us_per_op(&self) -> Option<f64> {
+        self.kassa_cpu_s.filter(|_| self.ops > 0).map(|s| s * 1e6 / self.ops as f64)
+    }
 }
 
 /// What a measurement is, before it has numbers.
@@ -98,6 +109,7 @@ impl Measurement {
             error_samples: stats.errors.samples.clone(),
             missed,
             kassa_rss_kib_after: None,
+            kassa_cpu_s: None,
         }
     }
 }
@@ -292,8 +304,11 @@ pub fn render_table(r: &RunResult) -> String {
     }
     let c = &r.config;
     let _ = writeln!(out, "connections {}, duration {} s (+{} s warm-up) per measurement\n", c.connections, c.duration_s, c.warmup_s);
-    let _ = writeln!(out, "| id | what | mode | ops/s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | kassa RSS MiB |");
-    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    let _ = writeln!(
+        out,
+        "| id | what | mode | ops/s | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | kassa RSS MiB | kassa CPU µs/op |"
+    );
+    let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     for x in &r.measurements {
         let mode = match x.target_rate_per_s {
             Some(rate) => format!("open @{rate:.0}/s"),
@@ -306,7 +321,7 @@ pub fn render_table(r: &RunResult) -> String {
         let errors = if errors.is_empty() { "-".to_owned() } else { errors.join(", ") };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} {}/s | {:.0} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} {}/s | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
             x.id,
             x.title,
             mode,
@@ -318,7 +333,8 @@ pub fn render_table(r: &RunResult) -> String {
             ms(x.latency.p999_us),
             ms(x.latency.max_us),
             errors,
-            x.kassa_rss_kib_after.map_or_else(|| "-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+            x.kassa_rss_kib_after.map_or_else(|| "-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            x.kassa_cpu_us_per_op().map_or_else(|| "-".into(), |us| format!("{us:.0}"))
         );
     }
     if !r.ratios.is_empty() {

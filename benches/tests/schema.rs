@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kassa_bench::bench::finish;
 use kassa_bench::dist::Zipf;
 use kassa_bench::hist::LatencySummary;
-use kassa_bench::kassa::{parse_listening_line, parse_vm_hwm};
+use kassa_bench::kassa::{cpu_seconds, parse_cpu_ticks, parse_listening_line, parse_vm_hwm};
 use kassa_bench::report::{Kind, Measurement, RunResult, SCHEMA_VERSION, portable_with, render_table, utc_stamp};
 use kassa_bench::sys::FsyncCost;
 use rand::SeedableRng;
@@ -32,6 +32,7 @@ fn m(id: &str, ops_per_s: f64, requests_per_s: f64, open: Option<f64>, p99_us: u
         error_samples: BTreeMap::new(),
         missed: open.map(|_| 0),
         kassa_rss_kib_after: None,
+        kassa_cpu_s: None,
     }
 }
 
@@ -154,6 +155,36 @@ fn listening_line_and_vm_hwm_parse() {
     let status = "Name:\tkassa\nVmPeak:\t  300000 kB\nVmHWM:\t   123456 kB\nVmRSS:\t 100000 kB\n";
     assert_eq!(parse_vm_hwm(status), Some(123_456));
     assert_eq!(parse_vm_hwm("Name: x\n"), None);
+}
+
+#[test]
+fn kassa_cpu_is_reported_per_operation() {
+    let mut x = m("w3_http", 1000.0, 1000.0, None, 500);
+    assert_eq!(x.kassa_cpu_us_per_op(), None, "no figure without a Kassa process");
+    x.kassa_cpu_s = Some(2.5);
+    assert_eq!(x.kassa_cpu_us_per_op(), Some(250.0), "2.5 s over 10 000 operations");
+    x.ops = 0;
+    assert_eq!(x.kassa_cpu_us_per_op(), None);
+}
+
+#[test]
+fn cpu_time_is_user_plus_system_after_the_command_name() {
+    // A command name with spaces and a parenthesis must not shift the fields.
+    let stat = "4242 (kassa (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 269 0 0 20 0 9 0 1000 0 0";
+    assert_eq!(parse_cpu_ticks(stat), Some(1000));
+    assert_eq!(parse_cpu_ticks("4242 (kassa) S 1"), None);
+    // This very process: its CPU time grows while it spins (checked on the counter, not on a clock).
+    let pid = std::process::id();
+    let before = cpu_seconds(pid).expect("own /proc stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut x = 0u64;
+    while cpu_seconds(pid).expect("own /proc stat") <= before {
+        for _ in 0..1_000_000 {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(std::time::Instant::now() < deadline, "CPU time never grew");
+    }
+    assert!(x > 0);
 }
 
 #[test]
