@@ -30,6 +30,14 @@ use super::{Entries, Keyspace, Lsn, Store, StoreError, StoreKind, StoreSnapshot,
 /// projector: bounds the overlay's memory when the projector falls behind.
 pub const OVERLAY_ENTRIES_MAX: usize = 1 << 18;
 
+/// Hands `f` a buffered entry (a buffered delete is skipped); false once `f` has had enough.
+fn emit(key: &[u8], value: &Option<Vec<u8>>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> bool {
+    match value {
+        Some(v) => f(key, v),
+        None => true,
+    }
+}
+
 /// One generation of buffered writes: per keyspace, key → value (`None` deletes).
 #[derive(Default)]
 struct Generation {
@@ -194,6 +202,43 @@ impl Store for BufferedStore {
         let end = prefix_upper_bound(prefix);
         let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         self.range(ks, Bound::Included(prefix), end, false, limit)
+    }
+
+    /// The backing store's walk with the buffered entries merged in (no flush: listings and stats call
+    /// this from request threads).
+    fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {
+        let buffered = {
+            let overlay = self.overlay.read();
+            if overlay.is_empty(ks) {
+                drop(overlay);
+                return self.inner.for_each(ks, f);
+            }
+            overlay.range(ks, Bound::Unbounded, Bound::Unbounded)
+        };
+        let mut buffered = buffered.into_iter().peekable();
+        let mut going = true;
+        self.inner.for_each(ks, &mut |key, value| {
+            while let Some((k, v)) = buffered.next_if(|(k, _)| k.as_slice() < key) {
+                if !emit(&k, &v, f) {
+                    going = false;
+                    return false;
+                }
+            }
+            let keep = match buffered.next_if(|(k, _)| k.as_slice() == key) {
+                Some((k, v)) => emit(&k, &v, f),
+                None => f(key, value),
+            };
+            going = keep;
+            keep
+        })?;
+        if going {
+            for (k, v) in buffered {
+                if !emit(&k, &v, f) {
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The backing store's snapshot once everything buffered is in it.
