@@ -62,7 +62,8 @@ pub use model::{
 };
 pub use money::Currency;
 pub use query::{
-    CategoryStats, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery, ProductStats,
+    CategoryStats, Cursor, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery,
+    ProductStats,
 };
 pub use shard::Durability;
 pub use snapshot::ShardSnapshot;

@@ -22,20 +22,62 @@ pub const PAGE_OFFSET_MAX: usize = 100_000;
 pub struct Page {
     pub offset: usize,
     pub limit: usize,
+    /// Keyset paging: the page starts just after this position of the listing's order (then `offset`
+    /// more are skipped), so a deep page costs what the first one does.
+    pub after: Option<Cursor>,
+}
+
+/// A position in a product listing's order: the listing's sort key (0 when it sorts by id alone) and
+/// the product id that breaks ties. Written as `key:id`; clients pass back what `Cursor::of` gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    pub key: i128,
+    pub id: u64,
+}
+
+impl Cursor {
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let (key, id) = text.split_once(':')?;
+        Some(Cursor { key: key.parse().ok()?, id: id.parse().ok()? })
+    }
+
+    /// Where `product` stands in the order of `query`'s listing.
+    pub fn of(query: &ProductQuery, product: &Product) -> Cursor {
+        let key = match query {
+            ProductQuery::PriceRange { .. } => i128::from(product.price),
+            ProductQuery::TopByPrice => -i128::from(product.price),
+            ProductQuery::StockAtMost(_) => i128::from(product.available),
+            _ => 0,
+        };
+        Cursor { key, id: product.id }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.key, self.id)
+    }
 }
 
 impl Page {
     pub fn new(offset: usize, limit: usize) -> Page {
-        Page { offset: offset.min(PAGE_OFFSET_MAX), limit: limit.clamp(0, PAGE_LIMIT_MAX) }
+        Page { offset: offset.min(PAGE_OFFSET_MAX), limit: limit.clamp(0, PAGE_LIMIT_MAX), after: None }
     }
     pub fn first(limit: usize) -> Page {
         Page::new(0, limit)
+    }
+    pub fn after(self, cursor: Option<Cursor>) -> Page {
+        Page { after: cursor, ..self }
     }
     fn end(&self) -> usize {
         self.offset + self.limit
     }
     fn cut<T>(&self, items: Vec<T>) -> Vec<T> {
         items.into_iter().skip(self.offset).take(self.limit).collect()
+    }
+    /// Whether a listing position comes after the cursor (every position does without one).
+    fn past(&self, position: Cursor) -> bool {
+        self.after.is_none_or(|after| position > after)
     }
 }
 
@@ -174,10 +216,14 @@ impl Engine {
         // the page's products (decoding everything up to `offset + limit` was most of a deep page's cost).
         let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Product>, EngineError> {
             let mut keys = keys;
+            keys.retain(|&(key, id)| page.past(Cursor { key, id }));
             keys.sort_unstable();
             let ids: Vec<u64> = keys.into_iter().skip(page.offset).take(page.limit).map(|(_, id)| id).collect();
             self.products_by_id(&ids)
         };
+        // Each index walk starts at the cursor when there is one: a shard then yields the page's
+        // candidates first, however deep the page.
+        let after = page.after;
         let index_keys = |ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool| -> Result<Vec<Vec<u8>>, EngineError> {
             let mut out = Vec::new();
             for v in self.views() {
@@ -188,13 +234,13 @@ impl Engine {
         let mut all: Vec<Product> = Vec::new();
         match query {
             ProductQuery::Category(category) => {
-                let mut keys = Vec::new();
-                for v in self.views() {
-                    let found =
-                        v.catalog.prefix(Keyspace::ProductsByCategory, &views::category_prefix(category), want).map_err(store_error)?;
-                    keys.extend(found.iter().filter_map(|(k, _)| views::id_from_index_key(k)).map(|id| (0, id)));
-                }
-                return ordered(keys);
+                let prefix = views::category_prefix(category);
+                let start = after.map(|a| views::category_key(category, a.id));
+                let start = start.as_deref().map_or(Bound::Included(&prefix[..]), Bound::Excluded);
+                let end = crate::store::prefix_upper_bound(&prefix);
+                let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let keys = index_keys(Keyspace::ProductsByCategory, start, end, false)?;
+                return ordered(keys.iter().filter_map(|k| views::id_from_index_key(k)).map(|id| (0, id)).collect());
             }
             ProductQuery::PriceRange { min, max } => {
                 if min > max {
@@ -202,13 +248,20 @@ impl Engine {
                 }
                 let lo = views::price_key(*min, 0);
                 let hi = views::price_key(*max, u64::MAX);
-                let keys = index_keys(Keyspace::ProductsByPrice, Bound::Included(&lo[..]), Bound::Included(&hi[..]), false)?;
+                // A cursor before the range changes nothing; one inside it starts the walk there.
+                let from = after.and_then(|a| i64::try_from(a.key).ok().map(|price| views::price_key(price, a.id))).filter(|k| *k >= lo);
+                let start = from.as_ref().map_or(Bound::Included(&lo[..]), |k| Bound::Excluded(&k[..]));
+                let keys = index_keys(Keyspace::ProductsByPrice, start, Bound::Included(&hi[..]), false)?;
                 return ordered(
                     keys.iter().filter_map(|k| Some((i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?))).collect(),
                 );
             }
             ProductQuery::TopByPrice => {
-                let keys = index_keys(Keyspace::ProductsByPrice, Bound::Unbounded, Bound::Unbounded, true)?;
+                // Most expensive first, ties by id: from a cursor at price p the walk goes down from the
+                // last key of p (ties past the cursor included) and `ordered` drops what is not past it.
+                let until = after.and_then(|a| i64::try_from(-a.key).ok().map(|price| views::price_key(price, u64::MAX)));
+                let end = until.as_ref().map_or(Bound::Unbounded, |k| Bound::Included(&k[..]));
+                let keys = index_keys(Keyspace::ProductsByPrice, Bound::Unbounded, end, true)?;
                 return ordered(
                     keys.iter()
                         .filter_map(|k| Some((-i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?)))
@@ -216,13 +269,15 @@ impl Engine {
                 );
             }
             ProductQuery::All => {
-                let keys = index_keys(Keyspace::Products, Bound::Unbounded, Bound::Unbounded, false)?;
+                let from = after.map(|a| views::product_key(a.id));
+                let start = from.as_ref().map_or(Bound::Unbounded, |k| Bound::Excluded(&k[..]));
+                let keys = index_keys(Keyspace::Products, start, Bound::Unbounded, false)?;
                 return ordered(keys.iter().filter_map(|k| Some((0, u64::from_be_bytes(k.as_slice().try_into().ok()?)))).collect());
             }
             ProductQuery::StockAtMost(max) => {
                 // Fewest first needs every match; the catalog is scanned (an admin listing, not a hot path).
                 self.for_each_product(&mut |p| {
-                    if p.available <= *max {
+                    if p.available <= *max && page.past(Cursor { key: i128::from(p.available), id: p.id }) {
                         all.push(p);
                     }
                     true
@@ -247,7 +302,7 @@ impl Engine {
                     v.catalog
                         .for_each(Keyspace::Products, &mut |_, bytes| match views::decode_product(bytes) {
                             Ok(p) => {
-                                if matches(&p) {
+                                if page.past(Cursor { key: 0, id: p.id }) && matches(&p) {
                                     all.push(p);
                                     per_shard += 1;
                                 }

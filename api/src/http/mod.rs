@@ -162,13 +162,29 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
     }
 }
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, Clone)]
 pub struct PageParams {
     pub limit: Option<String>,
     pub offset: Option<String>,
+    /// Keyset paging; product listings only (`product_page`).
+    pub after: Option<String>,
 }
 
 impl PageParams {
+    /// [`PageParams::page`] plus the keyset cursor `after`, for product listings.
+    pub fn product_page(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
+        let page = PageParams { after: None, ..self.clone() }.page(cfg, which)?;
+        let after = match self.after.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(
+                kassa_engine::Cursor::parse(text)
+                    .filter(|_| text.len() <= spec::CURSOR_LEN_MAX)
+                    .ok_or_else(|| ApiError::bad_request("after must be the next_after of a previous page (key:id)"))?,
+            ),
+        };
+        Ok(page.after(after))
+    }
+
     /// The page asked for: `limit` in 1..=max (`which` default when absent), `offset` in 0..=100000
     /// (the bounds of `spec::limit_max` and `spec::OFFSET_MAX`, which the OpenAPI document states).
     pub fn page(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
@@ -182,6 +198,9 @@ impl PageParams {
                 }
             },
         };
+        if self.after.as_deref().is_some_and(|a| !a.is_empty()) {
+            return Err(ApiError::bad_request("after pages product listings only; use offset here"));
+        }
         let offset_max = spec::OFFSET_MAX;
         let offset = match self.offset.as_deref() {
             None | Some("") => 0,

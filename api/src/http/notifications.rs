@@ -441,7 +441,7 @@ async fn read_all(State(s): State<AppState>, caller: Caller, w: Write) -> ApiRes
 
 async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, LimitDefault::Notification)?;
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone(), after: None }.page(&s.cfg, LimitDefault::Notification)?;
     let filter = NotificationFilter {
         status: q.status.clone().filter(|v| !v.is_empty()),
         kind: q.kind.clone().filter(|v| !v.is_empty()),
@@ -465,7 +465,7 @@ async fn list(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) ->
 
 async fn unread(State(s): State<AppState>, caller: Caller, Q(q): Q<ListParams>) -> ApiResult {
     let user_id = query_user(&caller, &q.user_id)?;
-    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone() }.page(&s.cfg, LimitDefault::Notification)?;
+    let page = PageParams { limit: q.limit.clone(), offset: q.offset.clone(), after: None }.page(&s.cfg, LimitDefault::Notification)?;
     let filter = NotificationFilter { unread_only: true, ..Default::default() };
     let result = s.engine.notifications_for_user(user_id, &filter, page)?;
     Ok(ok(&ListEnvelope {

@@ -150,6 +150,12 @@ fn kind_schema(kind: Kind, ctx: &Ctx, nullable: bool, required: bool) -> (Schema
             "Page size.".to_string(),
         ),
         Kind::Offset => (int(Some(0), Some(spec::OFFSET_MAX as i64)).default(Some(Value::from(0))), "Items to skip.".to_string()),
+        Kind::Cursor => (
+            string().pattern(Some(spec::CURSOR_PATTERN)).max_length(Some(spec::CURSOR_LEN_MAX)).examples(["0:42"]),
+            "Keyset paging: a previous page's `next_after`. The page starts just after it (then `offset` more are skipped), \
+             so a deep page costs what the first one does."
+                .to_string(),
+        ),
         Kind::StringMap => (
             ObjectBuilder::new()
                 .schema_type(typed(Type::Object, nullable))

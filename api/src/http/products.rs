@@ -3,11 +3,11 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
-use kassa_engine::{Currency, Deleted, Engine, Page, ProductInput, ProductQuery, cmd};
+use kassa_engine::{Currency, Cursor, Deleted, Engine, Page, ProductInput, ProductQuery, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::spec::{Field, Kind, LIMIT, LONG, LimitDefault, OFFSET, PAGED, Param, SHORT};
+use super::spec::{AFTER, Field, KEYSET_PAGED, Kind, LIMIT, LONG, LimitDefault, OFFSET, Param, SHORT};
 use super::{ApiResult, AppState, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
 use crate::access::Access;
 use crate::error::ApiError;
@@ -54,6 +54,9 @@ impl ProductJson {
 pub struct ProductList {
     pub products: Vec<ProductJson>,
     pub count: usize,
+    /// When the page is full: pass it as `after` for the page that follows (keyset paging).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -157,7 +160,7 @@ pub fn routes() -> Vec<RouteDef> {
     use Access::{Admin, Public};
     let t = "products";
     vec![
-        def(Method::GET, "/products", Public, t, "List products by id", list).returns(200, "ProductList").params(&PAGED),
+        def(Method::GET, "/products", Public, t, "List products by id", list).returns(200, "ProductList").params(&KEYSET_PAGED),
         def(Method::POST, "/products", Admin, t, "Create a product", create).body("ProductBody").returns(201, "ProductJson"),
         def(Method::GET, "/products/{id}", Public, t, "Get a product", get).returns(200, "ProductJson").params(&[ID]).errors(&[404]),
         def(Method::PUT, "/products/{id}", Admin, t, "Replace a product", update)
@@ -173,44 +176,47 @@ pub fn routes() -> Vec<RouteDef> {
         def(Method::GET, "/products/top-10", Public, t, "The 10 most expensive products", top10).returns(200, "ProductList"),
         def(Method::GET, "/products/low-stock-1", Public, t, "Products with at most 1 available", low1)
             .returns(200, "ProductList")
-            .params(&PAGED),
+            .params(&KEYSET_PAGED),
         def(Method::GET, "/products/low-stock-10", Public, t, "Products with at most 10 available", low10)
             .returns(200, "ProductList")
-            .params(&PAGED),
+            .params(&KEYSET_PAGED),
         def(Method::GET, "/products/category/{category}", Public, t, "Products of a category", by_category)
             .returns(200, "ProductList")
-            .params(&[CATEGORY, LIMIT, OFFSET]),
+            .params(&[CATEGORY, LIMIT, OFFSET, AFTER]),
         def(Method::GET, "/products/price/{min}/{max}", Public, t, "Products in a price range (inclusive)", by_price)
             .returns(200, "ProductList")
-            .params(&[MIN, MAX, LIMIT, OFFSET]),
+            .params(&[MIN, MAX, LIMIT, OFFSET, AFTER]),
         def(Method::GET, "/products/search/{name}", Public, t, "Products whose name contains the text (case-insensitive)", search)
             .returns(200, "ProductList")
-            .params(&[NAME, LIMIT, OFFSET]),
+            .params(&[NAME, LIMIT, OFFSET, AFTER]),
         def(Method::GET, "/products/stats", Public, t, "Catalog statistics", stats).returns(200, "StatsJson"),
         def(Method::GET, "/products/categories", Public, t, "Categories with counts and average prices", categories)
             .returns(200, "CategoryList"),
         def(Method::GET, "/products/stock/{stock}", Public, t, "Products with exactly this many available", by_stock)
             .returns(200, "ProductList")
-            .params(&[STOCK, LIMIT, OFFSET]),
+            .params(&[STOCK, LIMIT, OFFSET, AFTER]),
         def(Method::GET, "/products/random/{count}", Public, t, "1 to 50 random products", random)
             .returns(200, "ProductList")
             .params(&[COUNT]),
         def(Method::GET, "/products/created/{start}/{end}", Public, t, "Products created in a time range (inclusive)", by_created)
             .returns(200, "ProductList")
-            .params(&[START, END, LIMIT, OFFSET]),
+            .params(&[START, END, LIMIT, OFFSET, AFTER]),
     ]
 }
 
 /// The most products `/products/random/{count}` answers.
 const RANDOM_MAX: i64 = 50;
 
-fn list_response(products: Vec<Product>, currency: Currency) -> axum::response::Response {
+fn list_response(products: Vec<Product>, currency: Currency, next_after: Option<String>) -> axum::response::Response {
     let products: Vec<ProductJson> = products.into_iter().map(|p| ProductJson::new(p, currency)).collect();
-    ok(&ProductList { count: products.len(), products })
+    ok(&ProductList { count: products.len(), products, next_after })
 }
 
 fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
-    Ok(list_response(s.engine.products(&q, page)?, s.currency()))
+    let products = s.engine.products(&q, page)?;
+    let full = page.limit > 0 && products.len() == page.limit;
+    let next_after = products.last().filter(|_| full).map(|last| Cursor::of(&q, last).to_string());
+    Ok(list_response(products, s.currency(), next_after))
 }
 
 pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
@@ -224,7 +230,7 @@ fn product_reply(s: &AppState, p: Product, status: StatusCode) -> ApiResult {
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::All, p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::All, p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
@@ -277,16 +283,16 @@ async fn top10(State(s): State<AppState>) -> ApiResult {
 }
 
 async fn low1(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::StockAtMost(1), p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::StockAtMost(1), p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn low10(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
-    query(&s, ProductQuery::StockAtMost(10), p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::StockAtMost(10), p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn by_category(State(s): State<AppState>, P(category): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let category = segment(&category, "category", TEXT_MAX)?.to_string();
-    query(&s, ProductQuery::Category(category), p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::Category(category), p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
@@ -295,12 +301,12 @@ async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>,
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid min price", "Min price must be a valid number"))?;
     let max = kassa_engine::money::parse_minor(&max, c)
         .map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid max price", "Max price must be a valid number"))?;
-    query(&s, ProductQuery::PriceRange { min, max }, p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::PriceRange { min, max }, p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn search(State(s): State<AppState>, P(name): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let name = segment(&name, "name", TEXT_MAX)?.to_string();
-    query(&s, ProductQuery::NameContains(name), p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::NameContains(name), p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 // Both read every product (scans): off the listener's runtime.
@@ -325,7 +331,7 @@ async fn categories(State(s): State<AppState>) -> ApiResult {
 async fn by_stock(State(s): State<AppState>, P(stock): P<String>, Q(p): Q<PageParams>) -> ApiResult {
     let stock: i64 =
         stock.parse().map_err(|_| ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid stock", "Stock must be a valid number"))?;
-    query(&s, ProductQuery::StockEquals(stock), p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::StockEquals(stock), p.product_page(&s.cfg, LimitDefault::Page)?)
 }
 
 async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
@@ -334,11 +340,11 @@ async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
     if !(1..=RANDOM_MAX).contains(&count) {
         return Err(ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", format!("Count must be between 1 and {RANDOM_MAX}")));
     }
-    Ok(list_response(s.engine.random_products(count as usize)?, s.currency()))
+    Ok(list_response(s.engine.random_products(count as usize)?, s.currency(), None))
 }
 
 async fn by_created(State(s): State<AppState>, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let from = wire::parse_time(&start).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let to = wire::parse_time(&end).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    query(&s, ProductQuery::CreatedBetween { from, to }, p.page(&s.cfg, LimitDefault::Page)?)
+    query(&s, ProductQuery::CreatedBetween { from, to }, p.product_page(&s.cfg, LimitDefault::Page)?)
 }

@@ -47,6 +47,8 @@ pub enum Kind {
     Limit(LimitDefault),
     /// Page offset: 0 to `PAGE_OFFSET_MAX`.
     Offset,
+    /// A keyset cursor (`kassa_engine::Cursor`, `key:id`) from a previous page's `next_after`.
+    Cursor,
     /// An object of string values: at most `limits::MAP_ENTRIES_MAX` entries, keys 1 to
     /// `TEXT_SHORT_MAX` bytes, values at most `TEXT_LONG_MAX` bytes.
     StringMap,
@@ -109,6 +111,12 @@ impl Field {
 pub const LIMIT: Param = Param::query("limit", Kind::Limit(LimitDefault::Page));
 pub const OFFSET: Param = Param::query("offset", Kind::Offset);
 pub const PAGED: [Param; 2] = [LIMIT, OFFSET];
+pub const AFTER: Param = Param::query("after", Kind::Cursor);
+/// Product listings page by offset and by keyset.
+pub const KEYSET_PAGED: [Param; 3] = [LIMIT, OFFSET, AFTER];
+/// A cursor's text: the listing's sort key, a colon, the product id.
+pub const CURSOR_PATTERN: &str = "^-?[0-9]{1,40}:[0-9]{1,20}$";
+pub const CURSOR_LEN_MAX: usize = 64;
 
 /// The largest page size a request may ask for.
 pub fn limit_max(cfg: &ApiConfig) -> usize {
