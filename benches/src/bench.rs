@@ -119,7 +119,9 @@ impl Runner<'_> {
         let n = workers.len();
         eprintln!("kassa-bench: {id} ({title}), {n} connections, {:?} ...", self.cfg.duration);
         // The server's CPU over the measured window only (the warm-up excluded), read beside the load.
-        let window = self.kassa_pid.map(|pid| {
+        // References run in their own processes: Kassa's figures would describe an idle server.
+        let kassa_pid = self.kassa_pid.filter(|_| label.kind == Kind::Workload);
+        let window = kassa_pid.map(|pid| {
             let (warmup, duration) = (self.cfg.warmup, self.cfg.duration);
             tokio::spawn(async move {
                 tokio::time::sleep(warmup).await;
@@ -130,7 +132,7 @@ impl Runner<'_> {
         });
         let stats = load::run(&self.spec(mode), workers).await;
         let mut m = Measurement::from_stats(&label, n, mode, &stats);
-        m.kassa_rss_kib_after = self.kassa_pid.and_then(kassa::rss_kib);
+        m.kassa_rss_kib_after = kassa_pid.and_then(kassa::rss_kib);
         if let Some(window) = window {
             m.kassa_cpu_s = window.await.ok().flatten();
         }
