@@ -1,5 +1,6 @@
 //! W6: the engine in-process, no network. Durable commands/s with group commit (many concurrent
-//! submitters; 1 and 2 shards; store choices Auto, all-fjall, all-redb) and point reads/s on one core.
+//! submitters; 1 and 2 shards; store choices Auto, all-fjall, all-redb), durable checkouts/s (add an
+//! item, pay, process: W4's three commands without HTTP) and point reads/s on one core.
 //!
 //! `cargo bench -p kassa-bench --bench engine`; `kassa-bench import-engine` turns the results into
 //! figures of a run (one iteration = one command or one read, so ops/s = 1e9 / mean ns).
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use kassa_bench::engine_import::{DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP};
-use kassa_engine::{Answer, Cmd, Durability, Engine, EngineConfig, ProductInput, StoreChoice, cmd};
+use kassa_bench::engine_import::{CHECKOUTS_BENCH, CHECKOUTS_GROUP, DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP};
+use kassa_engine::{Answer, Cmd, Durability, Engine, EngineConfig, PaymentInput, PaymentStatus, ProductInput, StoreChoice, cmd};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -96,6 +97,47 @@ fn durable(c: &mut Criterion) {
     group.finish();
 }
 
+/// One checkout as W4 does it, through the engine's API: add an item, create the payment, process it.
+async fn checkout(engine: Engine, i: u64) -> bool {
+    let user = format!("c{i}");
+    let product = 1 + i % DURABLE_PRODUCTS;
+    if engine.run(cmd::add_item(user.clone(), product, 1)).await.is_err() {
+        return false;
+    }
+    let Ok(pay) = engine.run(cmd::create_payment(PaymentInput::new(user, "credit_card", "stripe"))).await else {
+        return false;
+    };
+    matches!(engine.run(cmd::process_payment(pay.id, "pi")).await, Ok(p) if p.status == PaymentStatus::Completed)
+}
+
+fn checkouts(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = open(dir.path(), StoreChoice::Auto, 2, Durability::Sync);
+    seed(&engine, DURABLE_PRODUCTS);
+    let mut group = c.benchmark_group(CHECKOUTS_GROUP);
+    group.throughput(Throughput::Elements(1));
+    let next = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    group.bench_function(CHECKOUTS_BENCH, |b| {
+        b.iter_custom(|iters| {
+            let first = next.fetch_add(iters, Ordering::Relaxed);
+            let started = Instant::now();
+            let failed = futures::executor::block_on(
+                futures::stream::iter(first..first + iters)
+                    .map(|i| checkout(engine.clone(), i))
+                    .buffer_unordered(IN_FLIGHT)
+                    .fold(0u64, |failed, ok| async move { failed + u64::from(!ok) }),
+            );
+            failures.fetch_add(failed, Ordering::Relaxed);
+            started.elapsed()
+        });
+    });
+    group.finish();
+    engine.shutdown();
+    let failed = failures.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} checkouts failed");
+}
+
 fn reads(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     // Seeding is not what is measured here: let it answer before the fsync.
@@ -132,6 +174,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = engine;
     config = config();
-    targets = durable, reads
+    targets = durable, checkouts, reads
 }
 criterion_main!(engine);

@@ -218,22 +218,27 @@ fn engine_figures_come_from_all_criterion_samples() {
     };
     // 3000 commands in 60 ms (20 µs each) = 50 000/s over 2 shards.
     write("w6_durable", "auto_2shards", "[1000.0, 2000.0]", "[10000000.0, 50000000.0]");
-    // 1 µs per read.
-    write("w6_reads", "product_by_id_100k", "[500.0, 500.0]", "[500000.0, 500000.0]");
+    // 0.2 µs per read: 5 000 000/s.
+    write("w6_reads", "product_by_id_100k", "[500.0, 500.0]", "[100000.0, 100000.0]");
+    // 1000 checkouts in 20 ms: 50 000/s, 10 x the sample's pg-checkout (5 000/s).
+    write("w6_checkouts", "auto_2shards", "[400.0, 600.0]", "[8000000.0, 12000000.0]");
     let mut r = sample();
     let found = kassa_bench::engine_import::import(dir.path(), &mut r);
-    assert_eq!(found, 2);
+    assert_eq!(found, 3);
     let get = |id: &str| r.engine.iter().find(|e| e.id == id).unwrap_or_else(|| panic!("{id}: {:?}", r.engine)).ops_per_s;
     assert!((get("auto_2shards durable commands/s") - 50_000.0).abs() < 1.0);
     assert!((get("auto_2shards per shard") - 25_000.0).abs() < 1.0);
-    assert!((get("point reads/s per core") - 1_000_000.0).abs() < 1.0);
-    let w6: Vec<_> = r.checks.iter().filter(|c| c.name.starts_with("W6")).collect();
-    assert_eq!(w6.len(), 2);
-    assert_eq!(w6[0].met, Some(false));
-    assert_eq!(w6[1].met, Some(true));
+    assert!((get("point reads/s per core") - 5_000_000.0).abs() < 1.0);
+    assert!((get("checkouts/s in process") - 50_000.0).abs() < 1.0);
+    let check = |name: &str| r.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}: {:?}", r.checks));
+    assert_eq!(check("W6 durable commands/s per shard").met, Some(false));
+    assert_eq!(check("W6 point reads/s per core").met, Some(true));
+    let checkouts = check("W6 checkouts in process");
+    assert_eq!(checkouts.met, Some(true), "{checkouts:?}");
+    assert!(checkouts.measured.contains("10.00 x pg-checkout"), "{checkouts:?}");
     // Importing twice replaces, never duplicates.
     kassa_bench::engine_import::import(dir.path(), &mut r);
-    assert_eq!(r.checks.iter().filter(|c| c.name.starts_with("W6")).count(), 2);
+    assert_eq!(r.checks.iter().filter(|c| c.name.starts_with("W6")).count(), 3);
 }
 
 #[test]
