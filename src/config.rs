@@ -87,7 +87,7 @@ pub enum JournalIo {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
-    /// 0 = one per available core. Fixed when the data directory is created.
+    /// 0 = automatic: one per two cores for a new data directory, an existing one keeps its count.
     pub shards: usize,
     pub durability: DurabilityMode,
     pub store: StoreMode,

@@ -26,7 +26,8 @@ use crate::views::{self, StoreChoice, Views};
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     pub data_dir: PathBuf,
-    /// 0 = one per available core.
+    /// 0 = automatic: an existing data directory keeps its count, a new one gets one shard per two
+    /// available cores (at least one).
     pub shards: usize,
     pub durability: Durability,
     pub store: StoreChoice,
@@ -73,8 +74,20 @@ impl EngineConfig {
         }
     }
 
+    /// The shard count a new data directory gets. Automatic: one shard per two cores, because every core
+    /// also runs a listener and on 2 cores one shard (one journal sync stream, no cross-shard steps)
+    /// measured cheaper per durable write and per checkout than two (BENCHMARKS.md).
     pub fn shard_count(&self) -> usize {
-        if self.shards == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.shards }
+        if self.shards == 0 { std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) } else { self.shards }
+    }
+
+    /// The shard count to open with: the configured one, or with `shards = 0` the data directory's own.
+    fn shard_count_for_open(&self) -> usize {
+        let existing = std::fs::read_to_string(self.data_dir.join("SHARDS")).ok().and_then(|t| t.trim().parse().ok());
+        match (self.shards, existing) {
+            (0, Some(n)) => n,
+            _ => self.shard_count(),
+        }
     }
 }
 
@@ -230,7 +243,7 @@ impl Engine {
         abort_on_shard_panic();
         #[cfg(feature = "failpoints")]
         configure_failpoints();
-        let n = cfg.shard_count();
+        let n = cfg.shard_count_for_open();
         assert!((1..=1024).contains(&n), "shard count in 1..=1024");
         check_layout(&cfg, n)?;
         let mut core_cfg = CoreConfig::new(n as u32);

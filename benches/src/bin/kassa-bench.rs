@@ -64,8 +64,9 @@ struct RunArgs {
     /// Users per workload pool.
     #[arg(long)]
     users: Option<usize>,
-    #[arg(long, default_value_t = 2)]
-    shards: usize,
+    /// Kassa's shards; by default what Kassa itself picks for a new data directory (one per two cores).
+    #[arg(long)]
+    shards: Option<usize>,
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     auth: String,
     /// An extra argument for `kassa serve` (repeatable), e.g. `--kassa-arg=--log-level=warn`.
@@ -135,7 +136,7 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
         warmup: Duration::from_secs_f64(args.warmup_s.unwrap_or(if q { 0.5 } else { 2.0 }).max(0.0)),
         products: args.products.unwrap_or(if q { 2_000 } else { 100_000 }).max(1),
         users: args.users.unwrap_or(if q { 200 } else { 1_000 }).max(1),
-        shards: args.shards.max(1),
+        shards: args.shards.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))).max(1),
         auth: args.auth == "on",
         kassa_args: args.kassa_args.clone(),
         pg_url: args.pg_url,
