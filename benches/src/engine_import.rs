@@ -83,15 +83,10 @@ pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
             met: Some(best_per_shard >= 200_000.0),
         });
     }
-    if let Some(ns) = mean_ns(criterion_dir, CHECKOUTS_GROUP, CHECKOUTS_BENCH) {
+    // One iteration = one checkout of three durable commands, two of them crossing shards.
+    let checkouts = "add item, create payment, process; store Auto, 2 shards";
+    if let Some(per_s) = figure(criterion_dir, r, CHECKOUTS_GROUP, CHECKOUTS_BENCH, "checkouts/s in process", checkouts) {
         found += 1;
-        // One iteration = one checkout of three durable commands, two of them crossing shards.
-        let per_s = 1e9 / ns;
-        r.engine.push(EngineFigure {
-            id: "checkouts/s in process".into(),
-            ops_per_s: per_s,
-            note: "add item, create payment, process; store Auto, 2 shards".into(),
-        });
         let pg = r.measurement("pg_checkout").map(|m| m.ops_per_s).filter(|v| *v > 0.0);
         r.checks.push(Check {
             name: "W6 checkouts in process".into(),
@@ -103,14 +98,9 @@ pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
             met: pg.map(|pg| per_s >= 10.0 * pg),
         });
     }
-    if let Some(ns) = mean_ns(criterion_dir, READS_GROUP, READS_BENCH) {
+    let reads = "engine.product(id), 100k catalog, one thread";
+    if let Some(per_core) = figure(criterion_dir, r, READS_GROUP, READS_BENCH, "point reads/s per core", reads) {
         found += 1;
-        let per_core = 1e9 / ns;
-        r.engine.push(EngineFigure {
-            id: "point reads/s per core".into(),
-            ops_per_s: per_core,
-            note: "engine.product(id), 100k catalog, one thread".into(),
-        });
         r.checks.push(Check {
             name: "W6 point reads/s per core".into(),
             target: ">= 5000000".into(),
@@ -119,4 +109,11 @@ pub fn import(criterion_dir: &Path, r: &mut RunResult) -> usize {
         });
     }
     found
+}
+
+/// Adds one benchmark's figure (one iteration = one operation) and returns its operations per second.
+fn figure(criterion_dir: &Path, r: &mut RunResult, group: &str, bench: &str, id: &str, note: &str) -> Option<f64> {
+    let per_s = 1e9 / mean_ns(criterion_dir, group, bench)?;
+    r.engine.push(EngineFigure { id: id.into(), ops_per_s: per_s, note: note.into() });
+    Some(per_s)
 }
