@@ -444,6 +444,30 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
             )
             .await;
         }
+
+        // The same at a quarter of the maximum, so the chart shows latency at more than one offered rate.
+        let quarter = |r: &Runner<'_>, id: &str| r.rate(id) / 4.0;
+        let rate = quarter(r, "w2_http_uniform");
+        if rate > 0.0 {
+            let workers =
+                (0..conns).map(|w| BrowseHttp::new(&anonymous, catalog.clone(), Browse::ById(KeyDist::Uniform), 200 + w as u64)).collect();
+            let label = Label::new("w2_http_open_quarter", "W2 get product at a quarter of max", Kind::Workload, "http", "request");
+            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
+        }
+        let rate = quarter(r, "w3_http");
+        if rate > 0.0 {
+            let q3 = users("q3u", cfg.users);
+            let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&q3, w), 200 + w as u64)).collect();
+            let label = Label::new("w3_http_open_quarter", "W3 add item at a quarter of max", Kind::Workload, "http", "request");
+            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
+        }
+        let rate = quarter(r, "w4_http");
+        if rate > 0.0 {
+            let q4 = users("q4u", cfg.users);
+            let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&q4, w), 200 + w as u64)).collect();
+            let label = Label::new("w4_http_open_quarter", "W4 checkout at a quarter of max", Kind::Workload, "http", "checkout");
+            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
+        }
     }
 
     // W5: flash sale.

@@ -72,6 +72,9 @@ fn quick_run_against_real_kassa_and_references() {
         "w2_http_open",
         "w3_http_open",
         "w4_http_open",
+        "w2_http_open_quarter",
+        "w3_http_open_quarter",
+        "w4_http_open_quarter",
     ] {
         let m = r.measurement(id).unwrap_or_else(|| panic!("{id} was not measured\n{stdout}\n{stderr}"));
         assert!(m.ops > 0, "{id}: nothing succeeded: {:?} {:?}", m.errors, m.error_samples);
