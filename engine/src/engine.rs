@@ -81,14 +81,7 @@ impl EngineConfig {
         if self.shards == 0 { std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) } else { self.shards }
     }
 
-    /// The shard count to open with: the configured one, or with `shards = 0` the data directory's own.
-    fn shard_count_for_open(&self) -> usize {
-        let existing = std::fs::read_to_string(self.data_dir.join("SHARDS")).ok().and_then(|t| t.trim().parse().ok());
-        match (self.shards, existing) {
-            (0, Some(n)) => n,
-            _ => self.shard_count(),
-        }
-    }
+
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,27 +137,31 @@ fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 }
 
 /// The shard count is fixed when the data directory is created: ids and users are placed by it.
-fn check_layout(cfg: &EngineConfig, shards: usize) -> Result<(), OpenError> {
+/// The data directory's shard count: the one it was created with (which a configured count must
+/// match; automatic takes it), or for a new directory the configured or automatic count, recorded.
+fn check_layout(cfg: &EngineConfig) -> Result<usize, OpenError> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let marker = cfg.data_dir.join("SHARDS");
     match std::fs::read_to_string(&marker) {
         Ok(text) => {
             let existing: usize = text.trim().parse().map_err(|_| OpenError::Layout(format!("unreadable {}", marker.display())))?;
-            if existing != shards {
+            if cfg.shards != 0 && existing != cfg.shards {
                 return Err(OpenError::Layout(format!(
                     "data directory {} was created with {existing} shards; start with --shards {existing}",
                     cfg.data_dir.display()
                 )));
             }
-            Ok(())
+            Ok(existing)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let shards = cfg.shard_count();
+            assert!((1..=1024).contains(&shards), "shard count in 1..=1024");
             let tmp = cfg.data_dir.join("SHARDS.tmp");
             std::fs::write(&tmp, format!("{shards}\n"))?;
             std::fs::File::open(&tmp)?.sync_all()?;
             std::fs::rename(&tmp, &marker)?;
             std::fs::File::open(&cfg.data_dir)?.sync_all()?;
-            Ok(())
+            Ok(shards)
         }
         Err(e) => Err(e.into()),
     }
@@ -243,9 +240,7 @@ impl Engine {
         abort_on_shard_panic();
         #[cfg(feature = "failpoints")]
         configure_failpoints();
-        let n = cfg.shard_count_for_open();
-        assert!((1..=1024).contains(&n), "shard count in 1..=1024");
-        check_layout(&cfg, n)?;
+        let n = check_layout(&cfg)?;
         let mut core_cfg = CoreConfig::new(n as u32);
         core_cfg.currency = cfg.currency;
         core_cfg.restock_on_refund = cfg.restock_on_refund;
