@@ -162,7 +162,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
     }
 }
 
-#[derive(serde::Deserialize, Default, Clone)]
+#[derive(serde::Deserialize, Default)]
 pub struct PageParams {
     pub limit: Option<String>,
     pub offset: Option<String>,
@@ -173,7 +173,7 @@ pub struct PageParams {
 impl PageParams {
     /// [`PageParams::page`] plus the keyset cursor `after`, for product listings.
     pub fn product_page(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
-        let page = PageParams { after: None, ..self.clone() }.page(cfg, which)?;
+        let page = self.limit_and_offset(cfg, which)?;
         let after = match self.after.as_deref() {
             None | Some("") => None,
             Some(text) => Some(
@@ -188,6 +188,13 @@ impl PageParams {
     /// The page asked for: `limit` in 1..=max (`which` default when absent), `offset` in 0..=100000
     /// (the bounds of `spec::limit_max` and `spec::OFFSET_MAX`, which the OpenAPI document states).
     pub fn page(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
+        if self.after.as_deref().is_some_and(|a| !a.is_empty()) {
+            return Err(ApiError::bad_request("after pages product listings only; use offset here"));
+        }
+        self.limit_and_offset(cfg, which)
+    }
+
+    fn limit_and_offset(&self, cfg: &ApiConfig, which: LimitDefault) -> Result<Page, ApiError> {
         let max = spec::limit_max(cfg);
         let limit = match self.limit.as_deref() {
             None | Some("") => spec::limit_default(cfg, which),
@@ -198,9 +205,6 @@ impl PageParams {
                 }
             },
         };
-        if self.after.as_deref().is_some_and(|a| !a.is_empty()) {
-            return Err(ApiError::bad_request("after pages product listings only; use offset here"));
-        }
         let offset_max = spec::OFFSET_MAX;
         let offset = match self.offset.as_deref() {
             None | Some("") => 0,
