@@ -96,6 +96,16 @@ async fn start_ceiling(bin: &PathBuf, page_file: Option<&std::path::Path>) -> Re
     Ok((child, addr))
 }
 
+/// One round of open-loop runs of W2, W3 and W4 at a share of their closed-loop maximum.
+struct OpenRun {
+    divisor: f64,
+    ids: [&'static str; 3],
+    titles: [&'static str; 3],
+    /// User pools of the W3 and W4 runs.
+    users: [&'static str; 2],
+    seed: u64,
+}
+
 struct Runner<'a> {
     cfg: &'a BenchConfig,
     result: RunResult,
@@ -408,65 +418,46 @@ async fn kassa_workloads(r: &mut Runner<'_>, server: &KassaProcess, target: &Htt
         Err(e) => r.result.notes.push(format!("W7 not measured: {e}")),
     }
 
-    // Open loop at half of the closed-loop maximum: the latency targets.
+    // Open loop at half of the closed-loop maximum (the latency targets), and at a quarter, so the chart
+    // shows latency at more than one offered rate. Each run has its own users and seeds.
     if cfg.open_loop {
-        let half = |r: &Runner<'_>, id: &str| r.rate(id) / 2.0;
-        let rate = half(r, "w2_http_uniform");
-        if rate > 0.0 {
-            let workers =
-                (0..conns).map(|w| BrowseHttp::new(&anonymous, catalog.clone(), Browse::ById(KeyDist::Uniform), 100 + w as u64)).collect();
-            r.measure(
-                Label::new("w2_http_open", "W2 get product at half max", Kind::Workload, "http", "request"),
-                Mode::Open { rate_per_s: rate },
-                workers,
-            )
-            .await;
-        }
-        let rate = half(r, "w3_http");
-        if rate > 0.0 {
-            let o3 = users("o3u", cfg.users);
-            let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&o3, w), 100 + w as u64)).collect();
-            r.measure(
-                Label::new("w3_http_open", "W3 add item at half max", Kind::Workload, "http", "request"),
-                Mode::Open { rate_per_s: rate },
-                workers,
-            )
-            .await;
-        }
-        let rate = half(r, "w4_http");
-        if rate > 0.0 {
-            let o4 = users("o4u", cfg.users);
-            let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&o4, w), 100 + w as u64)).collect();
-            r.measure(
-                Label::new("w4_http_open", "W4 checkout at half max", Kind::Workload, "http", "checkout"),
-                Mode::Open { rate_per_s: rate },
-                workers,
-            )
-            .await;
-        }
-
-        // The same at a quarter of the maximum, so the chart shows latency at more than one offered rate.
-        let quarter = |r: &Runner<'_>, id: &str| r.rate(id) / 4.0;
-        let rate = quarter(r, "w2_http_uniform");
-        if rate > 0.0 {
-            let workers =
-                (0..conns).map(|w| BrowseHttp::new(&anonymous, catalog.clone(), Browse::ById(KeyDist::Uniform), 200 + w as u64)).collect();
-            let label = Label::new("w2_http_open_quarter", "W2 get product at a quarter of max", Kind::Workload, "http", "request");
-            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
-        }
-        let rate = quarter(r, "w3_http");
-        if rate > 0.0 {
-            let q3 = users("q3u", cfg.users);
-            let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&q3, w), 200 + w as u64)).collect();
-            let label = Label::new("w3_http_open_quarter", "W3 add item at a quarter of max", Kind::Workload, "http", "request");
-            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
-        }
-        let rate = quarter(r, "w4_http");
-        if rate > 0.0 {
-            let q4 = users("q4u", cfg.users);
-            let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&q4, w), 200 + w as u64)).collect();
-            let label = Label::new("w4_http_open_quarter", "W4 checkout at a quarter of max", Kind::Workload, "http", "checkout");
-            r.measure(label, Mode::Open { rate_per_s: rate }, workers).await;
+        let open_runs: [OpenRun; 2] = [
+            OpenRun {
+                divisor: 2.0,
+                ids: ["w2_http_open", "w3_http_open", "w4_http_open"],
+                titles: ["W2 get product at half max", "W3 add item at half max", "W4 checkout at half max"],
+                users: ["o3u", "o4u"],
+                seed: 100,
+            },
+            OpenRun {
+                divisor: 4.0,
+                ids: ["w2_http_open_quarter", "w3_http_open_quarter", "w4_http_open_quarter"],
+                titles: ["W2 get product at a quarter of max", "W3 add item at a quarter of max", "W4 checkout at a quarter of max"],
+                users: ["q3u", "q4u"],
+                seed: 200,
+            },
+        ];
+        for run in open_runs {
+            let ([w2, w3, w4], [t2, t3, t4]) = (run.ids, run.titles);
+            let seed = |w: usize| run.seed + w as u64;
+            let rate = r.rate("w2_http_uniform") / run.divisor;
+            if rate > 0.0 {
+                let workers =
+                    (0..conns).map(|w| BrowseHttp::new(&anonymous, catalog.clone(), Browse::ById(KeyDist::Uniform), seed(w))).collect();
+                r.measure(Label::new(w2, t2, Kind::Workload, "http", "request"), Mode::Open { rate_per_s: rate }, workers).await;
+            }
+            let rate = r.rate("w3_http") / run.divisor;
+            if rate > 0.0 {
+                let pool = users(run.users[0], cfg.users);
+                let workers = (0..conns).map(|w| AddItemHttp::new(target, catalog.clone(), slice(&pool, w), seed(w))).collect();
+                r.measure(Label::new(w3, t3, Kind::Workload, "http", "request"), Mode::Open { rate_per_s: rate }, workers).await;
+            }
+            let rate = r.rate("w4_http") / run.divisor;
+            if rate > 0.0 {
+                let pool = users(run.users[1], cfg.users);
+                let workers = (0..conns).map(|w| CheckoutHttp::new(target, catalog.clone(), slice(&pool, w), seed(w))).collect();
+                r.measure(Label::new(w4, t4, Kind::Workload, "http", "checkout"), Mode::Open { rate_per_s: rate }, workers).await;
+            }
         }
     }
 
