@@ -80,8 +80,6 @@ impl EngineConfig {
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 { std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) } else { self.shards }
     }
-
-
 }
 
 #[derive(Debug, thiserror::Error)]
