@@ -5,6 +5,7 @@
 #
 #   benches/run.sh            full run (about 6-8 minutes on 2 cores)
 #   benches/run.sh --quick    tiny sizes, short measurements (about a minute once built)
+#   benches/run.sh --scale    also the scale run: 1M products + 1M baskets, memory, W8 restart (+5-10 min)
 #   benches/run.sh --test     the bench crate's own tests, smoke test included (needs the services too)
 #   benches/run.sh -- ARGS    extra arguments for `kassa-bench run` (see `kassa-bench run --help`)
 set -euo pipefail
@@ -16,14 +17,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 quick=0
 test=0
 engine=1
+scale=0
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; engine=0 ;;
     --test) test=1 ;;
     --no-engine) engine=0 ;;
+    --scale) scale=1000000 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -52,6 +55,7 @@ out=benches/results
 mkdir -p "$out"
 args=(run --kassa-bin "$CARGO_TARGET_DIR/release/kassa" --out-dir "$out")
 [ "$quick" -eq 1 ] && args+=(--quick)
+[ "$scale" -gt 0 ] && args+=(--scale "$scale")
 log="$(mktemp)"
 "$CARGO_TARGET_DIR/release/kassa-bench" "${args[@]}" "${extra[@]}" | tee "$log"
 result="$(sed -n 's/^result: //p' "$log" | tail -1)"

@@ -123,6 +123,13 @@ impl KassaProcess {
         tail(&self.log_file, lines)
     }
 
+    /// SIGKILL, as a crash: no shutdown work runs.
+    pub async fn kill(mut self) -> Result<(), BenchError> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub async fn stop(mut self, grace: Duration) -> Result<(), BenchError> {
         let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status().await;

@@ -17,6 +17,7 @@ pub mod load;
 pub mod mirrors;
 pub mod refs;
 pub mod report;
+pub mod scale;
 pub mod sys;
 pub mod workloads;
 

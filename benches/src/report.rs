@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::hist::LatencySummary;
 use crate::load::{Mode, RunStats};
 use crate::mirrors::{AdapterRun, LagFigures};
+use crate::scale::ScaleRun;
 use crate::sys::{FsyncCost, Machine};
 use crate::workloads::FlashSale;
 
@@ -192,6 +193,9 @@ pub struct RunResult {
     /// W9/W10 of the adapters (absent from results written before they existed).
     #[serde(default)]
     pub adapters: Option<AdapterRun>,
+    /// The scale run: memory at N products + N baskets and W8 (restart after SIGKILL), with `--scale N`.
+    #[serde(default)]
+    pub scale: Option<ScaleRun>,
     pub ratios: Vec<Ratio>,
     pub checks: Vec<Check>,
     pub engine: Vec<EngineFigure>,
@@ -404,10 +408,40 @@ pub fn render_table(r: &RunResult) -> String {
             let _ = writeln!(out, "| {} | {:.0} | {} |", e.id, e.ops_per_s, e.note);
         }
     }
+    if let Some(s) = &r.scale {
+        render_scale(&mut out, s);
+    }
     for n in &r.notes {
         let _ = writeln!(out, "\nnote: {n}");
     }
     out
+}
+
+fn render_scale(out: &mut String, s: &ScaleRun) {
+    let mib = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{:.0} MiB", v as f64 / 1024.0));
+    let _ = writeln!(
+        out,
+        "\nscale run: {} products seeded in {:.0} s, {} one-line baskets in {:.0} s; RSS {} (peak {}), data directory {:.0} MiB",
+        s.products,
+        s.seed_products_s,
+        s.baskets,
+        s.seed_baskets_s,
+        mib(s.rss_kib),
+        mib(s.peak_rss_kib),
+        s.data_dir_bytes as f64 / (1024.0 * 1024.0)
+    );
+    let _ = writeln!(
+        out,
+        "W8 after SIGKILL: serving {} after the restart began (engine recovery {}), RSS then {}; {} of {} sampled baskets intact",
+        s.restart_ready_s.map_or_else(|| "never".to_owned(), |v| format!("{v:.2} s")),
+        s.recovery_ms.map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms")),
+        mib(s.rss_after_restart_kib),
+        s.verified,
+        s.verified_of
+    );
+    for n in &s.notes {
+        let _ = writeln!(out, "\nscale note: {n}");
+    }
 }
 
 fn render_adapters(out: &mut String, a: &AdapterRun) {

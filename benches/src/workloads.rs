@@ -177,6 +177,37 @@ pub async fn seed_baskets(target: &HttpTarget, users: &[String], concurrency: us
 }
 
 /// Users `prefix_0 .. prefix_{n-1}`.
+/// Gives every user a basket with one line (`POST /api/baskets/{user}/items`, which creates the basket),
+/// user `i` holding product `i mod products`; returns the seconds it took.
+pub async fn seed_basket_lines(target: &HttpTarget, catalog: &Catalog, users: &[String], concurrency: usize) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let users = Arc::new(users.to_vec());
+    let concurrency = concurrency.clamp(1, users.len().max(1));
+    let mut handles = Vec::with_capacity(concurrency);
+    for w in 0..concurrency {
+        let (users, ids) = (users.clone(), catalog.ids.clone());
+        let mut client = target.client();
+        handles.push(tokio::spawn(async move {
+            let mut errors = ErrorCounts::default();
+            for (i, user) in users.iter().enumerate().skip(w).step_by(concurrency) {
+                let body = item_body(ids[i % ids.len()], 1);
+                if let Err(e) = client.post_json(&format!("/api/baskets/{user}/items"), body, &[200, 201]).await {
+                    errors.add(&e);
+                }
+            }
+            errors
+        }));
+    }
+    let mut errors = ErrorCounts::default();
+    for h in handles {
+        errors.merge(&h.await.map_err(|e| BenchError::Seed(e.to_string()))?);
+    }
+    if errors.total() > 0 {
+        return Err(BenchError::Seed(format!("basket lines failed: {errors}; {:?}", errors.samples)));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}_{i}")).collect()
 }

@@ -7,6 +7,7 @@ use kassa_bench::dist::Zipf;
 use kassa_bench::hist::LatencySummary;
 use kassa_bench::kassa::{cpu_seconds, parse_cpu_ticks, parse_listening_line, parse_vm_hwm};
 use kassa_bench::report::{Kind, Measurement, RunResult, SCHEMA_VERSION, portable_with, render_table, utc_stamp};
+use kassa_bench::scale::ScaleRun;
 use kassa_bench::sys::FsyncCost;
 use rand::SeedableRng;
 
@@ -266,4 +267,41 @@ fn a_result_names_no_machine_directory() {
         "$CARGO_TARGET_DIR/release/kassa-bench run --kassa-bin $CARGO_TARGET_DIR/release/kassa --out-dir benches/results"
     );
     assert_eq!(portable_with("target/release/kassa", Some("target"), Some("/")), "target/release/kassa", "relative paths stay");
+}
+
+#[test]
+fn the_scale_run_decides_memory_and_w8_only_at_the_target_size() {
+    let full = ScaleRun {
+        products: 1_000_000,
+        baskets: 1_000_000,
+        rss_kib: Some(900 * 1024),
+        peak_rss_kib: Some(1000 * 1024),
+        restart_ready_s: Some(1.5),
+        verified: 1000,
+        verified_of: 1000,
+        ..ScaleRun::default()
+    };
+    let check = |scale: &ScaleRun, name: &str| {
+        let mut r = sample();
+        r.scale = Some(scale.clone());
+        finish(&mut r);
+        r.checks.iter().find(|c| c.name.starts_with(name)).unwrap_or_else(|| panic!("no check {name}")).met
+    };
+    assert_eq!(check(&full, "memory"), Some(true));
+    assert_eq!(check(&full, "W8"), Some(true));
+    let heavy = ScaleRun { peak_rss_kib: Some(1100 * 1024), restart_ready_s: Some(9.7), ..full.clone() };
+    assert_eq!(check(&heavy, "memory"), Some(false));
+    assert_eq!(check(&heavy, "W8"), Some(false));
+    let lost = ScaleRun { verified: 999, ..full.clone() };
+    assert_eq!(check(&lost, "W8"), Some(false), "a basket missing after the restart fails W8 however fast");
+    let small = ScaleRun { products: 10_000, baskets: 10_000, ..full.clone() };
+    assert_eq!(check(&small, "memory"), None, "below 1M/1M the target is not judged");
+    assert_eq!(check(&small, "W8"), None);
+    let mut r = sample();
+    r.scale = Some(heavy);
+    finish(&mut r);
+    let table = render_table(&r);
+    assert!(table.contains("W8 after SIGKILL: serving 9.70 s"), "{table}");
+    let back: RunResult = serde_json::from_str(&serde_json::to_string(&r).expect("json")).expect("schema");
+    assert_eq!(back.scale, r.scale);
 }

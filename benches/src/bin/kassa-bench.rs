@@ -85,6 +85,10 @@ struct RunArgs {
     /// Skip the open-loop (half of max throughput) latency runs.
     #[arg(long)]
     no_open_loop: bool,
+    /// The scale run: this many products and as many one-line baskets, memory at that size, then W8
+    /// (SIGKILL and restart). 0 (the default) skips it; the targets are stated for 1000000.
+    #[arg(long, default_value_t = 0)]
+    scale: usize,
     /// Skip the gateway layers on/off comparison.
     #[arg(long)]
     no_gateway_cost: bool,
@@ -151,6 +155,7 @@ async fn run(args: RunArgs) -> Result<(), BenchError> {
         fsync_samples: args.fsync_samples.unwrap_or(if q { 50 } else { 200 }).max(1),
         open_loop: !args.no_open_loop,
         gateway_cost: !args.no_gateway_cost,
+        scale: args.scale,
         references_only: args.references_only,
         only: args.only.clone(),
         quick: q,
