@@ -12,8 +12,7 @@ use parking_lot::Mutex;
 
 use crate::cmd::{Answer, Cmd, typed};
 use crate::command::{Command, EngineError, Reply, Request};
-use crate::core::{Core, CoreConfig, fnv1a, notification_not_found, payment_not_found, shard_of_product, shard_of_user};
-use crate::event::Event;
+use crate::core::{Core, CoreConfig, Loaded, fnv1a, notification_not_found, payment_not_found, shard_of_product, shard_of_user};
 use crate::feed::CursorBook;
 use crate::journal::{self, DurableWatch, IoMode, JournalConfig, JournalWriter};
 use crate::model::{Notification, Payment, now_micros};
@@ -172,11 +171,18 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
     if converted > 0 {
         tracing::info!(shard = index, converted, schema = crate::migrate::SCHEMA, "state store records migrated");
     }
+    core.reserve_for_load(
+        views.catalog.len_hint(Keyspace::Reservations),
+        views.state.len_hint(Keyspace::Baskets),
+        views.state.len_hint(Keyspace::Payments),
+        views.state.len_hint(Keyspace::Notifications),
+        views.state.len_hint(Keyspace::Idempotency),
+    );
     let mut failure: Option<OpenError> = None;
-    let mut load = |store: &Arc<dyn crate::store::Store>, ks: Keyspace, decode: &dyn Fn(&[u8]) -> Result<Event, views::DecodeError>| {
+    let mut load = |store: &Arc<dyn crate::store::Store>, ks: Keyspace, decode: &dyn Fn(&[u8]) -> Result<Loaded, views::DecodeError>| {
         store.for_each(ks, &mut |_, v| match decode(v) {
-            Ok(event) => {
-                core.load(&event);
+            Ok(record) => {
+                core.load(record);
                 true
             }
             Err(e) => {
@@ -185,17 +191,12 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
             }
         })
     };
-    use crate::event::{BasketCause, PaymentCause, ProductCause};
-    load(&views.catalog, Keyspace::Products, &|v| {
-        Ok(Event::ProductPut { product: views::decode_product(v)?, cause: ProductCause::Created })
-    })?;
-    load(&views.catalog, Keyspace::Reservations, &|v| Ok(Event::ReservationPut { reservation: views::decode_reservation(v)? }))?;
-    load(&views.state, Keyspace::Baskets, &|v| Ok(Event::BasketPut { basket: views::decode_basket(v)?, cause: BasketCause::Created }))?;
-    load(&views.state, Keyspace::Payments, &|v| {
-        Ok(Event::PaymentPut { payment: views::decode_payment(v)?, cause: PaymentCause::Bookkeeping })
-    })?;
-    load(&views.state, Keyspace::Notifications, &|v| Ok(Event::NotificationPut { notification: views::decode_notification(v)? }))?;
-    load(&views.state, Keyspace::Idempotency, &|v| Ok(Event::IdempotencyPut { record: views::decode_idempotency(v)? }))?;
+    load(&views.catalog, Keyspace::Products, &|v| Ok(Loaded::Product(views::decode_product(v)?)))?;
+    load(&views.catalog, Keyspace::Reservations, &|v| Ok(Loaded::Reservation(views::decode_reservation(v)?)))?;
+    load(&views.state, Keyspace::Baskets, &|v| Ok(Loaded::Basket(views::decode_basket(v)?)))?;
+    load(&views.state, Keyspace::Payments, &|v| Ok(Loaded::Payment(views::decode_payment(v)?)))?;
+    load(&views.state, Keyspace::Notifications, &|v| Ok(Loaded::Notification(views::decode_notification(v)?)))?;
+    load(&views.state, Keyspace::Idempotency, &|v| Ok(Loaded::Idempotency(views::decode_idempotency(v)?)))?;
     if let Some(e) = failure {
         return Err(e);
     }

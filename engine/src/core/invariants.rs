@@ -5,7 +5,7 @@ use super::*;
 impl Core {
     /// Checks the invariants that must hold between any two steps. Cheap enough for tests and simulation.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut held: HashMap<u64, i64> = HashMap::new();
+        let mut held: HashMap<u64, i64> = HashMap::default();
         for r in self.reservations.values() {
             if r.state == ReservationState::Held {
                 for (id, qty) in &r.lines {

@@ -204,6 +204,10 @@ impl Store for BufferedStore {
         self.range(ks, Bound::Included(prefix), end, false, limit)
     }
 
+    fn len_hint(&self, ks: Keyspace) -> usize {
+        self.inner.len_hint(ks)
+    }
+
     /// The backing store's walk with the buffered entries merged in (no flush: listings and stats call
     /// this from request threads).
     fn for_each(&self, ks: Keyspace, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<(), StoreError> {

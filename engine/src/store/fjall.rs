@@ -97,6 +97,10 @@ impl Store for FjallStore {
         Self::collect(iter, ks, "prefix", limit)
     }
 
+    fn len_hint(&self, ks: Keyspace) -> usize {
+        self.ks(ks).approximate_len()
+    }
+
     fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
         let snapshot = self.db.snapshot();
         let lsn = match snapshot.get(&self.applied, APPLIED_KEY).map_err(fjall_err("get", Some(APPLIED_NAME)))? {

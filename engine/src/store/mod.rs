@@ -224,6 +224,11 @@ pub trait Store: Send + Sync + 'static {
         self.snapshot()?.for_each(ks, f)
     }
 
+    /// About how many entries a keyspace holds (recovery sizes its tables with it); 0 when unknown.
+    fn len_hint(&self, _ks: Keyspace) -> usize {
+        0
+    }
+
     /// Opens a snapshot of the current committed state (cheap: no copy; writes go on meanwhile).
     fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
 

@@ -137,6 +137,11 @@ impl Store for RedbStore {
         if reverse { Self::collect(iter.rev(), ks, "range", limit) } else { Self::collect(iter, ks, "range", limit) }
     }
 
+    fn len_hint(&self, ks: Keyspace) -> usize {
+        use ::redb::ReadableTableMetadata as _;
+        self.read_table(ks).ok().and_then(|t| t.len().ok()).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     fn prefix(&self, ks: Keyspace, prefix: &[u8], limit: usize) -> Result<Entries, StoreError> {
         if prefix.len() > MAX_KEY_BYTES {
             return Ok(Vec::new());

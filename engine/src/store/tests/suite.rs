@@ -226,6 +226,9 @@ fn check_persist_then_reopen_keeps_everything(dir: &Path, open: Opener) {
     assert_eq!(s.applied_lsn().expect("lsn"), 20);
     let all = s.range(Keyspace::Payments, Unbounded, Unbounded, false, 100).expect("range");
     assert_eq!(all.len(), 20);
+    // Recovery sizes its tables by this hint.
+    assert_eq!(s.len_hint(Keyspace::Payments), 20);
+    assert_eq!(s.len_hint(Keyspace::Baskets), 0);
     // Writing continues where it left off.
     apply_puts(&*s, Keyspace::Payments, &[(b"z", b"z")], 21);
     assert_eq!(s.persist().expect("persist"), 21);
