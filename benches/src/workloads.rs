@@ -149,17 +149,44 @@ pub async fn seed_products(target: &HttpTarget, count: usize, concurrency: usize
 /// Creates one basket per user (`POST /api/baskets` with `{"user_id"}`, the contract's route), so that the
 /// seed mix's `GET /api/baskets/:user_id` finds them.
 pub async fn seed_baskets(target: &HttpTarget, users: &[String], concurrency: usize) -> Result<(), BenchError> {
+    post_per_user(target, users, concurrency, "basket creation", |_, user| {
+        ("/api/baskets".to_owned(), serde_json::json!({ "user_id": user }).to_string())
+    })
+    .await
+}
+
+/// Gives every user a basket with one line (`POST /api/baskets/{user}/items`, which creates the basket),
+/// user `i` holding product `i mod products`; returns the seconds it took.
+pub async fn seed_basket_lines(target: &HttpTarget, catalog: &Catalog, users: &[String], concurrency: usize) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    let ids = catalog.ids.clone();
+    post_per_user(target, users, concurrency, "basket lines", move |i, user| {
+        (format!("/api/baskets/{user}/items"), item_body(ids[i % ids.len()], 1))
+    })
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// One POST per user, `concurrency` at a time, each worker its own share of the users; `request(i,
+/// user)` gives the path and body for user `i`. Any failure fails the seeding (`what` names it).
+async fn post_per_user(
+    target: &HttpTarget,
+    users: &[String],
+    concurrency: usize,
+    what: &str,
+    request: impl Fn(usize, &str) -> (String, String) + Clone + Send + 'static,
+) -> Result<(), BenchError> {
     let users = Arc::new(users.to_vec());
     let concurrency = concurrency.clamp(1, users.len().max(1));
-    let mut handles = Vec::new();
+    let mut handles = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let users = users.clone();
+        let (users, request) = (users.clone(), request.clone());
         let mut client = target.client();
         handles.push(tokio::spawn(async move {
             let mut errors = ErrorCounts::default();
-            for user in users.iter().skip(w).step_by(concurrency) {
-                let body = serde_json::json!({ "user_id": user }).to_string();
-                if let Err(e) = client.post_json("/api/baskets", body, &[200, 201]).await {
+            for (i, user) in users.iter().enumerate().skip(w).step_by(concurrency) {
+                let (path, body) = request(i, user);
+                if let Err(e) = client.post_json(&path, body, &[200, 201]).await {
                     errors.add(&e);
                 }
             }
@@ -171,43 +198,12 @@ pub async fn seed_baskets(target: &HttpTarget, users: &[String], concurrency: us
         errors.merge(&h.await.map_err(|e| BenchError::Seed(e.to_string()))?);
     }
     if errors.total() > 0 {
-        return Err(BenchError::Seed(format!("basket creation failed: {errors}; {:?}", errors.samples)));
+        return Err(BenchError::Seed(format!("{what} failed: {errors}; {:?}", errors.samples)));
     }
     Ok(())
 }
 
 /// Users `prefix_0 .. prefix_{n-1}`.
-/// Gives every user a basket with one line (`POST /api/baskets/{user}/items`, which creates the basket),
-/// user `i` holding product `i mod products`; returns the seconds it took.
-pub async fn seed_basket_lines(target: &HttpTarget, catalog: &Catalog, users: &[String], concurrency: usize) -> Result<f64, BenchError> {
-    let started = Instant::now();
-    let users = Arc::new(users.to_vec());
-    let concurrency = concurrency.clamp(1, users.len().max(1));
-    let mut handles = Vec::with_capacity(concurrency);
-    for w in 0..concurrency {
-        let (users, ids) = (users.clone(), catalog.ids.clone());
-        let mut client = target.client();
-        handles.push(tokio::spawn(async move {
-            let mut errors = ErrorCounts::default();
-            for (i, user) in users.iter().enumerate().skip(w).step_by(concurrency) {
-                let body = item_body(ids[i % ids.len()], 1);
-                if let Err(e) = client.post_json(&format!("/api/baskets/{user}/items"), body, &[200, 201]).await {
-                    errors.add(&e);
-                }
-            }
-            errors
-        }));
-    }
-    let mut errors = ErrorCounts::default();
-    for h in handles {
-        errors.merge(&h.await.map_err(|e| BenchError::Seed(e.to_string()))?);
-    }
-    if errors.total() > 0 {
-        return Err(BenchError::Seed(format!("basket lines failed: {errors}; {:?}", errors.samples)));
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
 pub fn users(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}_{i}")).collect()
 }
