@@ -749,8 +749,8 @@ pub fn finish(r: &mut RunResult) {
             target: "RSS <= 1 GiB with 1M products and 1M baskets".into(),
             measured: format!(
                 "RSS {} (peak {}) with {} products and {} baskets{size}",
-                kib_text(s.rss_kib),
-                kib_text(s.peak_rss_kib),
+                crate::report::mib_text(s.rss_kib),
+                crate::report::mib_text(s.peak_rss_kib),
                 s.products,
                 s.baskets
             ),
@@ -773,14 +773,10 @@ pub fn finish(r: &mut RunResult) {
             target: "RSS <= 1 GiB with 1M products and 1M baskets".into(),
             measured: format!(
                 "peak RSS {} with {} products (not the 1M/1M target size: run with --scale)",
-                kib_text(k.peak_rss_kib),
+                crate::report::mib_text(k.peak_rss_kib),
                 k.seed_products
             ),
             met: None,
         });
     }
-}
-
-fn kib_text(v: Option<u64>) -> String {
-    v.map_or_else(|| "n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0))
 }

@@ -417,8 +417,12 @@ pub fn render_table(r: &RunResult) -> String {
     out
 }
 
+/// A size in KiB as MiB for the table, or `n/a`.
+pub fn mib_text(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0))
+}
+
 fn render_scale(out: &mut String, s: &ScaleRun) {
-    let mib = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{:.0} MiB", v as f64 / 1024.0));
     let _ = writeln!(
         out,
         "\nscale run: {} products seeded in {:.0} s, {} one-line baskets in {:.0} s; RSS {} (peak {}), data directory {:.0} MiB",
@@ -426,8 +430,8 @@ fn render_scale(out: &mut String, s: &ScaleRun) {
         s.seed_products_s,
         s.baskets,
         s.seed_baskets_s,
-        mib(s.rss_kib),
-        mib(s.peak_rss_kib),
+        mib_text(s.rss_kib),
+        mib_text(s.peak_rss_kib),
         s.data_dir_bytes as f64 / (1024.0 * 1024.0)
     );
     let _ = writeln!(
@@ -435,7 +439,7 @@ fn render_scale(out: &mut String, s: &ScaleRun) {
         "W8 after SIGKILL: serving {} after the restart began (engine recovery {}), RSS then {}; {} of {} sampled baskets intact",
         s.restart_ready_s.map_or_else(|| "never".to_owned(), |v| format!("{v:.2} s")),
         s.recovery_ms.map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms")),
-        mib(s.rss_after_restart_kib),
+        mib_text(s.rss_after_restart_kib),
         s.verified,
         s.verified_of
     );

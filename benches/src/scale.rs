@@ -12,7 +12,7 @@ use crate::http::parse;
 use crate::kassa::{self, KassaOptions, KassaProcess};
 use crate::workloads::{self, Catalog, HttpTarget};
 
-/// Baskets and products read back after the restart (evenly spread over the seeded ones).
+/// Baskets read back after the restart (evenly spread over the seeded users).
 const VERIFY_SAMPLES: usize = 1_000;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
