@@ -179,8 +179,9 @@ fn seen<T: Answer + std::fmt::Debug>(engine: &Engine, command: Cmd<T>) -> (Seen,
 }
 
 /// Waits until no payment waits on another shard (releases and restocks are answered after the reply).
+/// The minute is a guard against payments that never settle, not a claim about how soon they do.
 fn quiesce(engine: &Engine, ids: &[String]) {
-    for _ in 0..2000 {
+    for _ in 0..60_000 {
         let busy = ids.iter().any(|id| {
             let p = engine.payment(id).unwrap().expect("payment exists");
             !matches!(p.holding, Holding::Reserved | Holding::Committed | Holding::Released | Holding::Restocked)
