@@ -546,10 +546,11 @@ log4j.appender.stderr.layout.ConversionPattern=[%d] %p %m (%c)%n
 EOF
     if [[ ! -f $KAFKA_DIR/data/meta.properties ]]; then
         local cluster_id
-        # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding (22 chars).
+        # A Kafka cluster id is 16 random bytes in URL-safe base64 without padding (22 chars). It may
+        # start with '-', so it is passed as `--cluster-id=ID`, never as a separate argument.
         cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
         say "kafka: formatting KRaft storage (cluster id $cluster_id)"
-        if ! kafka_java kafka.tools.StorageTool format -t "$cluster_id" \
+        if ! kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" \
             -c "$KAFKA_DIR/server.properties" --ignore-formatted >>"$LOG_DIR/kafka.out" 2>&1; then
             fail kafka "storage format failed (see $LOG_DIR/kafka.out)"
             return 1
