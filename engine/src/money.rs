@@ -124,17 +124,33 @@ pub fn parse_minor(text: &str, currency: Currency) -> Result<i64, MoneyError> {
 /// Formats minor units as the shortest exact decimal text (`2499.99`, `150`, `0.5`), as the old system's
 /// JSON numbers looked.
 pub fn format_minor(minor: i64, currency: Currency) -> String {
-    let scale = currency.scale();
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    let int_part = abs / scale as u64;
-    let frac = abs % scale as u64;
-    if frac == 0 {
-        return format!("{sign}{int_part}");
+    let mut out = String::with_capacity(24);
+    push_minor(&mut out, minor, currency);
+    out
+}
+
+/// [`format_minor`] appended to `out`, without allocating.
+pub fn push_minor(out: &mut String, minor: i64, currency: Currency) {
+    let scale = currency.scale() as u64;
+    if minor < 0 {
+        out.push('-');
     }
-    let width = usize::from(currency.exponent);
-    let frac_text = format!("{frac:0width$}");
-    format!("{sign}{int_part}.{}", frac_text.trim_end_matches('0'))
+    let abs = minor.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(abs / scale));
+    let mut frac = abs % scale;
+    if frac == 0 {
+        return;
+    }
+    // The fraction's digits, zero-padded to the currency's exponent, trailing zeros dropped.
+    let mut digits = [b'0'; 20];
+    let width = usize::from(currency.exponent).min(digits.len());
+    for d in digits[..width].iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    let used = digits[..width].iter().rposition(|d| *d != b'0').map_or(0, |last| last + 1);
+    out.push('.');
+    out.extend(digits[..used].iter().map(|d| char::from(*d)));
 }
 
 #[cfg(test)]
@@ -175,6 +191,11 @@ mod tests {
         assert_eq!(format_minor(5, usd), "0.05");
         let kwd = Currency::from_code("kwd").unwrap();
         assert_eq!(format_minor(1005, kwd), "1.005");
+        assert_eq!(format_minor(-1500, kwd), "-1.5");
+        let jpy = Currency::from_code("JPY").unwrap();
+        assert_eq!(format_minor(-1500, jpy), "-1500");
+        assert_eq!(format_minor(i64::MIN, usd), "-92233720368547758.08");
+        assert_eq!(format_minor(i64::MAX, usd), "92233720368547758.07");
     }
 
     #[test]

@@ -34,6 +34,12 @@ pub fn rfc3339(micros: Micros) -> String {
     TRIMMED.timestamp_to_string(&timestamp(micros))
 }
 
+/// [`rfc3339`] appended to `out` (no allocation of its own: for answers written straight into a buffer).
+pub fn push_rfc3339(out: &mut String, micros: Micros) {
+    // Writing to a `String` cannot fail.
+    let _ = TRIMMED.print_timestamp(&timestamp(micros), out);
+}
+
 /// RFC 3339 in UTC without a fraction (`time.RFC3339`: the old `/health` and gRPC timestamps).
 pub fn rfc3339_seconds(micros: Micros) -> String {
     SECONDS.timestamp_to_string(&timestamp(micros))

@@ -152,24 +152,84 @@ pub fn f64_from_minor(minor: i64, currency: Currency) -> f64 {
 /// bytes match the old services (e.g. `"Home \u0026 Kitchen"`).
 struct GoFormatter;
 
+/// What Go adds to JSON's own escapes, for a byte that may start one: `&`, `<`, `>`, and U+2028/U+2029
+/// (UTF-8 `E2 80 A8`/`E2 80 A9`). `None` for every other byte, so runs without them are copied whole.
+fn go_escape(bytes: &[u8], i: usize) -> Option<(&'static str, usize)> {
+    match bytes[i] {
+        b'&' => Some(("\\u0026", 1)),
+        b'<' => Some(("\\u003c", 1)),
+        b'>' => Some(("\\u003e", 1)),
+        0xE2 => match bytes.get(i + 1..i + 3) {
+            Some([0x80, 0xA8]) => Some(("\\u2028", 3)),
+            Some([0x80, 0xA9]) => Some(("\\u2029", 3)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl serde_json::ser::Formatter for GoFormatter {
     fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+        let bytes = fragment.as_bytes();
         let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            let esc = match c {
-                '&' => "\\u0026",
-                '<' => "\\u003c",
-                '>' => "\\u003e",
-                '\u{2028}' => "\\u2028",
-                '\u{2029}' => "\\u2029",
-                _ => continue,
-            };
-            writer.write_all(&fragment.as_bytes()[start..i])?;
-            writer.write_all(esc.as_bytes())?;
-            start = i + c.len_utf8();
+        let mut i = 0;
+        while i < bytes.len() {
+            match go_escape(bytes, i) {
+                Some((esc, consumed)) => {
+                    writer.write_all(&bytes[start..i])?;
+                    writer.write_all(esc.as_bytes())?;
+                    i += consumed;
+                    start = i;
+                }
+                None => i += 1,
+            }
         }
-        writer.write_all(&fragment.as_bytes()[start..])
+        writer.write_all(&bytes[start..])
     }
+}
+
+/// `text` as a JSON string, quoted and escaped exactly as [`to_go_json`] writes it (serde_json's escapes:
+/// the short forms, else `\u00xx`; then Go's), appended to `out`: for answers written straight from a
+/// record rather than through serde.
+pub fn push_go_str(out: &mut String, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.reserve(text.len() + 2);
+    out.push('"');
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let (escape, consumed) = match bytes[i] {
+            b'"' => ("\\\"", 1),
+            b'\\' => ("\\\\", 1),
+            b'\n' => ("\\n", 1),
+            b'\r' => ("\\r", 1),
+            b'\t' => ("\\t", 1),
+            0x08 => ("\\b", 1),
+            0x0C => ("\\f", 1),
+            0..=0x1F => ("", 1),
+            _ => match go_escape(bytes, i) {
+                Some(found) => found,
+                None => {
+                    i += 1;
+                    continue;
+                }
+            },
+        };
+        // Every escape starts at an ASCII byte or at a character's lead byte: a char boundary.
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            let b = bytes[i];
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
+        } else {
+            out.push_str(escape);
+        }
+        i += consumed;
+        start = i;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// Serializes like Go's `encoding/json` (compact, HTML-escaped).
@@ -206,6 +266,27 @@ mod tests {
         assert_eq!(rfc3339(1_714_558_830_120_000), "2024-05-01T10:20:30.12Z");
         assert_eq!(rfc3339_seconds(1_714_558_830_123_456), "2024-05-01T10:20:30Z");
         assert_eq!(parse_time("2024-05-01"), Ok(1_714_521_600_000_000));
+    }
+
+    /// serde_json's own output with Go's extra escapes applied: an independent reference.
+    fn go_reference(text: &str) -> String {
+        serde_json::to_string(text)
+            .unwrap()
+            .replace('&', "\\u0026")
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('\u{2028}', "\\u2028")
+            .replace('\u{2029}', "\\u2029")
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn strings_are_escaped_as_go_writes_them(text in "(?s).{0,64}|[\"\\\\&<>\u{2028}\u{2029}\u{0}-\u{1f}\u{7f}é€𝄞 ]{0,64}") {
+            let mut pushed = String::from("x");
+            push_go_str(&mut pushed, &text);
+            proptest::prop_assert_eq!(&pushed[1..], go_reference(&text));
+            proptest::prop_assert_eq!(String::from_utf8(to_go_json(&text).unwrap()).unwrap(), go_reference(&text));
+        }
     }
 
     #[test]

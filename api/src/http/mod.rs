@@ -5,6 +5,7 @@ pub mod baskets;
 pub mod notifications;
 pub mod openapi;
 pub mod payments;
+pub mod product_json;
 pub mod products;
 pub mod spec;
 
@@ -78,12 +79,7 @@ impl App {
 /// A JSON response as Go's `encoding/json` writes it, with Gin's content type.
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     match wire::to_go_json(value) {
-        Ok(body) => {
-            let mut r = Response::new(Body::from(body));
-            *r.status_mut() = status;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-            r
-        }
+        Ok(body) => json_body_response(status, body),
         Err(e) => {
             tracing::error!(error = %e, "response could not be serialized");
             let mut r = Response::new(Body::from(r#"{"error":"Internal Server Error","message":"response could not be serialized"}"#));
@@ -91,6 +87,14 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
             r
         }
     }
+}
+
+/// A body already written as Go's JSON (see [`product_json`]), with Gin's content type.
+pub fn json_body_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r
 }
 
 pub fn ok<T: Serialize + ?Sized>(value: &T) -> Response {

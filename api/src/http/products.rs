@@ -7,6 +7,7 @@ use kassa_engine::{Currency, Cursor, Deleted, Engine, Page, ProductInput, Produc
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::product_json;
 use super::spec::{AFTER, Field, KEYSET_PAGED, Kind, LIMIT, LONG, LimitDefault, OFFSET, Param, SHORT};
 use super::{ApiResult, AppState, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
 use crate::access::Access;
@@ -14,7 +15,8 @@ use crate::error::ApiError;
 use crate::scan::blocking;
 use crate::wire::{self, Money, MoneyText, WideMoney};
 
-/// A product as the old API showed it, plus the engine's reservation counters at the end.
+/// A product as the old API showed it, plus the engine's reservation counters at the end: the schema,
+/// and the reference that [`product_json`] (which writes the answers) is tested against.
 #[derive(Serialize, ToSchema)]
 pub struct ProductJson {
     pub id: u64,
@@ -208,8 +210,7 @@ pub fn routes() -> Vec<RouteDef> {
 const RANDOM_MAX: i64 = 50;
 
 fn list_response(products: Vec<Product>, currency: Currency, next_after: Option<String>) -> axum::response::Response {
-    let products: Vec<ProductJson> = products.into_iter().map(|p| ProductJson::new(p, currency)).collect();
-    ok(&ProductList { count: products.len(), products, next_after })
+    super::json_body_response(StatusCode::OK, product_json::list_body(&products, currency, next_after.as_deref()))
 }
 
 fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
@@ -226,7 +227,7 @@ pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
 }
 
 fn product_reply(s: &AppState, p: Product, status: StatusCode) -> ApiResult {
-    Ok(super::json_response(status, &ProductJson::new(p, s.currency())))
+    Ok(super::json_body_response(status, product_json::product_body(&p, s.currency())))
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
@@ -236,7 +237,7 @@ async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
 async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
     let id = parse_id(&id)?;
     match s.engine.product(id)? {
-        Some(p) => Ok(ok(&ProductJson::new(p, s.currency()))),
+        Some(p) => product_reply(&s, p, StatusCode::OK),
         None => Err(ApiError::not_found("product not found: product not found")),
     }
 }
