@@ -103,7 +103,7 @@ fn product_list(products: Vec<Product>, c: Currency) -> R<pb::ListProductsRespon
 
 /// Every product of a listing, up to `cap` (a scan: run it with `Svc::scan`).
 fn all_products(engine: &Engine, q: &ProductQuery, cap: usize) -> Result<Vec<Product>, EngineError> {
-    crate::scan::all_pages(cap, |page| engine.products(q, page))
+    crate::scan::all_pages(cap, |page| Ok(engine.products(q, page)?.into_iter().map(std::sync::Arc::unwrap_or_clone).collect()))
 }
 
 const LIST_MAX: usize = 100_000;

@@ -200,6 +200,8 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
     if let Some(e) = failure {
         return Err(e);
     }
+    // The view starts as the stores left it; the replay below publishes what the journal adds.
+    views.products.load(core.products.values());
     let catalog_lsn = views.catalog.applied_lsn()?;
     let state_lsn = views.state.applied_lsn()?;
     let durable_end = journal.next_lsn() - 1;

@@ -29,6 +29,7 @@ mod journal;
 pub mod journal;
 mod model;
 pub mod money;
+mod product_view;
 mod query;
 mod shard;
 mod snapshot;

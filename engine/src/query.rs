@@ -173,33 +173,19 @@ fn round_div(sum: i128, count: u64) -> i64 {
 }
 
 impl Engine {
+    /// A product from its shard's in-memory view (`product_view`): no store read, no decode.
     pub fn product(&self, id: u64) -> Result<Option<Product>, EngineError> {
-        let shard = crate::core::shard_of_product(id, self.shards() as u32) as usize;
-        match self.views()[shard].catalog.get(Keyspace::Products, &views::product_key(id)).map_err(store_error)? {
-            Some(bytes) => views::decode_product(&bytes).map(Some).map_err(store_error),
-            None => Ok(None),
-        }
+        Ok(self.shared_product(id).map(|p| Product::clone(&p)))
     }
 
-    /// The products of `ids` that exist, in the order of `ids`: one read per shard, not one per product.
-    fn products_by_id(&self, ids: &[u64]) -> Result<Vec<Product>, EngineError> {
-        let shards = self.shards();
-        let mut found: Vec<Option<Product>> = vec![None; ids.len()];
-        for (shard, view) in self.views().iter().enumerate() {
-            let mine: Vec<usize> =
-                (0..ids.len()).filter(|&i| crate::core::shard_of_product(ids[i], shards as u32) as usize == shard).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let keys: Vec<_> = mine.iter().map(|&i| views::product_key(ids[i])).collect();
-            let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            for (&i, bytes) in mine.iter().zip(view.catalog.get_many(Keyspace::Products, &refs).map_err(store_error)?) {
-                if let Some(bytes) = bytes {
-                    found[i] = Some(views::decode_product(&bytes).map_err(store_error)?);
-                }
-            }
-        }
-        Ok(found.into_iter().flatten().collect())
+    fn shared_product(&self, id: u64) -> Option<Arc<Product>> {
+        let shard = crate::core::shard_of_product(id, self.shards() as u32) as usize;
+        self.views()[shard].products.get(id)
+    }
+
+    /// The products of `ids` that exist, in the order of `ids`, as the view shares them (not copied).
+    fn products_by_id(&self, ids: &[u64]) -> Vec<Arc<Product>> {
+        ids.iter().filter_map(|&id| self.shared_product(id)).collect()
     }
 
     /// Visits every product of every shard (shard by shard, each in id order) until `f` returns false.
@@ -207,19 +193,20 @@ impl Engine {
         self.for_each_decoded(|v| &v.catalog, Keyspace::Products, views::decode_product, f)
     }
 
-    pub fn products(&self, query: &ProductQuery, page: Page) -> Result<Vec<Product>, EngineError> {
+    /// A page of a listing. Index-ordered listings hand out the view's own records; scans decode theirs.
+    pub fn products(&self, query: &ProductQuery, page: Page) -> Result<Vec<Arc<Product>>, EngineError> {
         let want = page.end();
         if want == 0 {
             return Ok(Vec::new());
         }
         // Listings ordered by an index: merge the shards' keys, cut the page, and only then read and decode
         // the page's products (decoding everything up to `offset + limit` was most of a deep page's cost).
-        let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Product>, EngineError> {
+        let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Arc<Product>>, EngineError> {
             let mut keys = keys;
             keys.retain(|&(key, id)| page.past(Cursor { key, id }));
             keys.sort_unstable();
             let ids: Vec<u64> = keys.into_iter().skip(page.offset).take(page.limit).map(|(_, id)| id).collect();
-            self.products_by_id(&ids)
+            Ok(self.products_by_id(&ids))
         };
         // Each index walk starts at the cursor when there is one: a shard then yields the page's
         // candidates first, however deep the page.
@@ -321,11 +308,11 @@ impl Engine {
                 all.sort_by_key(|p| p.id);
             }
         }
-        Ok(page.cut(all))
+        Ok(page.cut(all).into_iter().map(Arc::new).collect())
     }
 
     /// `count` distinct products picked uniformly at random.
-    pub fn random_products(&self, count: usize) -> Result<Vec<Product>, EngineError> {
+    pub fn random_products(&self, count: usize) -> Result<Vec<Arc<Product>>, EngineError> {
         use rand::seq::IndexedRandom;
         let mut ids = Vec::new();
         self.for_each_product(&mut |p| {
@@ -333,13 +320,7 @@ impl Engine {
             true
         })?;
         let picked: Vec<u64> = ids.choose_multiple(&mut rand::rng(), count.min(PAGE_LIMIT_MAX)).copied().collect();
-        let mut out = Vec::with_capacity(picked.len());
-        for id in picked {
-            if let Some(p) = self.product(id)? {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        Ok(self.products_by_id(&picked))
     }
 
     pub fn product_stats(&self) -> Result<ProductStats, EngineError> {

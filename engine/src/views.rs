@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
+use crate::product_view::{ProductChange, ProductView};
 use crate::store::{self, BufferedStore, Store, StoreError, StoreSnapshot, WriteBatch};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub type ViewSnapshots = (Box<dyn StoreSnapshot>, Box<dyn StoreSnapshot>);
 pub struct Views {
     pub catalog: Arc<dyn Store>,
     pub state: Arc<dyn Store>,
+    /// Every product of the shard in memory, changed with the stores (`product_view`).
+    pub products: Arc<ProductView>,
     buffers: [Arc<BufferedStore>; 2],
     /// Held while a batch is applied to both stores and while both are snapshotted, so a snapshot never
     /// sees one store a batch ahead of the other. Uncontended but for snapshots (rare).
@@ -66,7 +69,13 @@ impl Views {
         };
         let catalog = Arc::new(BufferedStore::new(open("catalog", catalog_redb)?)?);
         let state = Arc::new(BufferedStore::new(open("state", state_redb)?)?);
-        Ok(Views { catalog: catalog.clone(), state: state.clone(), buffers: [catalog, state], projection: Default::default() })
+        Ok(Views {
+            catalog: catalog.clone(),
+            state: state.clone(),
+            products: Arc::default(),
+            buffers: [catalog, state],
+            projection: Default::default(),
+        })
     }
 
     /// Moves both stores' buffered writes into them (the projector's step).
@@ -105,6 +114,8 @@ pub struct Writes {
     /// Highest LSN whose writes are in each batch (0 = none).
     pub catalog_lsn: u64,
     pub state_lsn: u64,
+    /// The products these writes change, in order, for the in-memory view.
+    pub products: Vec<ProductChange>,
 }
 
 impl Writes {
@@ -121,6 +132,13 @@ impl Writes {
         }
     }
 
+    /// [`Writes::batch`] and the product changes beside it, for an event that changes a product.
+    pub fn batch_and_products(&mut self, view: View, lsn: u64) -> (&mut WriteBatch, &mut Vec<ProductChange>) {
+        self.batch(view, lsn);
+        let batch = if view == View::Catalog { &mut self.catalog } else { &mut self.state };
+        (batch, &mut self.products)
+    }
+
     /// Concatenates batches in order (later writes to a key win, as they would applied one by one).
     pub fn merge<'a>(parts: impl Iterator<Item = &'a Writes>) -> Writes {
         let mut out = Writes::default();
@@ -135,6 +153,7 @@ impl Writes {
             }
             out.catalog_lsn = out.catalog_lsn.max(w.catalog_lsn);
             out.state_lsn = out.state_lsn.max(w.state_lsn);
+            out.products.extend(w.products.iter().cloned());
         }
         out
     }
@@ -146,6 +165,7 @@ impl Writes {
         let _applying = views.projection.lock();
         views.catalog.apply(&self.catalog, lsn)?;
         views.state.apply(&self.state, lsn)?;
+        views.products.publish(&self.products);
         Ok(())
     }
 }

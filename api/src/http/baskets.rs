@@ -429,7 +429,7 @@ async fn recommendations(State(s): State<AppState>, caller: Caller, P(user_id): 
             if picked.len() < RECOMMENDATIONS_MAX
                 && p.available > 0
                 && !in_basket(p.id)
-                && !picked.iter().any(|q: &kassa_engine::Product| q.id == p.id)
+                && !picked.iter().any(|q: &std::sync::Arc<kassa_engine::Product>| q.id == p.id)
             {
                 picked.push(p);
             }
@@ -453,8 +453,8 @@ async fn recommendations(State(s): State<AppState>, caller: Caller, P(user_id): 
             price: Money::new(p.price, c),
             quantity: 1,
             subtotal: Money::new(p.price, c),
-            name: p.name,
-            category: p.category,
+            name: p.name.clone(),
+            category: p.category.clone(),
         })
         .collect();
     Ok(ok(&RecommendationsJson { user_id: user_id.to_string(), recommendations, reason: reason.to_string() }))

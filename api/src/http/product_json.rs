@@ -3,6 +3,8 @@
 //! intermediate structs, their `String`s or serde's per-field calls. A category page of 100 products
 //! spent a third of its CPU in that serialization (BENCHMARKS.md).
 
+use std::sync::Arc;
+
 use kassa_engine::money::push_minor;
 use kassa_engine::time::push_rfc3339;
 use kassa_engine::wire::push_go_str;
@@ -69,7 +71,7 @@ pub fn product_body(p: &Product, currency: Currency) -> String {
 }
 
 /// A listing's answer body, as [`ProductList`] writes it.
-pub fn list_body(products: &[Product], currency: Currency, next_after: Option<&str>) -> String {
+pub fn list_body(products: &[Arc<Product>], currency: Currency, next_after: Option<&str>) -> String {
     let text: usize = products.iter().map(|p| p.name.len() + p.description.len() + p.category.len()).sum();
     let mut out = String::with_capacity(64 + products.len() * PRODUCT_BYTES + text);
     out.push_str("{\"products\":[");
@@ -100,9 +102,9 @@ mod tests {
         String::from_utf8(to_go_json(&ProductJson::new(p.clone(), currency)).unwrap()).unwrap()
     }
 
-    fn through_serde_list(products: &[Product], currency: Currency, next_after: Option<&str>) -> String {
+    fn through_serde_list(products: &[Arc<Product>], currency: Currency, next_after: Option<&str>) -> String {
         let list = ProductList {
-            products: products.iter().map(|p| ProductJson::new(p.clone(), currency)).collect(),
+            products: products.iter().map(|p| ProductJson::new(Product::clone(p), currency)).collect(),
             count: products.len(),
             next_after: next_after.map(str::to_string),
         };
@@ -148,6 +150,7 @@ mod tests {
             next_after in proptest::option::of("[0-9:-]{1,30}"),
         ) {
             let next_after = next_after.as_deref();
+            let products: Vec<Arc<Product>> = products.into_iter().map(Arc::new).collect();
             prop_assert_eq!(list_body(&products, currency, next_after), through_serde_list(&products, currency, next_after));
         }
     }

@@ -1,5 +1,7 @@
 //! Product service endpoints (contract §2.1).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
@@ -209,7 +211,7 @@ pub fn routes() -> Vec<RouteDef> {
 /// The most products `/products/random/{count}` answers.
 const RANDOM_MAX: i64 = 50;
 
-fn list_response(products: Vec<Product>, currency: Currency, next_after: Option<String>) -> axum::response::Response {
+fn list_response(products: Vec<Arc<Product>>, currency: Currency, next_after: Option<String>) -> axum::response::Response {
     super::json_body_response(StatusCode::OK, product_json::list_body(&products, currency, next_after.as_deref()))
 }
 

@@ -3,16 +3,17 @@
 //! payments) in step.
 
 use super::*;
+use crate::product_view::ProductChange;
 use crate::store::WriteBatch;
 
 impl Core {
     /// Applies one event to memory and projects it into store writes. Idempotent for records it has
     /// already seen (a record never replaces a newer version).
     pub fn apply(&mut self, lsn: u64, event: &Event, writes: &mut Writes) {
-        let batch = writes.batch(event.view(), lsn);
+        let (batch, products) = writes.batch_and_products(event.view(), lsn);
         match event {
-            Event::ProductPut { product, .. } => self.apply_product(product, batch),
-            Event::ProductDeleted { id, version } => self.apply_product_deleted(id, version, batch),
+            Event::ProductPut { product, .. } => self.apply_product(product, batch, products),
+            Event::ProductDeleted { id, version } => self.apply_product_deleted(id, version, batch, products),
             Event::ReservationPut { reservation } => self.apply_reservation(reservation, batch),
             Event::BasketPut { basket, .. } => self.apply_basket(basket, batch),
             Event::BasketDeleted { user_id, version, .. } => self.apply_basket_deleted(user_id, version, batch),
@@ -24,11 +25,13 @@ impl Core {
         }
     }
 
-    fn apply_product(&mut self, product: &Product, batch: &mut WriteBatch) {
+    fn apply_product(&mut self, product: &Product, batch: &mut WriteBatch, changes: &mut Vec<ProductChange>) {
         if self.products.get(&product.id).is_some_and(|old| old.version >= product.version) {
             return;
         }
-        if let Some(old) = self.keep_product(product.clone()) {
+        let shared = Arc::new(product.clone());
+        changes.push((product.id, Some(Arc::clone(&shared))));
+        if let Some(old) = self.keep_product(shared) {
             batch.delete(Ks::ProductsByCategory, &views::category_key(&old.category, old.id));
             batch.delete(Ks::ProductsByPrice, &views::price_key(old.price, old.id));
         }
@@ -37,12 +40,12 @@ impl Core {
         batch.put(Ks::ProductsByPrice, &views::price_key(product.price, product.id), &[]);
     }
 
-    fn keep_product(&mut self, product: Product) -> Option<Product> {
+    fn keep_product(&mut self, product: Arc<Product>) -> Option<Arc<Product>> {
         self.max_product_id = self.max_product_id.max(product.id);
         self.products.insert(product.id, product)
     }
 
-    fn apply_product_deleted(&mut self, id: &u64, version: &u64, batch: &mut WriteBatch) {
+    fn apply_product_deleted(&mut self, id: &u64, version: &u64, batch: &mut WriteBatch, changes: &mut Vec<ProductChange>) {
         if let Some(old) = self.products.get(id) {
             if old.version >= *version {
                 return;
@@ -50,6 +53,7 @@ impl Core {
             batch.delete(Ks::ProductsByCategory, &views::category_key(&old.category, old.id));
             batch.delete(Ks::ProductsByPrice, &views::price_key(old.price, old.id));
             batch.delete(Ks::Products, &views::product_key(*id));
+            changes.push((*id, None));
             self.products.remove(id);
         }
     }
@@ -229,7 +233,7 @@ impl Core {
     pub fn load(&mut self, record: Loaded) {
         match record {
             Loaded::Product(product) => {
-                self.keep_product(product);
+                self.keep_product(Arc::new(product));
             }
             Loaded::Reservation(reservation) => {
                 let key = reservation_key(&reservation.payment_id, reservation.attempt);

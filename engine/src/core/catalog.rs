@@ -50,7 +50,7 @@ impl Core {
             version: 0,
         };
         self.emit(Event::ProductPut { product, cause: ProductCause::Created }, fx);
-        Ok(Reply::Product(self.products[&id].clone()))
+        Ok(Reply::Product(Product::clone(&self.products[&id])))
     }
 
     pub(super) fn update_product(&mut self, id: u64, input: ProductInput, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
@@ -68,10 +68,10 @@ impl Core {
             image_url: input.image_url,
             available: input.stock,
             updated_at: now,
-            ..old.clone()
+            ..Product::clone(old)
         };
         self.emit(Event::ProductPut { product, cause: ProductCause::Updated }, fx);
-        Ok(Reply::Product(self.products[&id].clone()))
+        Ok(Reply::Product(Product::clone(&self.products[&id])))
     }
 
     pub(super) fn delete_product(&mut self, id: u64, fx: &mut Effects) -> Result<Reply, EngineError> {

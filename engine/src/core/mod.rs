@@ -34,6 +34,7 @@ pub use routing::{fnv1a, shard_of_product, shard_of_user};
 pub(crate) use validate::validate_notification;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 // foldhash: SipHash was 5 % of recovery's CPU over a million keys; foldhash's per-process random seed
 // still keeps keys that clients choose (user ids) from being aimed at one bucket.
@@ -158,7 +159,7 @@ pub struct Core {
     pub shard: u32,
     pub cfg: CoreConfig,
     next_lsn: u64,
-    pub products: BTreeMap<u64, Product>,
+    pub products: BTreeMap<u64, Arc<Product>>,
     max_product_id: u64,
     pub reservations: HashMap<String, Reservation>,
     held_deadlines: BTreeSet<(Micros, String)>,

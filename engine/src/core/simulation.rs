@@ -94,7 +94,7 @@ impl Sim {
 
     fn catalog(&self) -> Catalog {
         // Other shards read products from durable stores: the shadow is exactly that.
-        Catalog(self.shards.iter().flat_map(|s| s.shadow.products.values().map(|p| (p.id, p.clone()))).collect())
+        Catalog(self.shards.iter().flat_map(|s| s.shadow.products.values().map(|p| (p.id, Product::clone(p)))).collect())
     }
 
     fn step_shard(&mut self, s: usize, input: Input) {
@@ -273,7 +273,7 @@ impl Sim {
         let mut products: BTreeMap<u64, Product> = BTreeMap::new();
         let mut held: HashMap<u64, i64> = HashMap::new();
         for s in &self.shards {
-            products.extend(s.core.products.iter().map(|(k, v)| (*k, v.clone())));
+            products.extend(s.core.products.iter().map(|(k, v)| (*k, Product::clone(v))));
             for r in s.core.reservations.values() {
                 if r.state == crate::model::ReservationState::Held {
                     for (id, q) in &r.lines {

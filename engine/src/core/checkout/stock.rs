@@ -50,7 +50,7 @@ impl Core {
         now: Micros,
         fx: &mut Effects,
     ) {
-        let Some(mut product) = self.products.get(&id).cloned() else { return };
+        let Some(mut product) = self.products.get(&id).map(|p| Product::clone(p)) else { return };
         let before = product.available;
         product.available += available;
         product.reserved += reserved;
