@@ -16,8 +16,9 @@ use super::products::{ProductJson, ProductList};
 /// About what one product takes, so a page's buffer is allocated once.
 const PRODUCT_BYTES: usize = 256;
 
+/// `,"name":`: the separator and key before every field but the first.
 fn push_field(out: &mut String, name: &str) {
-    out.push('"');
+    out.push_str(",\"");
     out.push_str(name);
     out.push_str("\":");
 }
@@ -36,28 +37,22 @@ fn push_time(out: &mut String, micros: i64) {
 pub fn push_product(out: &mut String, p: &Product, currency: Currency) {
     out.push_str("{\"id\":");
     push_int(out, p.id);
-    out.push_str(",\"name\":");
+    push_field(out, "name");
     push_go_str(out, &p.name);
-    out.push_str(",\"description\":");
+    push_field(out, "description");
     push_go_str(out, &p.description);
-    out.push(',');
     push_field(out, "price");
     push_minor(out, p.price, currency);
-    out.push(',');
     push_field(out, "stock");
     push_int(out, p.available);
-    out.push_str(",\"category\":");
+    push_field(out, "category");
     push_go_str(out, &p.category);
-    out.push(',');
     push_field(out, "created_at");
     push_time(out, p.created_at);
-    out.push(',');
     push_field(out, "updated_at");
     push_time(out, p.updated_at);
-    out.push(',');
     push_field(out, "reserved");
     push_int(out, p.reserved);
-    out.push(',');
     push_field(out, "sold");
     push_int(out, p.sold);
     out.push('}');
@@ -81,10 +76,11 @@ pub fn list_body(products: &[Arc<Product>], currency: Currency, next_after: Opti
         }
         push_product(&mut out, p, currency);
     }
-    out.push_str("],\"count\":");
+    out.push(']');
+    push_field(&mut out, "count");
     push_int(&mut out, products.len());
     if let Some(cursor) = next_after {
-        out.push_str(",\"next_after\":");
+        push_field(&mut out, "next_after");
         push_go_str(&mut out, cursor);
     }
     out.push('}');
