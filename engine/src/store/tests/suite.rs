@@ -290,6 +290,9 @@ fn check_concurrent_readers_see_committed_states(dir: &Path, open: Opener) {
     let s = open(dir).expect("open");
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    // Readers that have finished at least one read: the writer does not say `done` before both have, or
+    // a loaded machine could run every batch before a reader thread is first scheduled.
+    let reading = Arc::new(AtomicU64::new(0));
     let ks = Keyspace::Idempotency;
 
     let readers: Vec<_> = (0..2)
@@ -297,6 +300,7 @@ fn check_concurrent_readers_see_committed_states(dir: &Path, open: Opener) {
             let s = Arc::clone(&s);
             let acked = Arc::clone(&acked);
             let done = Arc::clone(&done);
+            let reading = Arc::clone(&reading);
             std::thread::spawn(move || {
                 let mut reads = 0u64;
                 let mut last_seen = 0u64;
@@ -327,6 +331,9 @@ fn check_concurrent_readers_see_committed_states(dir: &Path, open: Opener) {
                         assert!(g >= last_seen);
                     }
                     reads += 1;
+                    if reads == 1 {
+                        reading.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
                 reads
             })
@@ -343,6 +350,10 @@ fn check_concurrent_readers_see_committed_states(dir: &Path, open: Opener) {
         if lsn % 100 == 0 {
             s.persist().expect("persist");
         }
+    }
+    // A reader that stopped early (a failed assertion) is reported by the join below.
+    while reading.load(Ordering::Acquire) < 2 && !readers.iter().any(|r| r.is_finished()) {
+        std::thread::yield_now();
     }
     done.store(true, Ordering::Release);
     for r in readers {
