@@ -157,21 +157,6 @@ impl Store for BufferedStore {
         self.inner.get(ks, key)
     }
 
-    fn get_many(&self, ks: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let mut found: Vec<Option<Option<Vec<u8>>>> = {
-            let overlay = self.overlay.read();
-            keys.iter().map(|k| overlay.get(ks, k)).collect()
-        };
-        let missing: Vec<&[u8]> = keys.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(k, _)| *k).collect();
-        if !missing.is_empty() {
-            let mut stored = self.inner.get_many(ks, &missing)?.into_iter();
-            for slot in found.iter_mut().filter(|f| f.is_none()) {
-                *slot = Some(stored.next().flatten());
-            }
-        }
-        Ok(found.into_iter().map(Option::flatten).collect())
-    }
-
     fn range(&self, ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Entries, StoreError> {
         if range_is_empty(start, end) || limit == 0 {
             return Ok(Vec::new());

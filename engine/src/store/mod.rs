@@ -206,12 +206,6 @@ pub trait Store: Send + Sync + 'static {
 
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The values of `keys`, in their order, from one committed state (a listing's page is one read, not
-    /// one transaction per row).
-    fn get_many(&self, ks: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        keys.iter().map(|k| self.get(ks, k)).collect()
-    }
-
     /// Ordered by key; `reverse` walks from the end; at most `limit` entries.
     fn range(&self, ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Entries, StoreError>;
 

@@ -111,20 +111,11 @@ impl Store for RedbStore {
     }
 
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.get_many(ks, &[key])?.pop().flatten())
-    }
-
-    fn get_many(&self, ks: Keyspace, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let t = self.read_table(ks)?;
-        keys.iter()
-            .map(|key| {
-                if impossible_key(key) {
-                    return Ok(None);
-                }
-                let value = t.get(*key).map_err(|e| StoreError::redb("get", Some(ks.name()), e))?;
-                Ok(value.map(|g| g.value().to_vec()))
-            })
-            .collect()
+        if impossible_key(key) {
+            return Ok(None);
+        }
+        let value = self.read_table(ks)?.get(key).map_err(|e| StoreError::redb("get", Some(ks.name()), e))?;
+        Ok(value.map(|g| g.value().to_vec()))
     }
 
     fn range(&self, ks: Keyspace, start: Bound<&[u8]>, end: Bound<&[u8]>, reverse: bool, limit: usize) -> Result<Entries, StoreError> {
