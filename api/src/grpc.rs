@@ -113,7 +113,7 @@ impl pb::product_service_server::ProductService for Svc {
     async fn get_product(&self, req: tonic::Request<pb::GetProductRequest>) -> R<pb::ProductResponse> {
         let id = positive_id(req.get_ref().id, "id")?;
         let p = self.engine.product(id).map_err(grpc_status)?.ok_or_else(|| Status::not_found("product not found"))?;
-        Ok(Response::new(pb::ProductResponse { product: Some(product_pb(p, self.currency())?) }))
+        Ok(Response::new(pb::ProductResponse { product: Some(product_pb(std::sync::Arc::unwrap_or_clone(p), self.currency())?) }))
     }
 
     async fn create_product(&self, req: tonic::Request<pb::CreateProductRequest>) -> R<pb::ProductResponse> {

@@ -173,19 +173,16 @@ fn round_div(sum: i128, count: u64) -> i64 {
 }
 
 impl Engine {
-    /// A product from its shard's in-memory view (`product_view`): no store read, no decode.
-    pub fn product(&self, id: u64) -> Result<Option<Product>, EngineError> {
-        Ok(self.shared_product(id).map(|p| Product::clone(&p)))
-    }
-
-    fn shared_product(&self, id: u64) -> Option<Arc<Product>> {
+    /// A product from its shard's in-memory view (`product_view`), as the view shares it: no store read,
+    /// no decode, no copy.
+    pub fn product(&self, id: u64) -> Result<Option<Arc<Product>>, EngineError> {
         let shard = crate::core::shard_of_product(id, self.shards() as u32) as usize;
-        self.views()[shard].products.get(id)
+        Ok(self.views()[shard].products.get(id))
     }
 
-    /// The products of `ids` that exist, in the order of `ids`, as the view shares them (not copied).
+    /// The products of `ids` that exist, in the order of `ids`, as the view shares them.
     fn products_by_id(&self, ids: &[u64]) -> Vec<Arc<Product>> {
-        ids.iter().filter_map(|&id| self.shared_product(id)).collect()
+        ids.iter().filter_map(|&id| self.product(id).ok().flatten()).collect()
     }
 
     /// Visits every product of every shard (shard by shard, each in id order) until `f` returns false.
@@ -199,14 +196,13 @@ impl Engine {
         if want == 0 {
             return Ok(Vec::new());
         }
-        // Listings ordered by an index: merge the shards' keys, cut the page, and only then read and decode
-        // the page's products (decoding everything up to `offset + limit` was most of a deep page's cost).
-        let ordered = |keys: Vec<(i128, u64)>| -> Result<Vec<Arc<Product>>, EngineError> {
-            let mut keys = keys;
+        // Listings ordered by an index: merge the shards' keys, cut the page, and only then take the page's
+        // products from the view (reading everything up to `offset + limit` was most of a deep page's cost).
+        let ordered = |mut keys: Vec<(i128, u64)>| -> Vec<Arc<Product>> {
             keys.retain(|&(key, id)| page.past(Cursor { key, id }));
             keys.sort_unstable();
             let ids: Vec<u64> = keys.into_iter().skip(page.offset).take(page.limit).map(|(_, id)| id).collect();
-            Ok(self.products_by_id(&ids))
+            self.products_by_id(&ids)
         };
         // Each index walk starts at the cursor when there is one: a shard then yields the page's
         // candidates first, however deep the page.
@@ -227,7 +223,7 @@ impl Engine {
                 let end = crate::store::prefix_upper_bound(&prefix);
                 let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
                 let keys = index_keys(Keyspace::ProductsByCategory, start, end, false)?;
-                return ordered(keys.iter().filter_map(|k| views::id_from_index_key(k)).map(|id| (0, id)).collect());
+                return Ok(ordered(keys.iter().filter_map(|k| views::id_from_index_key(k)).map(|id| (0, id)).collect()));
             }
             ProductQuery::PriceRange { min, max } => {
                 if min > max {
@@ -239,9 +235,9 @@ impl Engine {
                 let from = after.and_then(|a| i64::try_from(a.key).ok().map(|price| views::price_key(price, a.id))).filter(|k| *k >= lo);
                 let start = from.as_ref().map_or(Bound::Included(&lo[..]), |k| Bound::Excluded(&k[..]));
                 let keys = index_keys(Keyspace::ProductsByPrice, start, Bound::Included(&hi[..]), false)?;
-                return ordered(
+                return Ok(ordered(
                     keys.iter().filter_map(|k| Some((i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?))).collect(),
-                );
+                ));
             }
             ProductQuery::TopByPrice => {
                 // Most expensive first, ties by id: from a cursor at price p the walk goes down from the
@@ -249,17 +245,17 @@ impl Engine {
                 let until = after.and_then(|a| i64::try_from(-a.key).ok().map(|price| views::price_key(price, u64::MAX)));
                 let end = until.as_ref().map_or(Bound::Unbounded, |k| Bound::Included(&k[..]));
                 let keys = index_keys(Keyspace::ProductsByPrice, Bound::Unbounded, end, true)?;
-                return ordered(
+                return Ok(ordered(
                     keys.iter()
                         .filter_map(|k| Some((-i128::from(views::price_from_index_key(k)?), views::id_from_index_key(k)?)))
                         .collect(),
-                );
+                ));
             }
             ProductQuery::All => {
                 let from = after.map(|a| views::product_key(a.id));
                 let start = from.as_ref().map_or(Bound::Unbounded, |k| Bound::Excluded(&k[..]));
                 let keys = index_keys(Keyspace::Products, start, Bound::Unbounded, false)?;
-                return ordered(keys.iter().filter_map(|k| Some((0, u64::from_be_bytes(k.as_slice().try_into().ok()?)))).collect());
+                return Ok(ordered(keys.iter().filter_map(|k| Some((0, u64::from_be_bytes(k.as_slice().try_into().ok()?)))).collect()));
             }
             ProductQuery::StockAtMost(max) => {
                 // Fewest first needs every match; the catalog is scanned (an admin listing, not a hot path).

@@ -236,7 +236,7 @@ fn run(shards: usize, ops: &[Op]) {
                     _ => (stock, current.available),
                 };
                 let input = ProductInput {
-                    name: current.name,
+                    name: current.name.clone(),
                     description: String::new(),
                     price,
                     stock,

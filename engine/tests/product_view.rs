@@ -31,7 +31,7 @@ fn in_the_stores(engine: &Engine) -> Vec<Product> {
 fn agree(engine: &Engine, expected: &[Product], deleted: &[u64]) {
     assert_eq!(in_the_stores(engine), expected, "the stores hold what was written");
     for p in expected {
-        assert_eq!(engine.product(p.id).expect("read").as_ref(), Some(p), "product {} from the view", p.id);
+        assert_eq!(engine.product(p.id).expect("read").as_deref(), Some(p), "product {} from the view", p.id);
     }
     for id in deleted {
         assert_eq!(engine.product(*id).expect("read"), None, "deleted product {id} is gone from the view");

@@ -228,8 +228,8 @@ pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
     u64::try_from(v).ok().filter(|v| *v > 0).ok_or_else(invalid)
 }
 
-fn product_reply(s: &AppState, p: Product, status: StatusCode) -> ApiResult {
-    Ok(super::json_body_response(status, product_json::product_body(&p, s.currency())))
+fn product_reply(s: &AppState, p: &Product, status: StatusCode) -> ApiResult {
+    Ok(super::json_body_response(status, product_json::product_body(p, s.currency())))
 }
 
 async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
@@ -239,7 +239,7 @@ async fn list(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
 async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
     let id = parse_id(&id)?;
     match s.engine.product(id)? {
-        Some(p) => product_reply(&s, p, StatusCode::OK),
+        Some(p) => product_reply(&s, &p, StatusCode::OK),
         None => Err(ApiError::not_found("product not found: product not found")),
     }
 }
@@ -247,7 +247,7 @@ async fn get(State(s): State<AppState>, P(id): P<String>) -> ApiResult {
 async fn create(State(s): State<AppState>, w: Write) -> ApiResult {
     let input = w.json::<ProductBody>()?.input(s.currency())?;
     let product = s.engine.run(w.keyed(cmd::create_product(input))).await?;
-    product_reply(&s, product, StatusCode::CREATED)
+    product_reply(&s, &product, StatusCode::CREATED)
 }
 
 async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
@@ -264,7 +264,7 @@ async fn update(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiRes
         kassa_engine::ErrorKind::NotFound => ApiError::not_found("product not found: product not found"),
         _ => e.into(),
     })?;
-    product_reply(&s, product, StatusCode::OK)
+    product_reply(&s, &product, StatusCode::OK)
 }
 
 async fn delete(State(s): State<AppState>, P(id): P<String>, w: Write) -> ApiResult {
