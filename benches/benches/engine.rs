@@ -1,6 +1,7 @@
 //! W6: the engine in-process, no network. Durable commands/s with group commit (many concurrent
 //! submitters; 1 and 2 shards; store choices Auto, all-fjall, all-redb), durable checkouts/s (add an
-//! item, pay, process: W4's three commands without HTTP) and point reads/s on one core.
+//! item, pay, process: W4's three commands without HTTP), point reads/s on one core, and category pages
+//! (read and written as the HTTP API answers them) on one core.
 //!
 //! `cargo bench -p kassa-bench --bench engine`; `kassa-bench import-engine` turns the results into
 //! figures of a run (one iteration = one command or one read, so ops/s = 1e9 / mean ns).
@@ -15,8 +16,14 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use kassa_bench::engine_import::{CHECKOUTS_BENCH, CHECKOUTS_GROUP, DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP};
-use kassa_engine::{Answer, Cmd, Durability, Engine, EngineConfig, PaymentInput, PaymentStatus, ProductInput, StoreChoice, cmd};
+use kassa_api::http::product_json::list_body;
+use kassa_bench::engine_import::{
+    CATEGORY_PAGE_BENCH, CHECKOUTS_BENCH, CHECKOUTS_GROUP, DURABLE_BENCHES, DURABLE_GROUP, READS_BENCH, READS_GROUP,
+};
+use kassa_engine::{
+    Answer, Cmd, Currency, Durability, Engine, EngineConfig, Page, PaymentInput, PaymentStatus, ProductInput, ProductQuery, StoreChoice,
+    cmd,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -162,9 +169,22 @@ fn reads(c: &mut Criterion) {
             }
         });
     });
+    // W2 by category without the network: a whole category (100 products) from the index and the view,
+    // written as the HTTP API writes it.
+    let mut short = 0u64;
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(CATEGORY_PAGE_BENCH, |b| {
+        b.iter(|| {
+            let category = format!("cat-{:05}", rng.random_range(1..READ_PRODUCTS / 100));
+            let products = engine.products(&ProductQuery::Category(category), Page::new(0, 100)).unwrap_or_default();
+            short += u64::from(products.len() != 100);
+            black_box(list_body(&products, Currency::USD, None));
+        });
+    });
     group.finish();
     engine.shutdown();
     assert_eq!(missing, 0, "{missing} seeded products were not found");
+    assert_eq!(short, 0, "{short} category pages were not full");
 }
 
 fn config() -> Criterion {

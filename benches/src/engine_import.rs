@@ -20,6 +20,7 @@ pub const READS_GROUP: &str = "w6_reads";
 pub const CHECKOUTS_GROUP: &str = "w6_checkouts";
 pub const CHECKOUTS_BENCH: &str = "auto_2shards";
 pub const READS_BENCH: &str = "product_by_id_100k";
+pub const CATEGORY_PAGE_BENCH: &str = "category_page_100k";
 
 #[derive(Deserialize)]
 struct Estimate {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use kassa_engine::money::push_minor;
 use kassa_engine::time::push_rfc3339;
-use kassa_engine::wire::push_go_str;
+use kassa_engine::wire::{go_str_len, push_go_str};
 use kassa_engine::{Currency, Product};
 
 #[cfg(doc)]
@@ -67,7 +67,7 @@ pub fn product_body(p: &Product, currency: Currency) -> String {
 
 /// A listing's answer body, as [`ProductList`] writes it.
 pub fn list_body(products: &[Arc<Product>], currency: Currency, next_after: Option<&str>) -> String {
-    let text: usize = products.iter().map(|p| p.name.len() + p.description.len() + p.category.len()).sum();
+    let text: usize = products.iter().map(|p| go_str_len(&p.name) + go_str_len(&p.description) + go_str_len(&p.category)).sum();
     let mut out = String::with_capacity(64 + products.len() * PRODUCT_BYTES + text);
     out.push_str("{\"products\":[");
     for (i, p) in products.iter().enumerate() {
