@@ -18,7 +18,7 @@ pub const PAGE_LIMIT_MAX: usize = 1000;
 /// Deepest offset a listing accepts (deeper paging should filter instead).
 pub const PAGE_OFFSET_MAX: usize = 100_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Page {
     pub offset: usize,
     pub limit: usize,
@@ -29,7 +29,7 @@ pub struct Page {
 
 /// A position in a product listing's order: the listing's sort key (0 when it sorts by id alone) and
 /// the product id that breaks ties. Written as `key:id`; clients pass back what `Cursor::of` gave.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cursor {
     pub key: i128,
     pub id: u64,
@@ -178,6 +178,15 @@ impl Engine {
     pub fn product(&self, id: u64) -> Result<Option<Arc<Product>>, EngineError> {
         let shard = crate::core::shard_of_product(id, self.shards() as u32) as usize;
         Ok(self.views()[shard].products.get(id))
+    }
+
+    /// A version of `category`'s listing: it changes whenever a product enters, leaves or changes in the
+    /// category (sometimes also when one of another category does). A listing read after this version
+    /// was taken holds every change it counts, so an answer kept with it may be given again for as long
+    /// as the version is the same (each shard's count only grows, so their sum is equal only when none
+    /// moved).
+    pub fn category_version(&self, category: &str) -> u64 {
+        self.views().iter().map(|v| v.products.category_version(category)).fold(0, u64::wrapping_add)
     }
 
     /// The products of `ids` that exist, in the order of `ids`, as the view shares them.

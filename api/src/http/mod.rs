@@ -4,6 +4,7 @@
 pub mod baskets;
 pub mod notifications;
 pub mod openapi;
+pub mod page_cache;
 pub mod payments;
 pub mod product_json;
 pub mod products;
@@ -43,11 +44,19 @@ pub struct ApiConfig {
     pub page_limit_max: usize,
     /// Page size of the notification lists when no `limit` is given (the old default).
     pub notification_limit_default: usize,
+    /// Bytes of category pages kept for answering again while their category is unchanged (0: none).
+    pub page_cache_bytes: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { body_limit_bytes: 64 * 1024, page_limit_default: 100, page_limit_max: 1000, notification_limit_default: 10 }
+        ApiConfig {
+            body_limit_bytes: 64 * 1024,
+            page_limit_default: 100,
+            page_limit_max: 1000,
+            notification_limit_default: 10,
+            page_cache_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -61,6 +70,7 @@ pub struct App {
     pub cfg: ApiConfig,
     /// The encoded OpenAPI document, written on first request (it depends on `cfg` and the currency).
     pub openapi: std::sync::OnceLock<Bytes>,
+    pub pages: page_cache::PageCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -463,7 +473,8 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
 
 /// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
 pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
-    let state = AppState(Arc::new(App { engine, cfg, openapi: Default::default() }));
+    let pages = page_cache::PageCache::new(cfg.page_cache_bytes);
+    let state = AppState(Arc::new(App { engine, cfg, openapi: Default::default(), pages }));
     let mut service = Router::new();
     let mut notification = Router::new();
     for (_, path, r) in all_routes() {

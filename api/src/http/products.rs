@@ -1,14 +1,14 @@
 //! Product service endpoints (contract §2.1).
 
-use std::sync::Arc;
-
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use bytes::Bytes;
 use kassa_engine::{CategoryStats, Product, ProductStats, limits};
 use kassa_engine::{Currency, Cursor, Deleted, Engine, Page, ProductInput, ProductQuery, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::page_cache::{PageKey, Source};
 use super::product_json;
 use super::spec::{AFTER, Field, KEYSET_PAGED, Kind, LIMIT, LONG, LimitDefault, OFFSET, Param, SHORT};
 use super::{ApiResult, AppState, P, PageParams, Q, RouteDef, TEXT_MAX, Write, def, ok, segment};
@@ -211,15 +211,15 @@ pub fn routes() -> Vec<RouteDef> {
 /// The most products `/products/random/{count}` answers.
 const RANDOM_MAX: i64 = 50;
 
-fn list_response(products: Vec<Arc<Product>>, currency: Currency, next_after: Option<String>) -> axum::response::Response {
-    super::json_body_response(StatusCode::OK, product_json::list_body(&products, currency, next_after.as_deref()))
+fn list_body(s: &AppState, q: &ProductQuery, page: Page) -> Result<String, ApiError> {
+    let products = s.engine.products(q, page)?;
+    let full = page.limit > 0 && products.len() == page.limit;
+    let next_after = products.last().filter(|_| full).map(|last| Cursor::of(q, last).to_string());
+    Ok(product_json::list_body(&products, s.currency(), next_after.as_deref()))
 }
 
 fn query(s: &AppState, q: ProductQuery, page: Page) -> ApiResult {
-    let products = s.engine.products(&q, page)?;
-    let full = page.limit > 0 && products.len() == page.limit;
-    let next_after = products.last().filter(|_| full).map(|last| Cursor::of(&q, last).to_string());
-    Ok(list_response(products, s.currency(), next_after))
+    Ok(super::json_body_response(StatusCode::OK, list_body(s, &q, page)?))
 }
 
 pub(crate) fn parse_id(text: &str) -> Result<u64, ApiError> {
@@ -294,9 +294,19 @@ async fn low10(State(s): State<AppState>, Q(p): Q<PageParams>) -> ApiResult {
 }
 
 async fn by_category(State(s): State<AppState>, P(category): P<String>, Q(p): Q<PageParams>) -> ApiResult {
-    let category = segment(&category, "category", TEXT_MAX)?.to_string();
-    query(&s, ProductQuery::Category(category), p.product_page(&s.cfg, LimitDefault::Page)?)
+    let key =
+        PageKey { category: segment(&category, "category", TEXT_MAX)?.to_string(), page: p.product_page(&s.cfg, LimitDefault::Page)? };
+    let (body, source) = s
+        .pages
+        .get_or_read(&s.engine, key, |key| list_body(&s, &ProductQuery::Category(key.category.clone()), key.page).map(Bytes::from))?;
+    let mut response = super::json_body_response(StatusCode::OK, body);
+    let cache = if source == Source::Hit { "HIT" } else { "MISS" };
+    response.headers_mut().insert(X_CACHE, HeaderValue::from_static(cache));
+    Ok(response)
 }
+
+/// Says whether a category page was answered from the page cache, as the old gateway's cache did.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 async fn by_price(State(s): State<AppState>, P((min, max)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
     let c = s.currency();
@@ -343,7 +353,8 @@ async fn random(State(s): State<AppState>, P(count): P<String>) -> ApiResult {
     if !(1..=RANDOM_MAX).contains(&count) {
         return Err(ApiError::labelled(StatusCode::BAD_REQUEST, "Invalid count", format!("Count must be between 1 and {RANDOM_MAX}")));
     }
-    Ok(list_response(s.engine.random_products(count as usize)?, s.currency(), None))
+    let products = s.engine.random_products(count as usize)?;
+    Ok(super::json_body_response(StatusCode::OK, product_json::list_body(&products, s.currency(), None)))
 }
 
 async fn by_created(State(s): State<AppState>, P((start, end)): P<(String, String)>, Q(p): Q<PageParams>) -> ApiResult {
