@@ -67,32 +67,22 @@ impl RateLimiter {
             shard_capacity: (max_clients / SHARDS).max(1),
             hasher: RandomState::new(),
             evictions: AtomicU64::new(0),
-            policy: HeaderValue::from(u64::from(class.limit)),
-            limit_header: HeaderValue::from(u64::from(class.limit)),
+            policy: static_text(format!("{};w={};burst={}", class.limit, class.window_ms.div_ceil(1000), class.burst)),
+            limit_header: static_text(class.limit.to_string()),
         }
-        .with_policy()
-    }
-
-    fn with_policy(mut self) -> RateLimiter {
-        let c = self.class;
-        let text = format!("{};w={};burst={}", c.limit, c.window_ms.div_ceil(1000), c.burst);
-        if let Ok(v) = HeaderValue::from_str(&text) {
-            self.policy = v;
-        }
-        self
     }
 
     pub fn class(&self) -> LimitClass {
         self.class
     }
 
-    pub fn check(&self, client: &str) -> Decision {
+    pub fn check<C: std::hash::Hash + ?Sized>(&self, client: &C) -> Decision {
         self.check_at(client, now_ns())
     }
 
     /// GCRA: a request at `now` is allowed when the client's TAT, advanced by one emission interval, is
     /// at most `burst` intervals ahead of `now`.
-    pub fn check_at(&self, client: &str, now: u64) -> Decision {
+    pub fn check_at<C: std::hash::Hash + ?Sized>(&self, client: &C, now: u64) -> Decision {
         let key = self.hasher.hash_one(client);
         let shard = &self.shards[(key as usize) % SHARDS];
         let mut map = shard.lock();
@@ -201,16 +191,37 @@ impl Limiters {
 /// Never a client-chosen header such as `X-User-ID`.
 /// `X-Forwarded-For` is believed only from `trusted_proxies` (e.g. a Kassa gateway in front of this
 /// node), and then only up to the first address that is not itself a trusted proxy.
-pub fn client_of(req: &Request, cfg: &RateLimitConfig) -> String {
+/// Who a request counts against: hashed as it is (formatting it into a string per request was a
+/// tenth of the gateway's cost on a point read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Client<'a> {
+    User(&'a str),
+    ApiKey(&'a [u8]),
+    Ip(IpAddr),
+    Unknown,
+}
+
+impl std::fmt::Display for Client<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Client::User(subject) => write!(f, "u:{subject}"),
+            Client::ApiKey(key) => write!(f, "k:{}", String::from_utf8_lossy(key)),
+            Client::Ip(ip) => write!(f, "ip:{ip}"),
+            Client::Unknown => f.write_str("ip:unknown"),
+        }
+    }
+}
+
+pub fn client_of<'a>(req: &'a Request, cfg: &RateLimitConfig) -> Client<'a> {
     if let Some(p) = req.extensions().get::<Principal>() {
-        return format!("u:{}", p.subject);
+        return Client::User(&p.subject);
     }
     if let Some(key) = req.headers().get(cfg.api_key_header.as_str()).filter(|v| !v.is_empty()) {
-        // The limiter stores only a keyed 64-bit hash of this string, never the key itself.
-        return format!("k:{}", String::from_utf8_lossy(key.as_bytes()));
+        // The limiter stores only a keyed 64-bit hash of this, never the key itself.
+        return Client::ApiKey(key.as_bytes());
     }
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() else {
-        return "ip:unknown".to_string();
+        return Client::Unknown;
     };
     let mut ip = peer.ip();
     if cfg.trusted_proxies.contains(&ip) {
@@ -224,7 +235,7 @@ pub fn client_of(req: &Request, cfg: &RateLimitConfig) -> String {
             }
         }
     }
-    format!("ip:{ip}")
+    Client::Ip(ip)
 }
 
 /// Hops of `X-Forwarded-For` looked at, at most.
@@ -239,7 +250,36 @@ const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-r
 const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: u64) {
-    headers.insert(name, HeaderValue::from(value));
+    headers.insert(name, number(value));
+}
+
+/// Text made once into a header value whose clones copy a pointer (a shared value's clone bumps a
+/// reference count that every core's responses would touch). Digits, letters, `;` and `=`: always valid.
+fn static_text(text: String) -> HeaderValue {
+    HeaderValue::from_static(Box::leak(text.into_boxed_str()))
+}
+
+/// Counts and seconds below this are header values made once (`HeaderValue::from(u64)` allocates).
+const SMALL_NUMBERS: u64 = 4096;
+
+/// `value` as a header value: small ones from a table made once, the unix-time reset from a per-thread
+/// copy of the last one (it changes once a second), the rest formatted.
+fn number(value: u64) -> HeaderValue {
+    static SMALL: OnceLock<Box<[HeaderValue]>> = OnceLock::new();
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, HeaderValue)> = const { std::cell::RefCell::new((0, HeaderValue::from_static("0"))) };
+    }
+    if value < SMALL_NUMBERS {
+        let table = SMALL.get_or_init(|| (0..SMALL_NUMBERS).map(|n| static_text(n.to_string())).collect());
+        return table[value as usize].clone();
+    }
+    LAST.with_borrow_mut(|(last, header)| {
+        if *last != value {
+            *last = value;
+            *header = HeaderValue::from(value);
+        }
+        header.clone()
+    })
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -282,7 +322,7 @@ impl Checked<'_> {
         let reset_secs = ceil_secs(d.reset.max(d.retry_after));
         let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_secs());
         let h = response.headers_mut();
-        let remaining = HeaderValue::from(d.remaining);
+        let remaining = number(u64::from(d.remaining));
         h.insert(RATELIMIT_LIMIT, self.limiter.limit_header.clone());
         h.insert(RATELIMIT_REMAINING, remaining.clone());
         set(h, RATELIMIT_RESET, reset_secs);
@@ -359,17 +399,25 @@ mod tests {
             r
         };
         let mut cfg = RateLimitConfig::default();
-        assert_eq!(client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg), "ip:10.0.0.9", "untrusted peers cannot choose an identity");
+        assert_eq!(
+            client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg).to_string(),
+            "ip:10.0.0.9",
+            "untrusted peers cannot choose an identity"
+        );
         cfg.trusted_proxies = vec!["10.0.0.9".parse().unwrap(), "10.0.0.8".parse().unwrap()];
-        assert_eq!(client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg), "ip:1.2.3.4");
-        assert_eq!(client_of(&req("10.0.0.9", Some("6.6.6.6, 1.2.3.4, 10.0.0.8")), &cfg), "ip:1.2.3.4", "spoofed left hops ignored");
-        assert_eq!(client_of(&req("10.0.0.9", None), &cfg), "ip:10.0.0.9");
+        assert_eq!(client_of(&req("10.0.0.9", Some("1.2.3.4")), &cfg).to_string(), "ip:1.2.3.4");
+        assert_eq!(
+            client_of(&req("10.0.0.9", Some("6.6.6.6, 1.2.3.4, 10.0.0.8")), &cfg).to_string(),
+            "ip:1.2.3.4",
+            "spoofed left hops ignored"
+        );
+        assert_eq!(client_of(&req("10.0.0.9", None), &cfg).to_string(), "ip:10.0.0.9");
         let mut with_user = req("10.0.0.9", None);
         with_user.extensions_mut().insert(Principal { subject: "ann".into(), role: crate::auth::Role::User });
-        assert_eq!(client_of(&with_user, &cfg), "u:ann");
+        assert_eq!(client_of(&with_user, &cfg).to_string(), "u:ann");
         let mut with_key = req("10.0.0.9", None);
         with_key.headers_mut().insert("x-api-key", HeaderValue::from_static("k1"));
-        assert_eq!(client_of(&with_key, &cfg), "k:k1");
+        assert_eq!(client_of(&with_key, &cfg).to_string(), "k:k1");
     }
 
     #[test]
