@@ -4,9 +4,14 @@
 //! `magic b"KSJSEG01" | version u32 = 1 | pad u32 | first_lsn u64 | reserved u64`, then frames.
 //!
 //! Frame: a 32-byte header
-//! `magic u32 | kind u16 | schema u16 | payload_len u32 | crc32c u32 | lsn u64 | reserved u64`,
+//! `magic u32 | kind u16 | schema u16 | payload_len u32 | crc32c u32 | lsn u64 | flags u8 | reserved [u8; 7]`,
 //! the payload at offset 32, zero padding up to a multiple of 16 bytes. The CRC32C covers the header
 //! (with the crc field zeroed) followed by the payload.
+//!
+//! Version 2 segments mark the last frame of every batch ([`FLAG_BATCH_END`]): one `write` of a batch
+//! can end part-way when the process is killed, and recovery then cuts the frames after the last whole
+//! batch, so a command's events (a product's reservation and the product it holds) never survive in
+//! part. Version 1 segments have no marks; they are read as they are and never appended to.
 
 use super::Lsn;
 
@@ -21,8 +26,13 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"KSJSEG01";
-/// Segment format version.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Segment format version written: 2, batches marked. Version 1 (no marks) is still read.
+pub const SEGMENT_VERSION: u32 = 2;
+/// The version before batch marks.
+pub const SEGMENT_VERSION_UNMARKED: u32 = 1;
+/// Frame flag: the last frame of a batch.
+pub const FLAG_BATCH_END: u8 = 1;
+const FLAGS_AT: usize = 24;
 /// Size of the segment header; the first frame starts right after it.
 pub const SEGMENT_HEADER_BYTES: usize = 32;
 /// File name suffix of segment files.
@@ -38,6 +48,8 @@ pub struct FrameHeader {
     pub payload_len: u32,
     pub crc: u32,
     pub lsn: Lsn,
+    /// The last frame of its batch (always false in version 1 segments).
+    pub batch_end: bool,
 }
 
 impl FrameHeader {
@@ -56,7 +68,7 @@ pub enum FrameError {
     BadMagic { found: u32 },
     #[error("payload length {len} exceeds the maximum {PAYLOAD_BYTES_MAX}")]
     PayloadTooLarge { len: u32 },
-    #[error("reserved header field is not zero")]
+    #[error("reserved header field or unknown flag is not zero")]
     ReservedNonZero,
     #[error("crc mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     BadCrc { stored: u32, computed: u32 },
@@ -90,6 +102,17 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: u16, schema: u16, payload
     debug_assert_eq!((out.len() - start) % FRAME_ALIGN_BYTES, 0);
 }
 
+/// Marks the frame at the start of `frame` (whole, as [`encode_frame`] wrote it) as the last of its
+/// batch, and recomputes its CRC.
+pub fn mark_batch_end(frame: &mut [u8]) {
+    let header: &mut [u8; FRAME_HEADER_BYTES] = frame.first_chunk_mut().expect("a whole frame");
+    header[FLAGS_AT] |= FLAG_BATCH_END;
+    let payload_len = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+    let header_copy = *header;
+    let crc = frame_crc(&header_copy, &frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_len]);
+    frame[CRC_RANGE].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// CRC32C of a header (its crc field treated as zero) followed by the payload.
 pub fn frame_crc(header: &[u8; FRAME_HEADER_BYTES], payload: &[u8]) -> u32 {
     let mut zeroed = *header;
@@ -107,7 +130,7 @@ pub fn decode_frame_header(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHead
     if payload_len as usize > PAYLOAD_BYTES_MAX {
         return Err(FrameError::PayloadTooLarge { len: payload_len });
     }
-    if bytes[24..32].iter().any(|&b| b != 0) {
+    if bytes[FLAGS_AT] & !FLAG_BATCH_END != 0 || bytes[FLAGS_AT + 1..32].iter().any(|&b| b != 0) {
         return Err(FrameError::ReservedNonZero);
     }
     Ok(FrameHeader {
@@ -116,6 +139,7 @@ pub fn decode_frame_header(bytes: &[u8; FRAME_HEADER_BYTES]) -> Result<FrameHead
         payload_len,
         crc: u32::from_le_bytes(bytes[CRC_RANGE].try_into().expect("4 bytes")),
         lsn: u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")),
+        batch_end: bytes[FLAGS_AT] & FLAG_BATCH_END != 0,
     })
 }
 
@@ -162,11 +186,16 @@ pub fn encode_segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_BYTES] {
 
 /// Decodes a segment header and returns its first LSN.
 pub fn decode_segment_header(bytes: &[u8; SEGMENT_HEADER_BYTES]) -> Result<Lsn, String> {
+    decode_segment(bytes).map(|(first_lsn, _)| first_lsn)
+}
+
+/// Decodes a segment header: its first LSN and its version.
+pub fn decode_segment(bytes: &[u8; SEGMENT_HEADER_BYTES]) -> Result<(Lsn, u32), String> {
     if bytes[0..8] != SEGMENT_MAGIC {
         return Err("bad segment magic".to_owned());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_UNMARKED {
         return Err(format!("unsupported segment version {version}"));
     }
     if bytes[12..16].iter().chain(&bytes[24..32]).any(|&b| b != 0) {
@@ -176,7 +205,7 @@ pub fn decode_segment_header(bytes: &[u8; SEGMENT_HEADER_BYTES]) -> Result<Lsn, 
     if first_lsn == 0 {
         return Err("segment first_lsn is 0".to_owned());
     }
-    Ok(first_lsn)
+    Ok((first_lsn, version))
 }
 
 /// `<first_lsn:020>.seg`
@@ -260,8 +289,12 @@ mod tests {
         let mut bad = header;
         bad[0] = b'X';
         assert!(decode_segment_header(&bad).is_err());
+        assert_eq!(decode_segment(&header), Ok((77, SEGMENT_VERSION)));
+        let mut unmarked = header;
+        unmarked[8] = 1;
+        assert_eq!(decode_segment(&unmarked), Ok((77, SEGMENT_VERSION_UNMARKED)), "the format before batch marks is read");
         let mut bad = header;
-        bad[8] = 2;
+        bad[8] = 3;
         assert!(decode_segment_header(&bad).is_err());
         assert_eq!(segment_file_name(77), "00000000000000000077.seg");
         assert_eq!(parse_segment_file_name("00000000000000000077.seg"), Some(77));

@@ -5,8 +5,8 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, decode_frame_header, decode_segment_header, parse_segment_file_name, segment_file_name,
-    verify_frame_body,
+    FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_VERSION_UNMARKED, decode_frame_header, decode_segment, parse_segment_file_name,
+    segment_file_name, verify_frame_body,
 };
 use super::{JournalError, Lsn, Record};
 
@@ -64,6 +64,12 @@ pub(crate) struct FrameScan {
     pub file_len: u64,
     /// Offset and reason of the first invalid or incomplete frame, if the file does not end cleanly.
     pub bad: Option<(u64, String)>,
+    /// Where the last whole batch ends, and the LSN after it (version 2 segments; in version 1 ones
+    /// every valid frame counts as whole).
+    pub batches_end: u64,
+    pub batches_next_lsn: Lsn,
+    /// The segment's format version.
+    pub version: u32,
 }
 
 /// Checks that `segment` starts where the previous one ended (`next_lsn`, none for the first).
@@ -94,8 +100,8 @@ pub(crate) fn scan_segment(
     if got < SEGMENT_HEADER_BYTES {
         return Ok(SegmentScan::TornHeader { reason: format!("segment header has {got} of {SEGMENT_HEADER_BYTES} bytes") });
     }
-    let first_lsn = match decode_segment_header(&header) {
-        Ok(first_lsn) => first_lsn,
+    let (first_lsn, version) = match decode_segment(&header) {
+        Ok(decoded) => decoded,
         Err(reason) if file_len <= SEGMENT_HEADER_BYTES as u64 => {
             return Ok(SegmentScan::TornHeader { reason });
         }
@@ -105,7 +111,9 @@ pub(crate) fn scan_segment(
         return Err(corrupt(&segment.path, 0, format!("header first_lsn {first_lsn} does not match the file name")));
     }
 
-    let mut scan = FrameScan { next_lsn: first_lsn, valid_end: SEGMENT_HEADER_BYTES as u64, file_len, bad: None };
+    let start = SEGMENT_HEADER_BYTES as u64;
+    let mut scan =
+        FrameScan { next_lsn: first_lsn, valid_end: start, file_len, bad: None, batches_end: start, batches_next_lsn: first_lsn, version };
     let mut body = Vec::new();
     // Every pass consumes at least one whole frame (>= 32 bytes) of a file of `file_len` bytes.
     let frames_max = file_len / FRAME_HEADER_BYTES as u64 + 1;
@@ -151,6 +159,9 @@ pub(crate) fn scan_segment(
         }
         scan.next_lsn += 1;
         scan.valid_end += header.frame_len() as u64;
+        if header.batch_end || version == SEGMENT_VERSION_UNMARKED {
+            (scan.batches_end, scan.batches_next_lsn) = (scan.valid_end, scan.next_lsn);
+        }
     }
     debug_assert!(scan.valid_end <= file_len);
     Ok(SegmentScan::Frames(scan))

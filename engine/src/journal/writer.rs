@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use crossbeam_channel::Receiver;
 
 use super::durable::DurableWatch;
-use super::format::{FRAME_HEADER_BYTES, PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, encode_frame, encode_segment_header};
+use super::format::{
+    FRAME_HEADER_BYTES, PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES, SEGMENT_VERSION_UNMARKED, encode_frame, encode_segment_header,
+    mark_batch_end,
+};
 use super::io::{Batch, Completion, IoThread, NewSegment};
 use super::segment::{SegmentFile, SegmentScan, corrupt, follows, list_segments, scan_segment, sync_dir};
 use super::{JournalConfig, JournalError, Lsn};
@@ -27,6 +30,10 @@ pub struct JournalWriter {
     /// Encoded frames not yet handed to the I/O thread.
     pending: Vec<u8>,
     pending_frames: u64,
+    /// Where the last pending frame starts (marked as its batch's end when the batch is handed over).
+    last_frame_at: usize,
+    /// The active segment is a version 1 one (no batch marks): the next batch starts a new segment.
+    active_unmarked: bool,
     next_lsn: Lsn,
     in_flight_lsn: Option<Lsn>,
     durable: DurableWatch,
@@ -63,6 +70,8 @@ impl JournalWriter {
             active_frames: recovered.active_frames,
             pending: Vec::with_capacity(PENDING_BYTES_INITIAL),
             pending_frames: 0,
+            last_frame_at: 0,
+            active_unmarked: recovered.active_unmarked,
             next_lsn: recovered.next_lsn,
             in_flight_lsn: None,
             durable: DurableWatch::new(recovered.next_lsn - 1),
@@ -94,6 +103,7 @@ impl JournalWriter {
             return Err(JournalError::PayloadTooLarge { len: payload.len(), max: PAYLOAD_BYTES_MAX });
         }
         let lsn = self.next_lsn;
+        self.last_frame_at = self.pending.len();
         encode_frame(&mut self.pending, lsn, kind, schema, payload);
         self.next_lsn += 1;
         self.pending_frames += 1;
@@ -114,8 +124,9 @@ impl JournalWriter {
         // A batch never spans segments: rotate before it when it would overfill a non-empty segment.
         let rotate = match self.segments.back() {
             None => true,
-            Some(_) => self.active_frames > 0 && self.active_len_bytes + batch_len > self.segment_bytes_max,
+            Some(_) => self.active_unmarked || (self.active_frames > 0 && self.active_len_bytes + batch_len > self.segment_bytes_max),
         };
+        mark_batch_end(&mut self.pending[self.last_frame_at..]);
         let new_segment = rotate.then(|| SegmentFile::new(&self.dir, first_lsn));
         let offset = if rotate { SEGMENT_HEADER_BYTES as u64 } else { self.active_len_bytes };
         let replacement = self.io.take_spare().unwrap_or_else(|| Vec::with_capacity(PENDING_BYTES_INITIAL));
@@ -139,6 +150,7 @@ impl JournalWriter {
             self.segments.push_back(segment);
             self.active_len_bytes = SEGMENT_HEADER_BYTES as u64;
             self.active_frames = 0;
+            self.active_unmarked = false;
         }
         self.active_len_bytes += batch_len;
         self.active_frames += self.pending_frames;
@@ -291,15 +303,18 @@ struct Recovered {
     next_lsn: Lsn,
     active_len_bytes: u64,
     active_frames: u64,
+    active_unmarked: bool,
 }
 
-/// Verifies all segments, cuts a torn tail of the last one and makes the survivors durable.
+/// Verifies all segments, cuts a torn tail of the last one (and the frames of a batch it holds only in
+/// part) and makes the survivors durable.
 fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let listed = list_segments(dir)?;
     let count = listed.len();
     let mut segments = VecDeque::with_capacity(count);
     let mut next_lsn: Option<Lsn> = None;
     let mut active_len_bytes = 0;
+    let mut active_unmarked = false;
     for (index, segment) in listed.into_iter().enumerate() {
         let is_last = index + 1 == count;
         follows(&segment, next_lsn)?;
@@ -314,11 +329,21 @@ fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             SegmentScan::TornHeader { reason } => {
                 return Err(corrupt(&segment.path, 0, reason));
             }
-            SegmentScan::Frames(scan) => {
+            SegmentScan::Frames(mut scan) => {
+                if let Some((offset, reason)) = &scan.bad
+                    && !is_last
+                {
+                    return Err(corrupt(&segment.path, *offset, reason.clone()));
+                }
+                if is_last && scan.batches_end < scan.valid_end {
+                    // A batch's write ended part-way (the process was killed in it): none of it was
+                    // acknowledged, and replaying part of it could split a command.
+                    let frames = scan.next_lsn - scan.batches_next_lsn;
+                    tracing::warn!(segment = %segment.path.display(), frames, "cutting the frames of a batch the journal holds only in part");
+                    (scan.valid_end, scan.next_lsn) = (scan.batches_end, scan.batches_next_lsn);
+                    scan.bad.get_or_insert((scan.batches_end, "a batch without its end".to_owned()));
+                }
                 if let Some((offset, reason)) = scan.bad {
-                    if !is_last {
-                        return Err(corrupt(&segment.path, offset, reason));
-                    }
                     let cut_bytes = scan.file_len - scan.valid_end;
                     tracing::warn!(
                         segment = %segment.path.display(),
@@ -333,6 +358,7 @@ fn recover(dir: &Path) -> Result<Recovered, JournalError> {
                 }
                 next_lsn = Some(scan.next_lsn);
                 active_len_bytes = scan.valid_end;
+                active_unmarked = scan.version == SEGMENT_VERSION_UNMARKED;
                 segments.push_back(segment);
             }
         }
@@ -345,5 +371,5 @@ fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let next_lsn = next_lsn.unwrap_or(1);
     let active_frames = segments.back().map_or(0, |last| next_lsn - last.first_lsn);
     debug_assert!(next_lsn >= 1);
-    Ok(Recovered { segments, next_lsn, active_len_bytes, active_frames })
+    Ok(Recovered { segments, next_lsn, active_len_bytes, active_frames, active_unmarked })
 }

@@ -204,3 +204,56 @@ fn half_created_last_segment_is_removed() {
     std::fs::write(&segment, &bytes).expect("write");
     assert!(matches!(JournalWriter::open(config(dir.path(), 1 << 20)), Err(JournalError::Corrupt { offset: 0, .. })));
 }
+
+/// A batch whose write ended part-way (the process killed in its `write`): every frame that made it to
+/// the file is valid, but the batch's last one is missing. Recovery keeps the whole batches before it
+/// and cuts the rest, at every frame boundary of the torn batch.
+#[test]
+fn a_batch_held_only_in_part_is_cut_whole() {
+    for survivors in 1..4u64 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = JournalWriter::open(config(dir.path(), 1 << 20)).expect("open");
+        writer.append(5, 1, b"first batch");
+        writer.sync_all().expect("sync");
+        let whole_end = std::fs::metadata(last_segment(dir.path())).expect("metadata").len();
+        // A batch of four frames, of which only the first `survivors` reach the file.
+        for i in 0..4u8 {
+            writer.append(5, 1, &[i; 20]);
+        }
+        writer.sync_all().expect("sync");
+        drop(writer);
+        let segment = last_segment(dir.path());
+        let cut = whole_end + survivors * frame_len(20) as u64;
+        std::fs::OpenOptions::new().write(true).open(&segment).expect("open").set_len(cut).expect("truncate");
+
+        let mut writer = JournalWriter::open(config(dir.path(), 1 << 20)).expect("reopen");
+        assert_eq!(writer.next_lsn(), 2, "{survivors} of 4 frames: only the first batch is whole");
+        assert_eq!(std::fs::metadata(&segment).expect("metadata").len(), whole_end, "the partial batch is cut from the file");
+        assert_eq!(read_all(dir.path(), 1).expect("read_all").len(), 1);
+        assert_eq!(writer.append(6, 1, b"after"), 2);
+        writer.sync_all().expect("sync");
+        let records = read_all(dir.path(), 1).expect("read_all");
+        assert_eq!(records.iter().map(|r| (r.lsn, r.kind)).collect::<Vec<_>>(), [(1, 5), (2, 6)]);
+    }
+}
+
+/// A segment of the format before batch marks (version 1, no frame marked) is read as it is, and the
+/// next batch goes into a new, marked segment rather than being appended to it.
+#[test]
+fn an_unmarked_segment_is_read_whole_and_not_appended_to() {
+    use crate::journal::format::{SEGMENT_VERSION_UNMARKED, encode_frame, encode_segment_header, segment_file_name};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = encode_segment_header(1).to_vec();
+    bytes[8..12].copy_from_slice(&SEGMENT_VERSION_UNMARKED.to_le_bytes());
+    for lsn in 1..=3 {
+        encode_frame(&mut bytes, lsn, 5, 1, &payload(lsn));
+    }
+    std::fs::write(dir.path().join(segment_file_name(1)), &bytes).expect("write");
+    let mut writer = JournalWriter::open(config(dir.path(), 1 << 20)).expect("open");
+    assert_eq!(writer.next_lsn(), 4, "every frame of an unmarked segment counts");
+    assert_eq!(writer.append(6, 1, b"new"), 4);
+    writer.sync_all().expect("sync");
+    assert_eq!(segments(dir.path()).len(), 2, "the new batch starts a marked segment");
+    let records = read_all(dir.path(), 1).expect("read_all");
+    assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), [1, 2, 3, 4]);
+}
