@@ -43,20 +43,20 @@ impl ProductView {
         self.products.get(&id).map(|p| Arc::clone(p.value()))
     }
 
-    /// Applies a released batch's changes in order (a later change of a product wins).
-    /// A product's category is counted as changed after the product itself is published (release): a
-    /// reader that sees the new count (acquire) reads the new product.
+    /// Applies a released batch's changes in order (a later change of a product wins). The categories
+    /// a change touches (before and after) are counted once each, after the product itself is
+    /// published (release): a reader that sees the new count (acquire) reads the new product.
     pub fn publish(&self, changes: &[ProductChange]) {
         for (id, change) in changes {
             let old = match change {
-                Some(product) => {
-                    let old = self.products.insert(*id, Arc::clone(product));
-                    self.count_change(&product.category);
-                    old
-                }
+                Some(product) => self.products.insert(*id, Arc::clone(product)),
                 None => self.products.remove(id).map(|(_, old)| old),
             };
-            if let Some(old) = old {
+            let new_category = change.as_ref().map(|p| p.category.as_str());
+            if let Some(category) = new_category {
+                self.count_change(category);
+            }
+            if let Some(old) = old.filter(|old| Some(old.category.as_str()) != new_category) {
                 self.count_change(&old.category);
             }
         }
