@@ -17,7 +17,7 @@ use crate::feed::CursorBook;
 use crate::journal::{self, DurableWatch, IoMode, JournalConfig, JournalWriter};
 use crate::model::{Notification, Payment, now_micros};
 use crate::money::Currency;
-use crate::shard::{Durability, Mail, Shard, ShardStats, StoreCatalog};
+use crate::shard::{Durability, Mail, Shard, ShardStats, SharedCatalog};
 use crate::stats::EngineStats;
 use crate::store::{Keyspace, StoreError};
 use crate::views::{self, StoreChoice, Views};
@@ -271,7 +271,7 @@ impl Engine {
             cores.push(core);
         }
         let max_product_id = cores.iter().map(Core::max_product_id).max().unwrap_or(0);
-        let catalog = Arc::new(StoreCatalog { views: views.clone() });
+        let catalog = Arc::new(SharedCatalog { views: views.clone() });
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| crossbeam_channel::bounded::<Mail>(cfg.mailbox_capacity)).unzip();
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
         let durable: Vec<DurableWatch> = journals.iter().map(JournalWriter::durable_watch).collect();

@@ -14,7 +14,7 @@ use crate::core::{CatalogView, Core, Effects, Input, PeerMsg, shard_of_product};
 use crate::event::{EVENT_KIND, EVENT_SCHEMA};
 use crate::journal::JournalWriter;
 use crate::model::{Micros, Product, now_micros};
-use crate::views::{self, Ks, Views, Writes};
+use crate::views::{Views, Writes};
 
 pub type ReplySender = tokio::sync::oneshot::Sender<Result<Reply, EngineError>>;
 
@@ -70,16 +70,16 @@ pub struct ShardStats {
     pub peer_dropped_total: AtomicU64,
 }
 
-/// Reads products from whichever shard owns them, straight from that shard's catalog store.
-pub struct StoreCatalog {
+/// Reads products from whichever shard owns them, from that shard's in-memory view: what its stores
+/// hold (every released write, nothing still unsynced), without a store transaction or a decode.
+pub struct SharedCatalog {
     pub views: Vec<Views>,
 }
 
-impl CatalogView for StoreCatalog {
-    fn product(&self, id: u64) -> Option<Product> {
+impl CatalogView for SharedCatalog {
+    fn product(&self, id: u64) -> Option<Arc<Product>> {
         let shard = shard_of_product(id, self.views.len() as u32) as usize;
-        let bytes = self.views[shard].catalog.get(Ks::Products, &views::product_key(id)).ok()??;
-        views::decode_product(&bytes).ok()
+        self.views[shard].products.get(id)
     }
 }
 
@@ -95,7 +95,7 @@ pub struct Shard {
     pub core: Core,
     pub journal: JournalWriter,
     pub views: Views,
-    pub catalog: Arc<StoreCatalog>,
+    pub catalog: Arc<SharedCatalog>,
     pub inbox: Receiver<Mail>,
     pub peers: Vec<Sender<Mail>>,
     pub durability: Durability,

@@ -86,8 +86,15 @@ impl Core {
     }
 
     fn keep_basket(&mut self, basket: Basket) {
-        if let Some(old) = self.baskets.get(&basket.user_id) {
-            self.basket_expiry.remove(&(old.expires_at, old.user_id.clone()));
+        // A basket's expiry is set when it is made, so a write to it usually leaves its index entry
+        // and its key as they are: neither is copied then.
+        if let Some(old) = self.baskets.get_mut(&basket.user_id) {
+            if old.expires_at != basket.expires_at {
+                self.basket_expiry.remove(&(old.expires_at, old.user_id.clone()));
+                self.basket_expiry.insert((basket.expires_at, basket.user_id.clone()));
+            }
+            *old = basket;
+            return;
         }
         self.basket_expiry.insert((basket.expires_at, basket.user_id.clone()));
         self.baskets.insert(basket.user_id.clone(), basket);

@@ -96,9 +96,9 @@ impl Core {
                 }
                 basket.lines.push(BasketLine {
                     product_id,
-                    name: product.name,
+                    name: product.name.clone(),
                     price: product.price,
-                    category: product.category,
+                    category: product.category.clone(),
                     quantity,
                 });
             }

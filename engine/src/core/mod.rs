@@ -84,7 +84,7 @@ impl CoreConfig {
 
 /// Read access to products owned by other shards (the user's shard prices basket lines with it).
 pub trait CatalogView {
-    fn product(&self, id: u64) -> Option<Product>;
+    fn product(&self, id: u64) -> Option<Arc<Product>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

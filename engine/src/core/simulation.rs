@@ -6,6 +6,7 @@
 //! every completed payment's lines sold exactly once, nothing left half-done.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::command::{Reply, Request};
 use crate::core::{CatalogView, Core, CoreConfig, Effects, Input, PeerMsg, shard_of_product, shard_of_user};
@@ -19,10 +20,10 @@ const USERS: usize = 6;
 const PRODUCTS: u64 = 5;
 const UNITS: i64 = 6;
 
-struct Catalog(HashMap<u64, Product>);
+struct Catalog(HashMap<u64, Arc<Product>>);
 
 impl CatalogView for Catalog {
-    fn product(&self, id: u64) -> Option<Product> {
+    fn product(&self, id: u64) -> Option<Arc<Product>> {
         self.0.get(&id).cloned()
     }
 }
@@ -94,7 +95,7 @@ impl Sim {
 
     fn catalog(&self) -> Catalog {
         // Other shards read products from durable stores: the shadow is exactly that.
-        Catalog(self.shards.iter().flat_map(|s| s.shadow.products.values().map(|p| (p.id, Product::clone(p)))).collect())
+        Catalog(self.shards.iter().flat_map(|s| s.shadow.products.values().map(|p| (p.id, Arc::clone(p)))).collect())
     }
 
     fn step_shard(&mut self, s: usize, input: Input) {

@@ -1,9 +1,9 @@
 use super::*;
 use crate::command::PaymentInput;
 
-struct Catalog(Vec<Product>);
+struct Catalog(Vec<Arc<Product>>);
 impl CatalogView for Catalog {
-    fn product(&self, id: u64) -> Option<Product> {
+    fn product(&self, id: u64) -> Option<Arc<Product>> {
         self.0.iter().find(|p| p.id == id).cloned()
     }
 }
@@ -16,7 +16,7 @@ fn input(name: &str, stock: i64) -> ProductInput {
 
 /// A one-shard core with one product, driven synchronously: peer messages are delivered at once.
 fn run(core: &mut Core, request: Request, now: Micros) -> Result<Reply, EngineError> {
-    let catalog = Catalog(core.products.values().map(|p| Product::clone(p)).collect());
+    let catalog = Catalog(core.products.values().cloned().collect());
     let mut fx = Effects::default();
     core.step(Input::Client { token: 1, request }, now, &catalog, &mut fx);
     let mut replies = std::mem::take(&mut fx.replies);
