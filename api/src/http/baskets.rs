@@ -8,6 +8,7 @@ use kassa_engine::{Currency, Page, ProductQuery, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::basket_json::basket_body;
 use super::products::MessageJson;
 use super::spec::{Field, Kind, Param, USER_ID};
 use super::{ApiResult, AppState, Caller, ID_MAX, P, TEXT_MAX, Write, def, ok, segment};
@@ -41,7 +42,8 @@ impl ItemJson {
     }
 }
 
-/// A basket; `items` is `[]` when empty (the old service wrote `null`).
+/// A basket; `items` is `[]` when empty (the old service wrote `null`). The answers are written by
+/// [`basket_json`](super::basket_json), which the tests hold to what this serializes to.
 #[derive(Serialize, ToSchema)]
 pub struct BasketJson {
     pub id: String,
@@ -252,7 +254,7 @@ fn load(s: &AppState, user_id: &str) -> Result<Basket, ApiError> {
 }
 
 fn basket_reply(s: &AppState, b: Basket, status: StatusCode) -> ApiResult {
-    Ok(super::json_response(status, &BasketJson::new(&b, s.currency())))
+    Ok(super::json_body_response(status, basket_body(&b, s.currency())))
 }
 
 fn product_id(value: Option<i64>) -> Result<u64, ApiError> {
@@ -285,7 +287,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
 
 async fn get(State(s): State<AppState>, caller: Caller, P(user_id): P<String>) -> ApiResult {
     let user_id = user(&caller, &user_id)?;
-    Ok(ok(&BasketJson::new(&load(&s, user_id)?, s.currency())))
+    basket_reply(&s, load(&s, user_id)?, StatusCode::OK)
 }
 
 async fn delete(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, w: Write) -> ApiResult {

@@ -1,7 +1,9 @@
 //! The HTTP API: every endpoint of the old product, basket, payment and notification services, at their
 //! own paths and under the gateway's `/api/...` paths, plus `/health` and `/openapi.json`.
 
+pub mod basket_json;
 pub mod baskets;
+mod json_writer;
 pub mod notifications;
 pub mod openapi;
 pub mod page_cache;

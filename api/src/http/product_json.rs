@@ -6,32 +6,16 @@
 use std::sync::Arc;
 
 use kassa_engine::money::push_minor;
-use kassa_engine::time::push_rfc3339;
 use kassa_engine::wire::{go_str_len, push_go_str};
 use kassa_engine::{Currency, Product};
+
+use super::json_writer::{push_field, push_int, push_time};
 
 #[cfg(doc)]
 use super::products::{ProductJson, ProductList};
 
 /// About what one product takes, so a page's buffer is allocated once.
 const PRODUCT_BYTES: usize = 256;
-
-/// `,"name":`: the separator and key before every field but the first.
-fn push_field(out: &mut String, name: &str) {
-    out.push_str(",\"");
-    out.push_str(name);
-    out.push_str("\":");
-}
-
-fn push_int(out: &mut String, value: impl itoa::Integer) {
-    out.push_str(itoa::Buffer::new().format(value));
-}
-
-fn push_time(out: &mut String, micros: i64) {
-    out.push('"');
-    push_rfc3339(out, micros);
-    out.push('"');
-}
 
 /// One product, as [`ProductJson`] writes it.
 pub fn push_product(out: &mut String, p: &Product, currency: Currency) {
