@@ -20,3 +20,19 @@ pub fn push_time(out: &mut String, micros: i64) {
     push_rfc3339(out, micros);
     out.push('"');
 }
+
+/// What the tests of the hand-written answers generate.
+#[cfg(test)]
+pub mod strategies {
+    use kassa_engine::Currency;
+    use proptest::prelude::*;
+
+    /// Any text, and text made of what Go's encoder escapes (control characters, quotes, `&<>`,
+    /// U+2028/9) among multi-byte and astral characters.
+    pub const TEXT: &str = "(?s).{0,40}|[\"\\\\&<>\u{2028}\u{2029}\u{0}-\u{1f}é€𝄞 a]{0,40}";
+
+    /// Currencies with 2, 0 and 3 decimals.
+    pub fn currency() -> impl Strategy<Value = Currency> {
+        prop_oneof![Just("USD"), Just("JPY"), Just("BHD"), Just("EUR")].prop_map(|code| Currency::from_code(code).unwrap())
+    }
+}
