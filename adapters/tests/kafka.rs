@@ -75,6 +75,8 @@ fn payment(id: &str, user: &str, status: PaymentStatus, items: Vec<PaymentItem>)
         method: "credit_card".into(),
         provider: "stripe".into(),
         provider_id: String::new(),
+        token: String::new(),
+        payment_method_id: String::new(),
         description: "order".into(),
         metadata: Vec::new(),
         items,

@@ -90,6 +90,8 @@ fn payment(id: &str, user_id: &str, version: u64) -> Payment {
         method: "credit_card".into(),
         provider: "stripe".into(),
         provider_id: String::new(),
+        token: String::new(),
+        payment_method_id: String::new(),
         description: "Order & more".into(),
         metadata: vec![("note".into(), "x & y".into()), ("channel".into(), "<web>".into())],
         items,

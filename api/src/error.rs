@@ -63,6 +63,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Expired => StatusCode::GONE,
         ErrorKind::Unavailable | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Declined => StatusCode::PAYMENT_REQUIRED,
     }
 }
 
@@ -100,7 +101,7 @@ pub fn grpc_status(e: EngineError) -> tonic::Status {
     let code = match e.kind {
         ErrorKind::Invalid => tonic::Code::InvalidArgument,
         ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::Conflict | ErrorKind::InsufficientStock | ErrorKind::Expired => tonic::Code::FailedPrecondition,
+        ErrorKind::Conflict | ErrorKind::InsufficientStock | ErrorKind::Expired | ErrorKind::Declined => tonic::Code::FailedPrecondition,
         // Both are transient: clients retry UNAVAILABLE with backoff.
         ErrorKind::Unavailable | ErrorKind::Overloaded => tonic::Code::Unavailable,
         ErrorKind::Internal => tonic::Code::Internal,

@@ -368,6 +368,11 @@ impl ppb::payment_service_server::PaymentService for Svc {
     async fn create_payment(&self, req: tonic::Request<ppb::CreatePaymentRequest>) -> R<ppb::CreatePaymentResponse> {
         user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let key = idempotency(&req, "CreatePayment")?;
+        // The old message has no token field: a checkout charged through a provider sends it as metadata.
+        let token = match req.metadata().get("payment-token") {
+            Some(v) => v.to_str().map_err(|_| Status::invalid_argument("payment-token must be visible ASCII"))?.to_string(),
+            None => String::new(),
+        };
         let r = req.into_inner();
         if r.method.is_empty() || r.provider.is_empty() {
             return Err(Status::invalid_argument("method and provider are required"));
@@ -380,6 +385,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
             currency: r.currency,
             description: r.description,
             metadata: Vec::new(),
+            token,
         };
         let payment = self.payment_command(cmd::create_payment(input), key).await?;
         Ok(Response::new(ppb::CreatePaymentResponse { success: true, message: "Payment created successfully".into(), payment }))

@@ -166,6 +166,12 @@ pub fn create_payment(input: PaymentInput) -> Cmd<Payment> {
 pub fn process_payment(payment_id: impl Into<String>, provider_id: impl Into<String>) -> Cmd<Payment> {
     Cmd::new(Command::ProcessPayment { payment_id: payment_id.into(), provider_id: provider_id.into() })
 }
+
+/// What the provider answered to the charge of `payment_id`'s `attempt` (the provider runner's command).
+pub fn charge_outcome(payment_id: impl Into<String>, attempt: u32, result: crate::charge::ChargeResult) -> Cmd<Payment> {
+    Cmd::new(Command::ChargeOutcome { payment_id: payment_id.into(), attempt, result })
+}
+
 pub fn cancel_payment(payment_id: impl Into<String>) -> Cmd<Payment> {
     Cmd::new(Command::CancelPayment { payment_id: payment_id.into() })
 }

@@ -40,6 +40,8 @@ pub struct PaymentInput {
     pub currency: String,
     pub description: String,
     pub metadata: Vec<(String, String)>,
+    /// The provider token to charge with: required when Kassa charges through `provider`.
+    pub token: String,
 }
 
 impl PaymentInput {
@@ -53,7 +55,14 @@ impl PaymentInput {
             currency: String::new(),
             description: String::new(),
             metadata: Vec::new(),
+            token: String::new(),
         }
+    }
+
+    /// The same checkout, charged with the provider `token`.
+    pub fn with_token(mut self, token: impl Into<String>) -> PaymentInput {
+        self.token = token.into();
+        self
     }
 }
 
@@ -124,6 +133,13 @@ pub enum Command {
         metadata: Option<Vec<(String, String)>>,
     },
 
+    /// What the provider answered to a payment's charge (sent by the provider runner, never by clients).
+    ChargeOutcome {
+        payment_id: String,
+        attempt: u32,
+        result: crate::charge::ChargeResult,
+    },
+
     CreateNotification(NotificationInput),
     ScheduleNotification {
         input: NotificationInput,
@@ -189,6 +205,7 @@ impl Command {
             Command::RefundPayment { .. } => "refund_payment",
             Command::RetryPayment { .. } => "retry_payment",
             Command::UpdatePayment { .. } => "update_payment",
+            Command::ChargeOutcome { .. } => "charge_outcome",
             Command::CreateNotification(_) => "create_notification",
             Command::ScheduleNotification { .. } => "schedule_notification",
             Command::UpdateNotification { .. } => "update_notification",
@@ -225,6 +242,8 @@ impl From<Command> for Request {
 }
 
 /// A successful answer.
+// Built once and moved into the caller's oneshot; boxing the payment would add an allocation per answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Product(Product),
@@ -260,6 +279,8 @@ pub enum ErrorKind {
     /// 503 with `Retry-After`: the owning shard's mailbox or in-flight table is full; nothing was done.
     /// Never stored as an idempotent outcome, so a retry runs the command.
     Overloaded,
+    /// 402: the payment provider declined the charge (appended last: archived tags stay as they were).
+    Declined,
 }
 
 /// What exactly was refused, for callers that act on it rather than show the message.

@@ -49,6 +49,12 @@ pub struct EngineConfig {
     pub feed_retention_bytes: u64,
     /// A feed cursor that keeps journal for itself and has not advanced for this long is dropped too.
     pub feed_retention_age: Duration,
+    /// Providers Kassa charges through when a payment is processed; each needs `charges`.
+    pub charged_providers: Vec<String>,
+    /// Where the shards release charge calls (drained off the shard threads by the provider runner).
+    pub charges: Option<crate::charge::ChargeSender>,
+    /// A charge the provider runner has not answered for this long is asked for again.
+    pub charge_redrive_after: Duration,
 }
 
 impl EngineConfig {
@@ -70,6 +76,9 @@ impl EngineConfig {
             redrive_after: Duration::from_secs(2),
             feed_retention_bytes: 4 << 30,
             feed_retention_age: Duration::from_secs(24 * 3600),
+            charged_providers: Vec::new(),
+            charges: None,
+            charge_redrive_after: Duration::from_secs(60),
         }
     }
 
@@ -93,6 +102,8 @@ pub enum OpenError {
     Decode(#[from] views::DecodeError),
     #[error("{0}")]
     Layout(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("corrupt record in shard {shard} at lsn {lsn}: {reason}")]
     Corrupt { shard: usize, lsn: u64, reason: String },
 }
@@ -242,11 +253,16 @@ impl Engine {
         #[cfg(feature = "failpoints")]
         configure_failpoints();
         let n = check_layout(&cfg)?;
+        if !cfg.charged_providers.is_empty() && cfg.charges.is_none() {
+            return Err(OpenError::Config("charged providers are configured but nothing takes their charge calls".into()));
+        }
         let mut core_cfg = CoreConfig::new(n as u32);
         core_cfg.currency = cfg.currency;
         core_cfg.restock_on_refund = cfg.restock_on_refund;
         core_cfg.low_stock_threshold = cfg.low_stock_threshold;
         core_cfg.redrive_after = i64::try_from(cfg.redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
+        core_cfg.charged_providers.clone_from(&cfg.charged_providers);
+        core_cfg.charge_redrive_after = i64::try_from(cfg.charge_redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
 
         let mut views = Vec::with_capacity(n);
         let mut journals = Vec::with_capacity(n);
@@ -286,6 +302,7 @@ impl Engine {
                 catalog: catalog.clone(),
                 inbox,
                 peers: senders.clone(),
+                charges: cfg.charges.clone(),
                 durability: cfg.durability,
                 stats: stats[i].clone(),
                 tick_interval: Duration::from_millis(100),
@@ -466,7 +483,8 @@ impl Engine {
             | Command::CancelPayment { payment_id }
             | Command::RefundPayment { payment_id, .. }
             | Command::RetryPayment { payment_id }
-            | Command::UpdatePayment { payment_id, .. } => {
+            | Command::UpdatePayment { payment_id, .. }
+            | Command::ChargeOutcome { payment_id, .. } => {
                 self.locate(Keyspace::Payments, payment_id).ok_or_else(|| payment_not_found(payment_id))?
             }
             Command::UpdateNotification { id, .. }

@@ -12,6 +12,7 @@
 //! core, the journal and the stores are internal; the `internals` feature exposes the journal and store
 //! building blocks to the benchmarks and fuzz targets only.
 
+mod charge;
 pub mod cmd;
 mod command;
 mod core;
@@ -44,6 +45,7 @@ pub mod time;
 mod views;
 pub mod wire;
 
+pub use charge::{ChargeCall, ChargeResult, ChargeSender, charge_key};
 pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
 pub use core::limits;

@@ -128,6 +128,9 @@ pub enum Holding {
     Restocking,
     /// Sold units were put back on sale after a refund.
     Restocked,
+    /// Every line is reserved and the provider is being asked to charge (the payment is `processing`);
+    /// appended last, so that the archived tags of the other stages stay as they were.
+    Charging,
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -157,7 +160,13 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub method: String,
     pub provider: String,
+    /// The provider's id of the charge: set by Kassa when it charges through the provider, otherwise
+    /// whatever the client said when processing (as the old system did).
     pub provider_id: String,
+    /// The provider's token the payment is charged with (`tok_…`, `pm_…`); never a card number.
+    pub token: String,
+    /// The stored payment method the token came from, if the payment named one.
+    pub payment_method_id: String,
     pub description: String,
     pub metadata: Vec<(String, String)>,
     pub items: Vec<PaymentItem>,
@@ -184,6 +193,13 @@ pub struct Payment {
     /// The idempotency key of the command still in flight on this payment, recorded when it finishes.
     pub pending_idempotency: Option<IdemRef>,
     pub version: u64,
+}
+
+impl Payment {
+    /// Waiting for other shards or for the provider: re-driven on ticks and after recovery.
+    pub fn is_in_flight(&self) -> bool {
+        !self.waiting_on.is_empty() || self.holding == Holding::Charging
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -119,6 +119,8 @@ pub struct CreatePaymentBody {
     description: Option<String>,
     #[schema(value_type = Object)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The provider token to charge with (`tok_…`); required for a provider Kassa charges through.
+    token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -232,6 +234,7 @@ impl CreatePaymentBody {
         Field::optional("currency", Kind::Text(3)).note("Empty or the shop currency (any letter case)."),
         Field::optional("description", LONG),
         Field::optional("metadata", Kind::StringMap),
+        Field::optional("token", SHORT).note("A provider token, never a card number; required when Kassa charges through the provider."),
     ];
 }
 
@@ -389,6 +392,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         currency: body.currency.unwrap_or_default(),
         description: body.description.unwrap_or_default(),
         metadata: pairs_from(body.metadata)?.unwrap_or_default(),
+        token: body.token.unwrap_or_default(),
     };
     let payment = s.engine.run(w.keyed(cmd::create_payment(input))).await?;
     payment_reply(&s, payment, StatusCode::CREATED)
@@ -404,9 +408,11 @@ async fn get(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> Api
 }
 
 /// Runs a step on payment `id` and answers the payment; a payment gone meanwhile gets the old 404 text.
+/// A payment still `processing` (its provider has not said yet) is answered 202.
 async fn step(s: &AppState, w: &Write, id: &str, command: Cmd<Payment>) -> ApiResult {
     let payment = s.engine.run(w.keyed(command)).await.map_err(engine_err(id))?;
-    payment_reply(s, payment, StatusCode::OK)
+    let status = if payment.status == PaymentStatus::Processing { StatusCode::ACCEPTED } else { StatusCode::OK };
+    payment_reply(s, payment, status)
 }
 
 /// The shape of a user's step on their own payment: load it (404, or 403 when it is another user's),

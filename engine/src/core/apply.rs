@@ -129,18 +129,18 @@ impl Core {
                 self.in_flight_keys.remove(&(r.scope.clone(), r.key.clone()));
             }
         }
-        // A key is in flight only while its payment waits on other shards. A journal that kept only the
+        // A key is in flight only while its payment waits on other shards or its provider. A journal that kept only the
         // first events of a batch (power loss mid-write) can leave a finished step still carrying its key:
         // a retry must then run again rather than wait for an answer that will never come.
         if let Some(r) = &payment.pending_idempotency
-            && !payment.waiting_on.is_empty()
+            && payment.is_in_flight()
         {
             self.in_flight_keys.insert((r.scope.clone(), r.key.clone()), payment.id.clone());
         }
-        if payment.waiting_on.is_empty() {
-            self.in_flight.remove(&payment.id);
-        } else {
+        if payment.is_in_flight() {
             self.in_flight.insert(payment.id.clone());
+        } else {
+            self.in_flight.remove(&payment.id);
         }
         if payment.status == PaymentStatus::Pending
             && payment.holding == Holding::Reserved

@@ -42,6 +42,7 @@ use foldhash::HashMap;
 
 use rand::{RngCore, SeedableRng};
 
+use crate::charge::{ChargeCall, ChargeResult};
 use crate::command::{
     Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, Outcome, PaymentInput, ProductInput, Refusal, Reply, Request,
 };
@@ -64,6 +65,12 @@ pub struct CoreConfig {
     pub restock_on_refund: bool,
     /// Re-send an unanswered cross-shard message after this long.
     pub redrive_after: Micros,
+    /// Providers Kassa charges through (a payment for any other provider records the `provider_id` its
+    /// client gives, as the old system did).
+    pub charged_providers: Vec<String>,
+    /// Ask the provider again about a charge unanswered for this long (longer than a provider call with
+    /// its retries takes, so that a slow provider is not asked twice at once).
+    pub charge_redrive_after: Micros,
 }
 
 impl CoreConfig {
@@ -78,6 +85,8 @@ impl CoreConfig {
             low_stock_threshold: 10,
             restock_on_refund: true,
             redrive_after: 2 * MICROS_PER_SECOND,
+            charged_providers: Vec::new(),
+            charge_redrive_after: 60 * MICROS_PER_SECOND,
         }
     }
 }
@@ -147,11 +156,13 @@ pub struct Effects {
     pub writes: Writes,
     pub sends: Vec<(u32, PeerMsg)>,
     pub replies: Vec<(u64, Result<Reply, EngineError>)>,
+    /// Charges to ask payment providers for, once the events before them are durable.
+    pub charges: Vec<ChargeCall>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty()
+        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.charges.is_empty()
     }
 }
 
@@ -179,7 +190,7 @@ pub struct Core {
     cleanup_backlog: Option<Micros>,
     pub idempotency: HashMap<(String, String), IdempotencyRecord>,
     idempotency_expiry: BTreeSet<(Micros, String, String)>,
-    /// Payments waiting on other shards (re-driven on ticks and after recovery).
+    /// Payments waiting on other shards or on their provider (re-driven on ticks and after recovery).
     in_flight: BTreeSet<String>,
     /// Idempotency keys of commands still in flight on a payment: (scope, key) → payment id.
     in_flight_keys: HashMap<(String, String), String>,
@@ -318,6 +329,7 @@ impl Core {
             Command::UpdatePayment { payment_id, status, metadata } => {
                 return self.update_payment(&payment_id, status, metadata, token, idem, now, fx).transpose();
             }
+            Command::ChargeOutcome { payment_id, attempt, result } => self.charge_outcome(&payment_id, attempt, result, now, fx),
             Command::CreateNotification(input) => self.create_notification(input, None, now, fx),
             Command::ScheduleNotification { input, send_at } => {
                 if send_at <= now {

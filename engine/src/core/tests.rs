@@ -1,4 +1,5 @@
 use super::*;
+use crate::charge::{ChargeCall, ChargeResult};
 use crate::command::PaymentInput;
 
 struct Catalog(Vec<Arc<Product>>);
@@ -228,4 +229,125 @@ fn read_all_and_cleanup_do_a_bounded_step_per_command_and_tick() {
     core.tick(later, &mut Effects::default());
     assert_eq!(core.notifications.len(), 1, "only the one without an expiry is left");
     core.check_invariants().unwrap();
+}
+
+/// Steps `request` on a one-shard core, delivering peer messages at once; returns every reply and every
+/// charge call it led to.
+fn drive(core: &mut Core, request: Request, now: Micros) -> (Vec<Result<Reply, EngineError>>, Vec<ChargeCall>) {
+    let catalog = Catalog(core.products.values().cloned().collect());
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 1, request }, now, &catalog, &mut fx);
+    let mut replies: Vec<_> = std::mem::take(&mut fx.replies).into_iter().map(|(_, r)| r).collect();
+    let mut charges = std::mem::take(&mut fx.charges);
+    while let Some((_, msg)) = fx.sends.pop() {
+        let mut next = Effects::default();
+        core.step(Input::Peer(msg), now, &catalog, &mut next);
+        fx.sends.extend(next.sends);
+        replies.extend(next.replies.into_iter().map(|(_, r)| r));
+        charges.extend(next.charges);
+    }
+    core.check_invariants().unwrap();
+    (replies, charges)
+}
+
+/// A core that charges through `simulated`, with a reserved payment of 2 units (of 5) for "di".
+fn charging_checkout() -> (Core, Payment) {
+    let mut cfg = CoreConfig::new(1);
+    cfg.charged_providers = vec!["simulated".into()];
+    let mut core = Core::new(0, cfg, 1, 1);
+    run(&mut core, Command::CreateProductWithId { id: 1, input: input("p", 5) }.into(), T0).unwrap();
+    run(&mut core, Command::AddItem { user_id: "di".into(), product_id: 1, quantity: 2 }.into(), T0).unwrap();
+    let checkout = PaymentInput::new("di", "credit_card", "simulated").with_token("tok_visa");
+    let Reply::Payment(p) = run(&mut core, Command::CreatePayment(checkout).into(), T0).unwrap() else { panic!() };
+    (core, p)
+}
+
+fn process(p: &Payment) -> Request {
+    Command::ProcessPayment { payment_id: p.id.clone(), provider_id: "client-says".into() }.into()
+}
+
+fn outcome(p: &Payment, result: ChargeResult) -> Request {
+    Command::ChargeOutcome { payment_id: p.id.clone(), attempt: p.attempt, result }.into()
+}
+
+#[test]
+fn a_charged_provider_is_asked_once_per_attempt_and_its_charge_id_is_kept() {
+    let (mut core, p) = charging_checkout();
+    let (replies, charges) = drive(&mut core, process(&p), T0 + 1);
+    assert!(replies.is_empty(), "the caller waits for the provider");
+    assert_eq!(charges.len(), 1);
+    let call = &charges[0];
+    assert_eq!((call.amount, call.token.as_str(), call.provider.as_str()), (1000, "tok_visa", "simulated"));
+    assert_eq!(call.idempotency_key, crate::charge::charge_key(&p.id, 1));
+    assert_eq!(core.payments[&p.id].holding, Holding::Charging);
+    assert_eq!(core.products[&1].reserved, 2, "the stock stays held while the provider decides");
+
+    // Unanswered for a while (or after a crash): asked again with the same key.
+    let mut fx = Effects::default();
+    core.redrive(T0 + 1 + core.cfg.charge_redrive_after, &mut fx);
+    assert_eq!(fx.charges, charges);
+
+    let (_, more) = drive(&mut core, outcome(&p, ChargeResult::Charged { charge_id: "pi_sim_1".into() }), T0 + 2);
+    assert!(more.is_empty());
+    let done = &core.payments[&p.id];
+    assert_eq!((done.status, done.provider_id.as_str()), (PaymentStatus::Completed, "pi_sim_1"), "the provider names the charge");
+    assert_eq!((core.products[&1].sold, core.products[&1].available), (2, 3));
+
+    // A late duplicate changes nothing.
+    let (replies, _) = drive(&mut core, outcome(&p, ChargeResult::Declined { code: "card_declined".into(), reason: "no".into() }), T0 + 3);
+    assert!(matches!(&replies[..], [Ok(Reply::Payment(q))] if q.status == PaymentStatus::Completed));
+    assert_eq!(core.payments[&p.id].status, PaymentStatus::Completed);
+}
+
+#[test]
+fn a_declined_charge_fails_the_payment_with_its_code_and_gives_the_stock_back() {
+    let (mut core, p) = charging_checkout();
+    let catalog = Catalog(core.products.values().cloned().collect());
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 7, request: process(&p) }, T0 + 1, &catalog, &mut fx);
+    assert!(fx.replies.is_empty());
+    let (replies, _) = drive(
+        &mut core,
+        outcome(&p, ChargeResult::Declined { code: "card_declined".into(), reason: "Your card was declined.".into() }),
+        T0 + 2,
+    );
+    let failed = &core.payments[&p.id];
+    assert_eq!((failed.status, failed.error_code.as_str()), (PaymentStatus::Failed, "card_declined"));
+    assert_eq!(failed.failure_reason, "Your card was declined.");
+    assert_eq!((core.products[&1].available, core.products[&1].reserved), (5, 0), "released");
+    let declined = replies.iter().find(|r| r.is_err()).expect("the waiting caller is answered").clone().unwrap_err();
+    assert_eq!(declined.kind, ErrorKind::Declined);
+    assert!(core.notifications.values().any(|n| n.title == "Payment Failed"));
+}
+
+#[test]
+fn an_unknown_charge_outcome_answers_processing_and_keeps_charging() {
+    let (mut core, p) = charging_checkout();
+    drive(&mut core, process(&p), T0 + 1);
+    let catalog = Catalog(core.products.values().cloned().collect());
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 9, request: process(&p) }, T0 + 2, &catalog, &mut fx);
+    assert!(fx.replies.is_empty(), "a second process joins the first instead of charging twice");
+    let (replies, _) = drive(&mut core, outcome(&p, ChargeResult::Unknown { reason: "timed out".into() }), T0 + 3);
+    assert!(replies.iter().all(|r| matches!(r, Ok(Reply::Payment(q)) if q.status == PaymentStatus::Processing)));
+    assert_eq!(core.payments[&p.id].holding, Holding::Charging);
+    assert_eq!(core.products[&1].reserved, 2);
+}
+
+#[test]
+fn a_charged_provider_needs_a_token_and_never_takes_a_card_number() {
+    let mut cfg = CoreConfig::new(1);
+    cfg.charged_providers = vec!["simulated".into()];
+    let mut core = Core::new(0, cfg, 1, 1);
+    run(&mut core, Command::CreateProductWithId { id: 1, input: input("p", 5) }.into(), T0).unwrap();
+    run(&mut core, Command::AddItem { user_id: "ed".into(), product_id: 1, quantity: 1 }.into(), T0).unwrap();
+    let checkout = |token: &str| Command::CreatePayment(PaymentInput::new("ed", "credit_card", "simulated").with_token(token));
+    let missing = run(&mut core, checkout("").into(), T0).unwrap_err();
+    assert!(missing.message.contains("token is required"), "{missing:?}");
+    let card = run(&mut core, checkout("4242 4242 4242 4242").into(), T0).unwrap_err();
+    assert!(card.message.contains("never a card number"), "{card:?}");
+    assert!(core.payments.is_empty(), "refused checkouts change nothing");
+    // A provider Kassa does not charge through keeps the old behaviour: no token needed.
+    let old = Command::CreatePayment(PaymentInput::new("ed", "credit_card", "stripe"));
+    assert!(run(&mut core, old.into(), T0).is_ok());
 }

@@ -55,17 +55,21 @@ impl Core {
         self.redrive(now, fx);
     }
 
-    /// Re-sends the current step of payments still waiting on other shards that have not been sent for a
-    /// while (or never, since recovery), at most `REDRIVE_PER_TICK_MAX` per call: after a recovery with
-    /// many unfinished checkouts, the following ticks work through the rest.
+    /// Re-sends the current step of payments still waiting on other shards (or their provider) that have
+    /// not been sent for a while (or never, since recovery), at most `REDRIVE_PER_TICK_MAX` per call: after
+    /// a recovery with many unfinished checkouts, the following ticks work through the rest.
     pub fn redrive(&mut self, now: Micros, fx: &mut Effects) {
         const REDRIVE_PER_TICK_MAX: usize = 1024;
         let stuck: Vec<Payment> = self
             .in_flight
             .iter()
-            .filter(|id| self.last_sent.get(*id).is_none_or(|at| now - at >= self.cfg.redrive_after))
+            .filter_map(|id| self.payments.get(id))
+            .filter(|p| {
+                let after = if p.holding == Holding::Charging { self.cfg.charge_redrive_after } else { self.cfg.redrive_after };
+                self.last_sent.get(&p.id).is_none_or(|at| now - at >= after)
+            })
             .take(REDRIVE_PER_TICK_MAX)
-            .filter_map(|id| self.payments.get(id).cloned())
+            .cloned()
             .collect();
         for p in stuck {
             self.send_step(&p, now, fx);

@@ -2,6 +2,7 @@
 //! each payment through reserve → commit or unwind; the stock side (each product's shard, [`stock`])
 //! holds, sells and gives back units. Every message is idempotent, so re-sending is always safe.
 
+mod charge;
 mod payer;
 mod stock;
 
@@ -23,8 +24,12 @@ impl Core {
         p.items.iter().filter(|i| shard_of_product(i.product_id, self.cfg.shards) == shard).map(|i| (i.product_id, i.quantity)).collect()
     }
 
-    /// Sends the message of the payment's current holding step to every shard still to answer.
+    /// Sends the message of the payment's current holding step to every shard still to answer, or asks
+    /// its provider for the charge.
     pub(in crate::core) fn send_step(&mut self, p: &Payment, now: Micros, fx: &mut Effects) {
+        if p.holding == Holding::Charging {
+            fx.charges.push(ChargeCall::of(p));
+        }
         for &shard in &p.waiting_on {
             let msg = match p.holding {
                 Holding::Reserving => PeerMsg::Reserve {
@@ -38,7 +43,7 @@ impl Core {
                 Holding::Releasing | Holding::Restocking => {
                     PeerMsg::Unwind { payment_id: p.id.clone(), attempt: p.attempt, user_shard: self.shard }
                 }
-                Holding::Reserved | Holding::Committed | Holding::Released | Holding::Restocked => continue,
+                Holding::Reserved | Holding::Committed | Holding::Released | Holding::Restocked | Holding::Charging => continue,
             };
             fx.sends.push((shard, msg));
         }
@@ -52,9 +57,9 @@ impl Core {
         self.payments[&id].clone()
     }
 
-    /// Records the payment and sends its current step to the shards in `waiting_on`; the caller is answered
-    /// once they all have (so a read after a cancel's or refund's answer sees the units back on sale), or at
-    /// once when no shard is involved. The idempotency key rides on the payment until then.
+    /// Records the payment and sends its current step to the shards in `waiting_on` (or its provider); the
+    /// caller is answered once they all have (so a read after a cancel's or refund's answer sees the units
+    /// back on sale), or at once when nothing is asked. The idempotency key rides on the payment until then.
     pub(in crate::core) fn start_step(
         &mut self,
         mut p: Payment,
@@ -63,7 +68,7 @@ impl Core {
         now: Micros,
         fx: &mut Effects,
     ) -> Option<Reply> {
-        let waits = !p.waiting_on.is_empty();
+        let waits = p.is_in_flight();
         if waits {
             p.pending_idempotency = idem;
         }

@@ -13,6 +13,10 @@ impl Core {
         check_text("provider", &input.provider, limits::TEXT_SHORT_MAX, true)?;
         check_text("description", &input.description, limits::TEXT_LONG_MAX, false)?;
         check_map("metadata", &input.metadata)?;
+        check_token(&input.token)?;
+        if self.charges_through(&input.provider) && input.token.is_empty() {
+            return Err(EngineError::invalid(format!("validation failed: token is required for provider {}", input.provider)));
+        }
         if !PAYMENT_METHODS.contains(&input.method.as_str()) {
             return Err(EngineError::invalid(format!("validation failed: method must be one of {}", PAYMENT_METHODS.join(", "))));
         }
@@ -66,6 +70,8 @@ impl Core {
             method: input.method,
             provider: input.provider,
             provider_id: String::new(),
+            token: input.token,
+            payment_method_id: String::new(),
             description: input.description,
             metadata: input.metadata,
             items,
@@ -104,8 +110,9 @@ impl Core {
             (PaymentStatus::Pending, Holding::Reserving) => {
                 Err(EngineError::conflict("payment cannot be processed yet: its stock is still being reserved"))
             }
-            // Another process call is committing this payment: wait for its outcome instead of selling twice.
-            (PaymentStatus::Processing, Holding::Committing) => {
+            // Another process call is charging or committing this payment: wait for its outcome instead of
+            // charging or selling twice.
+            (PaymentStatus::Processing, Holding::Committing | Holding::Charging) => {
                 self.waiters.entry(p.id.clone()).or_default().push(token);
                 Ok(None)
             }
@@ -115,10 +122,15 @@ impl Core {
                     return Err(EngineError::new(ErrorKind::Expired, "payment has expired"));
                 }
                 p.status = PaymentStatus::Processing;
-                p.holding = Holding::Committing;
-                p.provider_id = provider_id;
                 p.updated_at = now;
-                p.waiting_on = self.payment_shards(&p);
+                if self.charges_through(&p.provider) {
+                    // The provider says what the charge is called; the client has no say.
+                    p.holding = Holding::Charging;
+                } else {
+                    p.holding = Holding::Committing;
+                    p.provider_id = provider_id;
+                    p.waiting_on = self.payment_shards(&p);
+                }
                 Ok(self.start_step(p, token, idem, now, fx))
             }
             (status, _) => Err(EngineError::conflict(format!("payment cannot be processed, current status: {}", status.as_str()))),
@@ -357,8 +369,12 @@ impl Core {
                 if p.process_after_reserve {
                     p.process_after_reserve = false;
                     p.status = PaymentStatus::Processing;
-                    p.holding = Holding::Committing;
-                    p.waiting_on = self.payment_shards(&p);
+                    if self.charges_through(&p.provider) {
+                        p.holding = Holding::Charging;
+                    } else {
+                        p.holding = Holding::Committing;
+                        p.waiting_on = self.payment_shards(&p);
+                    }
                     let p = self.put_payment(p, fx);
                     self.send_step(&p, now, fx);
                     return;
@@ -393,7 +409,12 @@ impl Core {
             Step::Unwind => {
                 p.holding = if p.holding == Holding::Restocking { Holding::Restocked } else { Holding::Released };
                 let p = self.put_payment(p, fx);
-                self.finish_waiters(&payment_id, Ok(Reply::Payment(p)), now, fx);
+                // A declined charge is answered once its stock is back on sale, as a refusal.
+                let outcome = match self.refusals.remove(&payment_id) {
+                    Some(refused) => Err(refused),
+                    None => Ok(Reply::Payment(p)),
+                };
+                self.finish_waiters(&payment_id, outcome, now, fx);
                 self.clear_pending_idempotency(&payment_id, fx);
             }
             Step::Reserve => unreachable!("covered by the guarded arms above"),
@@ -421,6 +442,17 @@ impl Core {
             }
         }
     }
+}
+
+/// A token is the provider's stand-in for a card; a card number itself is refused, never stored.
+fn check_token(token: &str) -> Result<(), EngineError> {
+    check_text("token", token, limits::TEXT_SHORT_MAX, false)?;
+    let digits = token.chars().filter(char::is_ascii_digit).count();
+    let card_like = token.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+    if card_like && (12..=19).contains(&digits) {
+        return Err(EngineError::invalid("validation failed: token must be a provider token, never a card number"));
+    }
+    Ok(())
 }
 
 /// The stable code a refusal from a product shard fails a payment with.
