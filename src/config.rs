@@ -9,6 +9,7 @@ use kassa_adapters::AdaptersConfig;
 use kassa_api::ApiConfig;
 use kassa_engine::{Currency, Durability, EngineConfig, IoMode, StoreChoice};
 use kassa_gateway::GatewayConfig;
+use kassa_providers::PaymentsConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -34,6 +35,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Mirrors into the old estate's databases, cache and broker; each off unless configured.
     pub adapters: AdaptersConfig,
+    /// Payment providers Kassa charges through, and how it calls them.
+    pub payments: PaymentsConfig,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +132,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             gateway: GatewayConfig::default(),
             adapters: AdaptersConfig::default(),
+            payments: PaymentsConfig::default(),
         }
     }
 }
@@ -324,6 +328,9 @@ impl Config {
             return Err(ConfigError::Invalid(format!("engine.currency {} is not a supported ISO 4217 code", self.engine.currency)));
         }
         self.gateway.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !(0.0..=1.0).contains(&self.payments.simulated.decline_rate) {
+            return Err(ConfigError::Invalid("payments.simulated.decline_rate must be between 0 and 1".into()));
+        }
         if self.api.body_limit_bytes == 0 || self.api.page_limit_default == 0 || self.api.page_limit_max == 0 {
             return Err(ConfigError::Invalid("api limits must be positive".into()));
         }
@@ -360,6 +367,7 @@ impl Config {
         cfg.feed_retention_bytes = e.feed_retention_bytes;
         cfg.feed_retention_age = Duration::from_secs(e.feed_retention_age_s);
         cfg.segment_bytes_max = e.journal_segment_bytes;
+        cfg.charged_providers = self.payments.provider_names();
         cfg
     }
 

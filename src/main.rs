@@ -136,7 +136,11 @@ fn grpc_app(engine: &Engine, _cfg: &Config) -> Router {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    let engine = Engine::open(cfg.engine_config()).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
+    // The shards release charge calls into this channel; the provider runner started below drains it.
+    let (charges, intake) = kassa_providers::channel();
+    let mut engine_cfg = cfg.engine_config();
+    engine_cfg.charges = Some(charges);
+    let engine = Engine::open(engine_cfg).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
     let info = engine.info();
     tracing::info!(shards = info.shards, recovery_ms = info.recovery.as_millis() as u64, io = info.io_backend, data_dir = %cfg.data_dir.display(), "engine open");
     if cfg.seed_catalog {
@@ -161,7 +165,17 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     if !adapters.is_empty() {
         tracing::info!(adapters = ?adapters.names(), "adapters started");
     }
+    let payments = match kassa_providers::start(intake, &cfg.payments, engine.clone()) {
+        Ok(payments) => payments,
+        Err(e) => {
+            adapters.stop(Duration::from_secs(5));
+            engine.shutdown();
+            return Err(anyhow::anyhow!("cannot start the payment providers: {e}"));
+        }
+    };
     let stop_all = |adapters: &kassa_adapters::Adapters| {
+        // Charges still in flight stay `processing` and are asked again at the next start.
+        payments.stop();
         adapters.stop(Duration::from_secs(5));
         engine.shutdown();
     };

@@ -1,0 +1,18 @@
+//! Kassa's payment providers. The engine never calls a provider from a shard: processing a payment
+//! through a provider named here puts it in its `Charging` stage, and the shard releases a
+//! [`ChargeCall`](kassa_engine::ChargeCall) into the channel made by [`channel`] once that stage is
+//! durable. [`start`] runs the calls on a thread and runtime of their own: each provider behind the one
+//! [`PaymentProvider`] trait, with a timeout, retries under the same idempotency key, a void when the
+//! provider cannot be reached, and the outcome sent back to the engine as a command.
+//!
+//! Shipped: the deterministic [`SimulatedProvider`] (`simulated`), which follows Stripe's test tokens.
+
+mod config;
+mod provider;
+mod runner;
+mod simulated;
+
+pub use config::{PaymentsConfig, SimulatedConfig};
+pub use provider::{Charge, PaymentProvider, ProviderError};
+pub use runner::{ChargeIntake, Payments, channel, start};
+pub use simulated::SimulatedProvider;

@@ -1,0 +1,38 @@
+//! The one trait every payment provider implements.
+
+use kassa_engine::ChargeCall;
+
+/// A charge the provider made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// The provider's id of it (`pi_…`), kept as the payment's `provider_id`.
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the charge: final for this attempt.
+    #[error("declined ({code}): {message}")]
+    Declined { code: String, message: String },
+    /// The provider did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The provider could not be reached or failed on its side; the same call may be made again.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A payment provider. Every call carries the idempotency key of the step it belongs to, and the
+/// provider must treat a repeated key as the same request: that is what makes re-driving safe.
+#[async_trait::async_trait]
+pub trait PaymentProvider: Send + Sync {
+    /// The name payments give as their `provider`.
+    fn name(&self) -> &str;
+
+    /// Authorises and captures `call.amount` with `call.token`.
+    async fn charge(&self, call: &ChargeCall) -> Result<Charge, ProviderError>;
+
+    /// Cancels whatever a charge under `idempotency_key` may have started, so that nothing is taken; also
+    /// `Ok` when the provider never saw it.
+    async fn void(&self, idempotency_key: &str) -> Result<(), ProviderError>;
+}

@@ -1,0 +1,150 @@
+//! `simulated`: a deterministic provider for development and tests. It follows Stripe's test tokens
+//! (`tok_visa` is charged, `tok_chargeDeclined` declined with `card_declined`, …), keeps an idempotency
+//! log so that a repeated key gets the first answer, and can be told to be slow to charge or to decline
+//! a share of unknown tokens.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kassa_engine::ChargeCall;
+use parking_lot::Mutex;
+
+use crate::config::SimulatedConfig;
+use crate::provider::{Charge, PaymentProvider, ProviderError};
+
+pub(crate) const NAME: &str = "simulated";
+
+/// What the log holds for one idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Entry {
+    Charged(Charge),
+    Declined { code: String, message: String },
+    Voided,
+}
+
+pub struct SimulatedProvider {
+    cfg: SimulatedConfig,
+    log: Mutex<HashMap<String, Entry>>,
+}
+
+impl SimulatedProvider {
+    pub fn new(cfg: SimulatedConfig) -> SimulatedProvider {
+        SimulatedProvider { cfg, log: Mutex::new(HashMap::new()) }
+    }
+
+    /// How many charges were captured (each idempotency key counts once).
+    pub fn captures(&self) -> usize {
+        self.log.lock().values().filter(|e| matches!(e, Entry::Charged(_))).count()
+    }
+
+    fn decide(&self, call: &ChargeCall) -> Entry {
+        let declined = |code: &str, message: &str| Entry::Declined { code: code.into(), message: message.into() };
+        match call.token.as_str() {
+            "tok_chargeDeclined" => declined("card_declined", "Your card was declined."),
+            "tok_chargeDeclinedInsufficientFunds" => declined("insufficient_funds", "Your card has insufficient funds."),
+            "tok_chargeDeclinedExpiredCard" => declined("expired_card", "Your card has expired."),
+            "tok_chargeDeclinedIncorrectCvc" => declined("incorrect_cvc", "Your card's security code is incorrect."),
+            "tok_chargeDeclinedFraudulent" => declined("fraudulent", "Your card was declined."),
+            "tok_chargeDeclinedProcessingError" => declined("processing_error", "An error occurred while processing your card."),
+            "tok_visa" | "tok_visa_debit" | "tok_mastercard" | "tok_mastercard_debit" | "tok_amex" | "tok_discover" => self.charged(call),
+            _ if unit_interval(&call.idempotency_key) < self.cfg.decline_rate => {
+                declined(&self.cfg.decline_code, "Your card was declined.")
+            }
+            _ => self.charged(call),
+        }
+    }
+
+    fn charged(&self, call: &ChargeCall) -> Entry {
+        Entry::Charged(Charge { id: format!("pi_sim_{:016x}", fnv1a(call.idempotency_key.as_bytes())) })
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentProvider for SimulatedProvider {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn charge(&self, call: &ChargeCall) -> Result<Charge, ProviderError> {
+        tokio::time::sleep(Duration::from_millis(self.cfg.latency_ms)).await;
+        let entry = self.log.lock().entry(call.idempotency_key.clone()).or_insert_with(|| self.decide(call)).clone();
+        match entry {
+            Entry::Charged(charge) => Ok(charge),
+            Entry::Declined { code, message } => Err(ProviderError::Declined { code, message }),
+            Entry::Voided => Err(ProviderError::Declined { code: "charge_voided".into(), message: "This charge was cancelled.".into() }),
+        }
+    }
+
+    async fn void(&self, idempotency_key: &str) -> Result<(), ProviderError> {
+        let mut log = self.log.lock();
+        // A void after a capture would be a refund; the runner only voids charges it never saw answered.
+        if !matches!(log.get(idempotency_key), Some(Entry::Charged(_))) {
+            log.insert(idempotency_key.to_string(), Entry::Voided);
+        }
+        Ok(())
+    }
+}
+
+/// A number in [0, 1) fixed by `key`.
+fn unit_interval(key: &str) -> f64 {
+    (fnv1a(key.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    kassa_engine::wire::fnv1a(&[bytes])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(token: &str, key: &str) -> ChargeCall {
+        ChargeCall {
+            payment_id: "p1".into(),
+            attempt: 1,
+            provider: NAME.into(),
+            user_id: "u1".into(),
+            amount: 1999,
+            currency: "USD".into(),
+            token: token.into(),
+            idempotency_key: key.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn test_tokens_decide_and_a_repeated_key_gets_the_first_answer() {
+        let p = SimulatedProvider::new(SimulatedConfig::default());
+        let charged = p.charge(&call("tok_visa", "k1")).await.unwrap();
+        assert_eq!(p.charge(&call("tok_visa", "k1")).await.unwrap(), charged);
+        assert_eq!(p.captures(), 1, "one capture per key");
+        let declined = p.charge(&call("tok_chargeDeclined", "k2")).await.unwrap_err();
+        assert!(matches!(declined, ProviderError::Declined { ref code, .. } if code == "card_declined"), "{declined:?}");
+        let funds = p.charge(&call("tok_chargeDeclinedInsufficientFunds", "k3")).await.unwrap_err();
+        assert!(matches!(funds, ProviderError::Declined { ref code, .. } if code == "insufficient_funds"));
+        assert_eq!(p.captures(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_voided_key_is_never_charged_later() {
+        let p = SimulatedProvider::new(SimulatedConfig::default());
+        p.void("k1").await.unwrap();
+        assert!(p.charge(&call("tok_visa", "k1")).await.is_err());
+        assert_eq!(p.captures(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_decline_rate_applies_to_unknown_tokens_by_key() {
+        let cfg = SimulatedConfig { decline_rate: 0.5, decline_code: "do_not_honor".into(), ..SimulatedConfig::default() };
+        let p = SimulatedProvider::new(cfg);
+        let mut declined = 0;
+        for i in 0..400 {
+            if p.charge(&call("tok_unknown", &format!("k{i}"))).await.is_err() {
+                declined += 1;
+            }
+        }
+        assert!((120..280).contains(&declined), "about half of 400 declined, got {declined}");
+        let all = SimulatedProvider::new(SimulatedConfig { decline_rate: 1.0, ..SimulatedConfig::default() });
+        assert!(all.charge(&call("tok_unknown", "x")).await.is_err());
+        assert!(all.charge(&call("tok_visa", "y")).await.is_ok(), "known tokens keep their meaning");
+    }
+}
