@@ -165,7 +165,9 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     if !adapters.is_empty() {
         tracing::info!(adapters = ?adapters.names(), "adapters started");
     }
-    let payments = match kassa_providers::start(intake, &cfg.payments, engine.clone()) {
+    let mut payments_cfg = cfg.payments.clone();
+    payments_cfg.apply_env();
+    let payments = match kassa_providers::start(intake, &payments_cfg, engine.clone()) {
         Ok(payments) => payments,
         Err(e) => {
             adapters.stop(Duration::from_secs(5));

@@ -14,11 +14,19 @@ pub struct PaymentsConfig {
     /// Most provider calls in flight at once; more wait for a free slot.
     pub concurrency: usize,
     pub simulated: SimulatedConfig,
+    pub stripe: StripeConfig,
 }
 
 impl Default for PaymentsConfig {
     fn default() -> Self {
-        PaymentsConfig { timeout_ms: 10_000, attempts: 3, backoff_ms: 200, concurrency: 256, simulated: SimulatedConfig::default() }
+        PaymentsConfig {
+            timeout_ms: 10_000,
+            attempts: 3,
+            backoff_ms: 200,
+            concurrency: 256,
+            simulated: SimulatedConfig::default(),
+            stripe: StripeConfig::default(),
+        }
     }
 }
 
@@ -30,7 +38,36 @@ impl PaymentsConfig {
         if self.simulated.enabled {
             names.push(crate::simulated::NAME.to_string());
         }
+        if self.stripe.enabled {
+            names.push(crate::stripe::NAME.to_string());
+        }
         names
+    }
+
+    /// Secrets from the environment: `KASSA_STRIPE_API_KEY` when the file gives no key.
+    pub fn apply_env(&mut self) {
+        if self.stripe.api_key.is_empty()
+            && let Ok(key) = std::env::var("KASSA_STRIPE_API_KEY")
+        {
+            self.stripe.api_key = key;
+        }
+    }
+}
+
+/// `[payments.stripe]`: Stripe's HTTP API (or anything that speaks it, such as stripe-mock).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeConfig {
+    /// Off by default: payments naming `stripe` then keep the old behaviour (nothing is called).
+    pub enabled: bool,
+    /// The secret key (`sk_…`); or the environment's `KASSA_STRIPE_API_KEY`.
+    pub api_key: String,
+    pub base_url: String,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig { enabled: false, api_key: String::new(), base_url: "https://api.stripe.com".into() }
     }
 }
 

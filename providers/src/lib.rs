@@ -5,14 +5,17 @@
 //! [`PaymentProvider`] trait, with a timeout, retries under the same idempotency key, a void when the
 //! provider cannot be reached, and the outcome sent back to the engine as a command.
 //!
-//! Shipped: the deterministic [`SimulatedProvider`] (`simulated`), which follows Stripe's test tokens.
+//! Shipped: the deterministic [`SimulatedProvider`] (`simulated`), which follows Stripe's test tokens, and
+//! [`StripeProvider`] (`stripe`), which speaks Stripe's HTTP API.
 
 mod config;
 mod provider;
 mod runner;
 mod simulated;
+mod stripe;
 
-pub use config::{PaymentsConfig, SimulatedConfig};
+pub use config::{PaymentsConfig, SimulatedConfig, StripeConfig};
 pub use provider::{Charge, PaymentProvider, ProviderError};
 pub use runner::{ChargeIntake, Payments, channel, start};
 pub use simulated::SimulatedProvider;
+pub use stripe::StripeProvider;

@@ -32,7 +32,8 @@ pub trait PaymentProvider: Send + Sync {
     /// Authorises and captures `call.amount` with `call.token`.
     async fn charge(&self, call: &ChargeCall) -> Result<Charge, ProviderError>;
 
-    /// Cancels whatever a charge under `idempotency_key` may have started, so that nothing is taken; also
-    /// `Ok` when the provider never saw it.
-    async fn void(&self, idempotency_key: &str) -> Result<(), ProviderError>;
+    /// Settles a charge whose answer never came: cancels whatever `call` may have started, so that nothing
+    /// is taken (`None`, also when the provider never saw it), or, if the money was taken after all, says
+    /// so (`Some`).
+    async fn void(&self, call: &ChargeCall) -> Result<Option<Charge>, ProviderError>;
 }

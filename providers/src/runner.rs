@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::config::PaymentsConfig;
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::simulated::SimulatedProvider;
+use crate::stripe::StripeProvider;
 
 /// Calls waiting for the runner; a shard that finds it full leaves the payment to be re-driven.
 const CHANNEL_CAPACITY: usize = 4096;
@@ -56,6 +57,10 @@ pub fn start(intake: ChargeIntake, cfg: &PaymentsConfig, engine: Engine) -> std:
     let simulated = cfg.simulated.enabled.then(|| Arc::new(SimulatedProvider::new(cfg.simulated.clone())));
     if let Some(p) = &simulated {
         providers.insert(p.name().to_string(), p.clone());
+    }
+    if cfg.stripe.enabled {
+        let stripe = StripeProvider::new(&cfg.stripe).map_err(std::io::Error::other)?;
+        providers.insert(stripe.name().to_string(), Arc::new(stripe));
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (stop, stopped) = watch::channel(false);
@@ -139,8 +144,10 @@ async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries)
     let code = if last == ProviderError::Timeout { "provider_timeout" } else { "provider_unavailable" };
     for attempt in 0..tries.attempts {
         tokio::time::sleep(tries.delay_before(attempt)).await;
-        if let Ok(Ok(())) = tokio::time::timeout(tries.timeout, provider.void(&call.idempotency_key)).await {
-            return ChargeResult::Failed { code: code.into(), reason: format!("the payment provider {}", last) };
+        match tokio::time::timeout(tries.timeout, provider.void(call)).await {
+            Ok(Ok(None)) => return ChargeResult::Failed { code: code.into(), reason: format!("the payment provider {last}") },
+            Ok(Ok(Some(charge))) => return ChargeResult::Charged { charge_id: charge.id },
+            _ => {}
         }
     }
     ChargeResult::Unknown { reason: format!("the payment provider {last}, and the charge could not be voided") }

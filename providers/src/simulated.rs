@@ -75,13 +75,13 @@ impl PaymentProvider for SimulatedProvider {
         }
     }
 
-    async fn void(&self, idempotency_key: &str) -> Result<(), ProviderError> {
+    async fn void(&self, call: &ChargeCall) -> Result<Option<Charge>, ProviderError> {
         let mut log = self.log.lock();
-        // A void after a capture would be a refund; the runner only voids charges it never saw answered.
-        if !matches!(log.get(idempotency_key), Some(Entry::Charged(_))) {
-            log.insert(idempotency_key.to_string(), Entry::Voided);
+        if let Some(Entry::Charged(charge)) = log.get(&call.idempotency_key) {
+            return Ok(Some(charge.clone()));
         }
-        Ok(())
+        log.insert(call.idempotency_key.clone(), Entry::Voided);
+        Ok(None)
     }
 }
 
@@ -127,9 +127,12 @@ mod tests {
     #[tokio::test]
     async fn a_voided_key_is_never_charged_later() {
         let p = SimulatedProvider::new(SimulatedConfig::default());
-        p.void("k1").await.unwrap();
+        assert_eq!(p.void(&call("tok_visa", "k1")).await.unwrap(), None);
         assert!(p.charge(&call("tok_visa", "k1")).await.is_err());
         assert_eq!(p.captures(), 0);
+        // A charge that went through is reported, not voided.
+        let charged = p.charge(&call("tok_visa", "k2")).await.unwrap();
+        assert_eq!(p.void(&call("tok_visa", "k2")).await.unwrap(), Some(charged));
     }
 
     #[tokio::test]

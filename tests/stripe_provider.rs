@@ -1,0 +1,97 @@
+//! The `stripe` provider against a Stripe-API mock with Stripe's idempotency (tests/common/stripe_mock.rs),
+//! over real HTTP against the real binary: the PaymentIntent request, declines with their codes, and a
+//! kill -9 after Stripe took the money but before Kassa recorded it, which still charges exactly once.
+
+mod common;
+#[path = "common/stripe_mock.rs"]
+mod stripe_mock;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{Value, json};
+use stripe_mock::StripeMock;
+
+async fn pending(s: &Server, user: &str, product: u64, quantity: i64, token: &str) -> String {
+    let (status, body) =
+        s.send("POST", &format!("/baskets/{user}/items"), Some(json!({"product_id": product, "quantity": quantity}))).await;
+    assert_eq!(status, 200, "{body}");
+    let checkout = json!({"user_id": user, "method": "credit_card", "provider": "stripe", "token": token});
+    let (status, p) = s.send("POST", "/api/payments", Some(checkout)).await;
+    assert_eq!(status, 201, "{p}");
+    p["id"].as_str().unwrap().to_string()
+}
+
+/// `12.5` → `1250`, from the number's text (never through a float).
+fn minor_units(amount: &Value) -> String {
+    let text = amount.to_string();
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    format!("{whole}{fraction:0<2}").trim_start_matches('0').to_string()
+}
+
+async fn until(s: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = s.get(path).await;
+        if ready(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_is_charged_with_one_payment_intent_per_attempt_and_declines_carry_stripes_code() {
+    let stripe = StripeMock::start();
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &stripe.toml(), &[]);
+    let id = pending(&s, "ana", 2, 2, "tok_visa").await;
+    let (status, done) = s.send("POST", &format!("/api/payments/{id}/process"), None).await;
+    assert_eq!((status, done["status"].as_str(), done["provider_id"].as_str()), (200, Some("completed"), Some("pi_mock_1")), "{done}");
+    let creates = stripe.creates_with(&format!("kassa-{id}-1-charge"));
+    assert_eq!(creates.len(), 1, "one request under the charge's key");
+    let form = &creates[0];
+    assert_eq!(form["amount"], minor_units(&done["amount"]), "minor units");
+    assert_eq!((form["currency"].as_str(), form["confirm"].as_str()), ("usd", "true"));
+    assert_eq!(form["payment_method_data[card][token]"], "tok_visa");
+    assert_eq!(form["metadata[kassa_payment_id]"], id);
+
+    let id = pending(&s, "ben", 2, 1, "tok_chargeDeclinedInsufficientFunds").await;
+    let (status, body) = s.send("POST", &format!("/api/payments/{id}/process"), None).await;
+    assert_eq!(status, 402, "{body}");
+    let (_, failed) = s.get(&format!("/api/payments/{id}")).await;
+    assert_eq!((failed["status"].as_str(), failed["error_code"].as_str()), (Some("failed"), Some("insufficient_funds")));
+    let id = pending(&s, "cai", 2, 1, "tok_chargeDeclined").await;
+    s.send("POST", &format!("/api/payments/{id}/process"), None).await;
+    let (_, failed) = s.get(&format!("/api/payments/{id}")).await;
+    assert_eq!(failed["error_code"].as_str(), Some("card_declined"), "a generic decline is card_declined");
+    assert_eq!(stripe.captures(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_stripe_charged_and_before_kassa_recorded_it_charges_exactly_once() {
+    let stripe = StripeMock::start();
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &stripe.toml(), &[]);
+    let id = pending(&s, "dia", 6, 3, "tok_visa").await;
+    stripe.hold_answers(true);
+    let client = s.client.clone();
+    let url = s.url(&format!("/api/payments/{id}/process"));
+    let waiting = tokio::spawn(async move { client.post(url).send().await });
+    // Stripe has taken the money; its answer never reaches Kassa.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stripe.captures() == 0 {
+        assert!(Instant::now() < deadline, "the charge never reached the mock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dir = s.kill_keep_data();
+    assert!(waiting.await.unwrap().is_err());
+    stripe.hold_answers(false);
+
+    let s = Server::start_configured(dir, &stripe.toml(), &[]);
+    let done = until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
+    assert_eq!(done["provider_id"].as_str(), Some("pi_mock_1"), "the first charge, replayed");
+    assert_eq!(stripe.captures(), 1, "charged exactly once");
+    assert_eq!(stripe.creates_with(&format!("kassa-{id}-1-charge")).len(), 2, "asked again after the restart, under the same key");
+    let (_, p) = s.get("/products/6").await;
+    assert_eq!(p["reserved"].as_i64(), Some(0), "sold, not held: {p}");
+}
