@@ -188,6 +188,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         grpc_app(&engine, &cfg),
         engine.clone(),
         Some(adapters.clone()),
+        vec![Box::new(kassa_providers::ProviderCollector(payments.metrics()))],
         &gateway_cfg,
     ) {
         Ok(front) => front,

@@ -28,6 +28,12 @@ async fn pending(s: &Server, user: &str, product: u64, quantity: i64, token: &st
     p["id"].as_str().unwrap().to_string()
 }
 
+async fn metrics(s: &Server) -> String {
+    let (status, text) = s.raw("GET", "/metrics", Vec::new(), &[]).await;
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
 /// Polls `GET path` until `ready` holds (30 s at most).
 async fn until(s: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -84,6 +90,12 @@ async fn the_simulated_provider_charges_visa_and_declines_with_the_code_releasin
     assert!(done["provider_id"].as_str().unwrap().starts_with("pi_sim_"), "{done}");
     assert_eq!(stock(&s, 3).await, (before.0 - 1, before.1, before.2 + 1), "sold");
 
+    // Every call is counted by outcome, under the old payment service's names.
+    let metrics = metrics(&s).await;
+    assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"declined\"} 2"), "{metrics}");
+    assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"succeeded\"} 1"), "{metrics}");
+    assert!(metrics.contains("payment_service_simulated_api_duration_seconds_count{operation=\"charge\"} 3"), "{metrics}");
+
     // Other providers keep the old behaviour: the client's provider_id, no token needed.
     s.send("POST", "/baskets/xia/items", Some(json!({"product_id": 4, "quantity": 1}))).await;
     let (_, p) = s.send("POST", "/api/payments", Some(json!({"user_id": "xia", "method": "paypal", "provider": "paypal"}))).await;
@@ -104,6 +116,9 @@ async fn a_provider_that_never_answers_in_time_fails_the_payment_retryably_and_r
     assert_eq!(stock(&s, 5).await, before, "released");
     let (_, failed) = s.get(&format!("/api/payments/{id}")).await;
     assert_eq!((failed["status"].as_str(), failed["error_code"].as_str()), (Some("failed"), Some("provider_timeout")), "{failed}");
+    let metrics = metrics(&s).await;
+    assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"timeout\"} 2"), "{metrics}");
+    assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"void\",status=\"voided\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,7 @@ use crate::ratelimit::Limiters;
 use crate::upstream::Pool;
 use crate::users::UserStore;
 use crate::{auth, edge, health, ratelimit, respond, users};
+use prometheus_client::collector::Collector;
 
 /// State every layer and gateway route shares (one per process, across all cores).
 pub struct Shared {
@@ -61,6 +62,7 @@ fn build_shared(
     engine: Option<Engine>,
     adapters: Option<Arc<kassa_adapters::Adapters>>,
     pool: Option<Arc<Pool>>,
+    collectors: Vec<Box<dyn Collector>>,
 ) -> Result<Arc<Shared>, GatewayError> {
     cfg.validate()?;
     let (tokens, users) = if cfg.auth.enabled && cfg.layers_enabled {
@@ -85,6 +87,9 @@ fn build_shared(
     }
     if let Some(adapters) = &adapters {
         registry.register_collector(Box::new(crate::adapters::AdapterCollector(adapters.clone())));
+    }
+    for collector in collectors {
+        registry.register_collector(collector);
     }
     let cors = Cors::new(&cfg.cors)?;
     Ok(Arc::new(Shared {
@@ -191,20 +196,22 @@ fn own_routes(shared: &Arc<Shared>) -> Router {
 /// Embedded mode: the gateway's layers around the in-process API routers (no extra hop). The gateway's
 /// own routes take precedence; everything else goes to the API router.
 pub fn embedded(http: Router, grpc: Router, engine: Engine, cfg: &GatewayConfig) -> Result<Front, GatewayError> {
-    embedded_with(http, grpc, engine, None, cfg)
+    embedded_with(http, grpc, engine, None, Vec::new(), cfg)
 }
 
 /// [`embedded`] with the node's adapters, whose status, dead letters, verification and figures the
-/// gateway serves (`/admin/adapters*`, `/metrics`).
+/// gateway serves (`/admin/adapters*`, `/metrics`), and the node's other figures for `/metrics`
+/// (the payment providers').
 pub fn embedded_with(
     http: Router,
     grpc: Router,
     engine: Engine,
     adapters: Option<Arc<kassa_adapters::Adapters>>,
+    collectors: Vec<Box<dyn Collector>>,
     cfg: &GatewayConfig,
 ) -> Result<Front, GatewayError> {
     let data_dir = cfg.data_dir.clone().unwrap_or_else(|| engine.config().data_dir.clone());
-    let shared = build_shared(cfg, data_dir, Some(engine), adapters, None)?;
+    let shared = build_shared(cfg, data_dir, Some(engine), adapters, None, collectors)?;
     let http = wrap(own_routes(&shared), &shared).fallback_service(wrap(http, &shared));
     let grpc = wrap(grpc, &shared);
     Ok(Front { http, grpc, shared })
@@ -216,7 +223,7 @@ pub fn standalone(cfg: &GatewayConfig) -> Result<Front, GatewayError> {
     let data_dir = cfg.data_dir.clone().unwrap_or_else(|| PathBuf::from("data"));
     let pool = Arc::new(Pool::new(cfg)?);
     pool.start_health_checks(&cfg.health_check)?;
-    let shared = build_shared(cfg, data_dir, None, None, Some(pool))?;
+    let shared = build_shared(cfg, data_dir, None, None, Some(pool), Vec::new())?;
     let proxy = Router::new().fallback(crate::upstream::proxy).with_state(shared.clone());
     let http = wrap(own_routes(&shared), &shared).fallback_service(wrap(proxy.clone(), &shared));
     let grpc = wrap(proxy, &shared);

@@ -9,12 +9,14 @@
 //! [`StripeProvider`] (`stripe`), which speaks Stripe's HTTP API.
 
 mod config;
+mod metrics;
 mod provider;
 mod runner;
 mod simulated;
 mod stripe;
 
 pub use config::{PaymentsConfig, SimulatedConfig, StripeConfig};
+pub use metrics::{ProviderCollector, ProviderMetrics};
 pub use provider::{Charge, PaymentProvider, ProviderError};
 pub use runner::{ChargeIntake, Payments, channel, start};
 pub use simulated::SimulatedProvider;

@@ -6,13 +6,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kassa_engine::{ChargeCall, ChargeResult, ChargeSender, Engine, cmd};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::config::PaymentsConfig;
+use crate::metrics::ProviderMetrics;
 use crate::provider::{PaymentProvider, ProviderError};
 use crate::simulated::SimulatedProvider;
 use crate::stripe::StripeProvider;
@@ -34,12 +35,18 @@ pub struct Payments {
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     simulated: Option<Arc<SimulatedProvider>>,
+    metrics: Arc<ProviderMetrics>,
 }
 
 impl Payments {
     /// The simulated provider, when it is enabled (its idempotency log is what tests look at).
     pub fn simulated(&self) -> Option<&SimulatedProvider> {
         self.simulated.as_deref()
+    }
+
+    /// The figures of every provider call, for `/metrics`.
+    pub fn metrics(&self) -> Arc<ProviderMetrics> {
+        self.metrics.clone()
     }
 
     /// Stops taking calls; calls in flight are abandoned and their payments re-driven at the next start.
@@ -62,14 +69,16 @@ pub fn start(intake: ChargeIntake, cfg: &PaymentsConfig, engine: Engine) -> std:
         let stripe = StripeProvider::new(&cfg.stripe).map_err(std::io::Error::other)?;
         providers.insert(stripe.name().to_string(), Arc::new(stripe));
     }
+    let metrics = Arc::new(ProviderMetrics::new(providers.keys().map(String::as_str)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (stop, stopped) = watch::channel(false);
     let tries = Tries::of(cfg);
     let slots = cfg.concurrency.max(1);
+    let figures = metrics.clone();
     let thread = std::thread::Builder::new()
         .name("kassa-payments".into())
-        .spawn(move || runtime.block_on(run(intake, providers, engine, tries, slots, stopped)))?;
-    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated })
+        .spawn(move || runtime.block_on(run(intake, providers, engine, tries, slots, figures, stopped)))?;
+    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated, metrics })
 }
 
 /// How hard the runner tries one provider step.
@@ -100,6 +109,7 @@ async fn run(
     engine: Engine,
     tries: Tries,
     slots: usize,
+    metrics: Arc<ProviderMetrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(slots));
@@ -118,9 +128,9 @@ async fn run(
             continue;
         }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let (engine, busy) = (engine.clone(), busy.clone());
+        let (engine, busy, metrics) = (engine.clone(), busy.clone(), metrics.clone());
         tokio::spawn(async move {
-            let result = charge(&*provider, &call, tries).await;
+            let result = charge(&*provider, &call, tries, &metrics).await;
             report(&engine, &call, result).await;
             busy.lock().remove(&call.idempotency_key);
             drop(slot);
@@ -129,28 +139,49 @@ async fn run(
 }
 
 /// Makes the charge, or finds out that it cannot be made and voids it.
-async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries) -> ChargeResult {
+async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries, metrics: &ProviderMetrics) -> ChargeResult {
+    let record = |operation, status: &str, started: Instant| metrics.record(&call.provider, operation, status, started.elapsed());
     let mut last = ProviderError::Timeout;
     for attempt in 0..tries.attempts {
         tokio::time::sleep(tries.delay_before(attempt)).await;
-        match tokio::time::timeout(tries.timeout, provider.charge(call)).await {
-            Ok(Ok(charge)) => return ChargeResult::Charged { charge_id: charge.id },
-            Ok(Err(ProviderError::Declined { code, message })) => return ChargeResult::Declined { code, reason: message },
-            Ok(Err(e)) => last = e,
-            Err(_) => last = ProviderError::Timeout,
+        let started = Instant::now();
+        let answer = tokio::time::timeout(tries.timeout, provider.charge(call)).await.unwrap_or(Err(ProviderError::Timeout));
+        record("charge", status_of(&answer), started);
+        match answer {
+            Ok(charge) => return ChargeResult::Charged { charge_id: charge.id },
+            Err(ProviderError::Declined { code, message }) => return ChargeResult::Declined { code, reason: message },
+            Err(e) => last = e,
         }
         tracing::warn!(payment_id = call.payment_id, provider = call.provider, attempt, error = %last, "charge call failed");
     }
     let code = if last == ProviderError::Timeout { "provider_timeout" } else { "provider_unavailable" };
     for attempt in 0..tries.attempts {
         tokio::time::sleep(tries.delay_before(attempt)).await;
-        match tokio::time::timeout(tries.timeout, provider.void(call)).await {
-            Ok(Ok(None)) => return ChargeResult::Failed { code: code.into(), reason: format!("the payment provider {last}") },
-            Ok(Ok(Some(charge))) => return ChargeResult::Charged { charge_id: charge.id },
-            _ => {}
+        let started = Instant::now();
+        let answer = tokio::time::timeout(tries.timeout, provider.void(call)).await.unwrap_or(Err(ProviderError::Timeout));
+        match answer {
+            Ok(None) => {
+                record("void", "voided", started);
+                return ChargeResult::Failed { code: code.into(), reason: format!("the payment provider {last}") };
+            }
+            Ok(Some(charge)) => {
+                record("void", "succeeded", started);
+                return ChargeResult::Charged { charge_id: charge.id };
+            }
+            Err(e) => record("void", status_of::<()>(&Err(e)), started),
         }
     }
     ChargeResult::Unknown { reason: format!("the payment provider {last}, and the charge could not be voided") }
+}
+
+/// The `status` label of a provider call's outcome.
+fn status_of<T>(answer: &Result<T, ProviderError>) -> &'static str {
+    match answer {
+        Ok(_) => "succeeded",
+        Err(ProviderError::Declined { .. }) => "declined",
+        Err(ProviderError::Timeout) => "timeout",
+        Err(ProviderError::Unavailable(_)) => "unavailable",
+    }
 }
 
 /// Tells the engine; a busy or restarting shard is asked again, a closed engine re-drives at its next start.
