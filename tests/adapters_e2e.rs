@@ -73,6 +73,13 @@ async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
     let failed_id = failed["id"].as_str().unwrap().to_string();
     let (status, body) = s.send("PUT", &format!("/api/payments/{failed_id}"), Some(json!({"status": "failed"}))).await;
     assert_eq!(status, 200, "{body}");
+    // A checkout its provider declines (the simulated provider, Stripe's decline token).
+    add(&s, "fay", chair, 1).await;
+    let checkout = json!({"user_id": "fay", "method": "credit_card", "provider": "simulated", "token": "tok_chargeDeclined"});
+    let (status, declined) = s.send("POST", "/api/payments", Some(checkout)).await;
+    assert_eq!(status, 201, "{declined}");
+    let declined_id = declined["id"].as_str().unwrap().to_string();
+    assert_eq!(s.send("POST", &format!("/api/payments/{declined_id}/process"), None).await.0, 402);
     add(&s, "eve", lamp, 3).await;
     // Notifications created by hand and read.
     let (status, note) = s
@@ -123,6 +130,7 @@ async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
         (refunded_id.clone(), "refunded"),
         (cancelled_id.clone(), "cancelled"),
         (failed_id.clone(), "failed"),
+        (declined_id.clone(), "failed"),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
@@ -147,7 +155,7 @@ async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
 
     // Kafka: the old events once each, committed only; within a topic (one partition per key) in order.
     for isolation in ["read_committed", "read_uncommitted"] {
-        let events = estate.kafka_events(isolation, &[&completed_id, &refunded_id, &failed_id, &cancelled_id]).await;
+        let events = estate.kafka_events(isolation, &[&completed_id, &refunded_id, &failed_id, &cancelled_id, &declined_id]).await;
         let of = |id: &str, topic: &str| {
             events.iter().filter(|e| e.related(id) && e.topic == topic).map(|e| e.event_type.clone()).collect::<Vec<_>>()
         };
@@ -156,6 +164,13 @@ async fn every_target_mirrors_the_shop_as_the_old_consumers_read_it() {
         assert_eq!(of(&completed_id, "basket-events"), ["basket.cleared"], "{isolation}");
         assert_eq!(of(&refunded_id, "payment-events"), ["payment.completed", "payment.refunded"], "{isolation}");
         assert_eq!(of(&failed_id, "payment-events"), ["payment.failed"], "{isolation}");
+        assert_eq!(of(&declined_id, "payment-events"), ["payment.failed"], "{isolation}");
+        let decline = events.iter().find(|e| e.related(&declined_id) && e.event_type == "payment.failed").unwrap();
+        assert_eq!(
+            (decline.body["error_code"].as_str(), decline.body["reason"].as_str()),
+            (Some("card_declined"), Some("Your card was declined.")),
+            "the provider's decline in the event ({isolation})"
+        );
         assert!(events.iter().all(|e| !e.related(&cancelled_id)), "a cancelled payment has no event ({isolation})");
         let completion = events.iter().find(|e| e.related(&completed_id) && e.event_type == "payment.completed").unwrap();
         assert_eq!(completion.key, completed_id, "keyed by payment id");
