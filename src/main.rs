@@ -136,10 +136,10 @@ fn grpc_app(engine: &Engine, _cfg: &Config) -> Router {
 }
 
 fn serve(cfg: Config) -> anyhow::Result<()> {
-    // The shards release charge calls into this channel; the provider runner started below drains it.
-    let (charges, intake) = kassa_providers::channel();
+    // The shards release provider calls into this channel; the provider runner started below drains it.
+    let (calls, intake) = kassa_providers::channel();
     let mut engine_cfg = cfg.engine_config();
-    engine_cfg.charges = Some(charges);
+    engine_cfg.provider_calls = Some(calls);
     let engine = Engine::open(engine_cfg).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
     let info = engine.info();
     tracing::info!(shards = info.shards, recovery_ms = info.recovery.as_millis() as u64, io = info.io_backend, data_dir = %cfg.data_dir.display(), "engine open");

@@ -90,11 +90,33 @@ async fn the_simulated_provider_charges_visa_and_declines_with_the_code_releasin
     assert!(done["provider_id"].as_str().unwrap().starts_with("pi_sim_"), "{done}");
     assert_eq!(stock(&s, 3).await, (before.0 - 1, before.1, before.2 + 1), "sold");
 
+    // Refunds go through the provider too, each a record of its own; the last one restocks.
+    let (status, body) = s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"amount": 1, "reason": "scratched"}))).await;
+    assert_eq!((status, body["status"].as_str(), body["refunded_amount"].as_f64()), (200, Some("refunded"), Some(1.0)), "{body}");
+    assert_eq!(stock(&s, 3).await, (before.0 - 1, before.1, before.2 + 1), "a partial refund restocks nothing");
+    let (status, body) = s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"amount": 1000}))).await;
+    assert_eq!(status, 400, "more than is left: {body}");
+    let (status, body) = s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"reason": "returned"}))).await;
+    assert_eq!((status, body["refunded_amount"].clone()), (200, done["amount"].clone()), "{body}");
+    assert_eq!(stock(&s, 3).await, before, "everything back: back on sale");
+    let (status, refunds) = s.get(&format!("/api/payments/{id}/refunds")).await;
+    assert_eq!(status, 200);
+    let refunds = refunds.as_array().unwrap();
+    assert_eq!(refunds.len(), 2, "{refunds:?}");
+    assert_eq!((refunds[0]["amount"].as_f64(), refunds[0]["reason"].as_str()), (Some(1.0), Some("scratched")));
+    assert_eq!(refunds[1]["reason"].as_str(), Some("returned"));
+    for r in refunds {
+        assert_eq!((r["status"].as_str(), r["payment_id"].as_str()), (Some("succeeded"), Some(id.as_str())), "{r}");
+        assert!(r["provider_refund_id"].as_str().unwrap().starts_with("re_sim_"), "{r}");
+    }
+    assert_eq!(s.get("/api/payments/nope/refunds").await.0, 404);
+
     // Every call is counted by outcome, under the old payment service's names.
     let metrics = metrics(&s).await;
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"declined\"} 2"), "{metrics}");
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("payment_service_simulated_api_duration_seconds_count{operation=\"charge\"} 3"), "{metrics}");
+    assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"refund\",status=\"succeeded\"} 2"), "{metrics}");
 
     // Other providers keep the old behaviour: the client's provider_id, no token needed.
     s.send("POST", "/baskets/xia/items", Some(json!({"product_id": 4, "quantity": 1}))).await;

@@ -66,6 +66,14 @@ async fn stripe_is_charged_with_one_payment_intent_per_attempt_and_declines_carr
     let (_, failed) = s.get(&format!("/api/payments/{id}")).await;
     assert_eq!(failed["error_code"].as_str(), Some("card_declined"), "a generic decline is card_declined");
     assert_eq!(stripe.captures(), 1);
+
+    // A refund is a Stripe Refund of the intent, under the refund's own key.
+    let paid = done["id"].as_str().unwrap();
+    let (status, body) = s.send("POST", &format!("/api/payments/{paid}/refund"), Some(json!({"amount": 0.5}))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("refunded")), "{body}");
+    let (_, refunds) = s.get(&format!("/api/payments/{paid}/refunds")).await;
+    assert_eq!(refunds[0]["provider_refund_id"].as_str(), Some("re_mock_1"), "{refunds}");
+    assert_eq!(stripe.refunds(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,7 @@ fn payment(id: &str, user: &str, status: PaymentStatus, items: Vec<PaymentItem>)
         refunded_amount: 0,
         refund_reason: String::new(),
         refund_id: String::new(),
+        refunds: Vec::new(),
         created_at: CREATED,
         updated_at: CREATED,
         processed_at: None,

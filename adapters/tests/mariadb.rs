@@ -102,6 +102,7 @@ fn payment(id: &str, user_id: &str, version: u64) -> Payment {
         refunded_amount: 0,
         refund_reason: String::new(),
         refund_id: String::new(),
+        refunds: Vec::new(),
         created_at: T0,
         updated_at: T0 + 999,
         processed_at: None,

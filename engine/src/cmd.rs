@@ -168,8 +168,17 @@ pub fn process_payment(payment_id: impl Into<String>, provider_id: impl Into<Str
 }
 
 /// What the provider answered to the charge of `payment_id`'s `attempt` (the provider runner's command).
-pub fn charge_outcome(payment_id: impl Into<String>, attempt: u32, result: crate::charge::ChargeResult) -> Cmd<Payment> {
+pub fn charge_outcome(payment_id: impl Into<String>, attempt: u32, result: crate::provider_call::CallOutcome) -> Cmd<Payment> {
     Cmd::new(Command::ChargeOutcome { payment_id: payment_id.into(), attempt, result })
+}
+
+/// What the provider answered to the refund `refund_id` of `payment_id` (the provider runner's command).
+pub fn refund_outcome(
+    payment_id: impl Into<String>,
+    refund_id: impl Into<String>,
+    result: crate::provider_call::CallOutcome,
+) -> Cmd<Payment> {
+    Cmd::new(Command::RefundOutcome { payment_id: payment_id.into(), refund_id: refund_id.into(), result })
 }
 
 pub fn cancel_payment(payment_id: impl Into<String>) -> Cmd<Payment> {

@@ -137,7 +137,13 @@ pub enum Command {
     ChargeOutcome {
         payment_id: String,
         attempt: u32,
-        result: crate::charge::ChargeResult,
+        result: crate::provider_call::CallOutcome,
+    },
+    /// What the provider answered to a refund (sent by the provider runner, never by clients).
+    RefundOutcome {
+        payment_id: String,
+        refund_id: String,
+        result: crate::provider_call::CallOutcome,
     },
 
     CreateNotification(NotificationInput),
@@ -206,6 +212,7 @@ impl Command {
             Command::RetryPayment { .. } => "retry_payment",
             Command::UpdatePayment { .. } => "update_payment",
             Command::ChargeOutcome { .. } => "charge_outcome",
+            Command::RefundOutcome { .. } => "refund_outcome",
             Command::CreateNotification(_) => "create_notification",
             Command::ScheduleNotification { .. } => "schedule_notification",
             Command::UpdateNotification { .. } => "update_notification",

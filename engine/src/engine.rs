@@ -51,9 +51,9 @@ pub struct EngineConfig {
     pub feed_retention_age: Duration,
     /// Providers Kassa charges through when a payment is processed; each needs `charges`.
     pub charged_providers: Vec<String>,
-    /// Where the shards release charge calls (drained off the shard threads by the provider runner).
-    pub charges: Option<crate::charge::ChargeSender>,
-    /// A charge the provider runner has not answered for this long is asked for again.
+    /// Where the shards release provider calls (drained off the shard threads by the provider runner).
+    pub provider_calls: Option<crate::provider_call::ProviderCallSender>,
+    /// A provider call the runner has not answered for this long is made again.
     pub charge_redrive_after: Duration,
 }
 
@@ -77,7 +77,7 @@ impl EngineConfig {
             feed_retention_bytes: 4 << 30,
             feed_retention_age: Duration::from_secs(24 * 3600),
             charged_providers: Vec::new(),
-            charges: None,
+            provider_calls: None,
             charge_redrive_after: Duration::from_secs(60),
         }
     }
@@ -253,8 +253,8 @@ impl Engine {
         #[cfg(feature = "failpoints")]
         configure_failpoints();
         let n = check_layout(&cfg)?;
-        if !cfg.charged_providers.is_empty() && cfg.charges.is_none() {
-            return Err(OpenError::Config("charged providers are configured but nothing takes their charge calls".into()));
+        if !cfg.charged_providers.is_empty() && cfg.provider_calls.is_none() {
+            return Err(OpenError::Config("charged providers are configured but nothing takes their calls".into()));
         }
         let mut core_cfg = CoreConfig::new(n as u32);
         core_cfg.currency = cfg.currency;
@@ -302,7 +302,7 @@ impl Engine {
                 catalog: catalog.clone(),
                 inbox,
                 peers: senders.clone(),
-                charges: cfg.charges.clone(),
+                provider_calls: cfg.provider_calls.clone(),
                 durability: cfg.durability,
                 stats: stats[i].clone(),
                 tick_interval: Duration::from_millis(100),
@@ -484,7 +484,8 @@ impl Engine {
             | Command::RefundPayment { payment_id, .. }
             | Command::RetryPayment { payment_id }
             | Command::UpdatePayment { payment_id, .. }
-            | Command::ChargeOutcome { payment_id, .. } => {
+            | Command::ChargeOutcome { payment_id, .. }
+            | Command::RefundOutcome { payment_id, .. } => {
                 self.locate(Keyspace::Payments, payment_id).ok_or_else(|| payment_not_found(payment_id))?
             }
             Command::UpdateNotification { id, .. }

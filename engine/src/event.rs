@@ -71,6 +71,10 @@ impl PaymentCause {
                 S::Refunded => PaymentCause::Refunded,
             };
         }
+        // A second (partial) refund leaves the status `refunded`, yet it is a refund of its own.
+        if after.refunded_amount > before.refunded_amount {
+            return PaymentCause::Refunded;
+        }
         if before.metadata != after.metadata {
             PaymentCause::Updated
         } else if before.holding == Holding::Reserving && after.holding == Holding::Reserved {

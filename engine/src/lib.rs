@@ -12,7 +12,6 @@
 //! core, the journal and the stores are internal; the `internals` feature exposes the journal and store
 //! building blocks to the benchmarks and fuzz targets only.
 
-mod charge;
 pub mod cmd;
 mod command;
 mod core;
@@ -31,6 +30,7 @@ pub mod journal;
 mod model;
 pub mod money;
 mod product_view;
+mod provider_call;
 mod query;
 mod shard;
 mod snapshot;
@@ -45,7 +45,6 @@ pub mod time;
 mod views;
 pub mod wire;
 
-pub use charge::{ChargeCall, ChargeResult, ChargeSender, charge_key};
 pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
 pub use core::limits;
@@ -61,9 +60,10 @@ pub use feed::{CursorFigures, FeedCursor, FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{
     Basket, BasketLine, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND, Micros, Notification,
-    PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Reservation, ReservationState, notify, now_micros,
+    PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Refund, RefundStatus, Reservation, ReservationState, notify, now_micros,
 };
 pub use money::Currency;
+pub use provider_call::{CallOutcome, ChargeCall, ProviderCall, ProviderCallSender, RefundCall, charge_key};
 pub use query::{
     CategoryStats, Cursor, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery,
     ProductStats,

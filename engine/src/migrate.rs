@@ -3,7 +3,7 @@
 //!
 //! Each old schema keeps its layouts in a module of its own with the conversion to the next one: [`v1`]
 //! (→ 2: payments gained `error_code` and `refund_id`, `Event::PaymentPut` a cause) and [`v2`] (→ 3:
-//! payments gained the provider `token` and `payment_method_id`). Journal records say their schema in the
+//! payments gained the provider `token`, `payment_method_id` and refund records). Journal records say their schema in the
 //! frame header and are converted when read; store records carry no version, so a store's schema lives
 //! under a key of its `meta` keyspace and an older store is rewritten once, atomically, at open
 //! ([`upgrade_state_store`]).

@@ -180,8 +180,11 @@ pub struct Payment {
     pub error_code: String,
     pub refunded_amount: i64,
     pub refund_reason: String,
-    /// Id of the refund, set when the payment is refunded (the `payment.refunded` event's `refund_id`).
+    /// Id of the latest refund, set when the payment is refunded (the `payment.refunded` event's
+    /// `refund_id`); `refunded_amount` and `refund_reason` are the sum and the latest reason.
     pub refund_id: String,
+    /// Every refund asked for, oldest first: partial ones add up to at most the amount.
+    pub refunds: Vec<Refund>,
     pub created_at: Micros,
     pub updated_at: Micros,
     pub processed_at: Option<Micros>,
@@ -198,7 +201,56 @@ pub struct Payment {
 impl Payment {
     /// Waiting for other shards or for the provider: re-driven on ticks and after recovery.
     pub fn is_in_flight(&self) -> bool {
-        !self.waiting_on.is_empty() || self.holding == Holding::Charging
+        !self.waiting_on.is_empty() || self.holding == Holding::Charging || self.pending_refund().is_some()
+    }
+
+    /// Waiting for the provider (a charge or a refund): re-driven after the longer provider delay.
+    pub fn waits_on_provider(&self) -> bool {
+        self.holding == Holding::Charging || self.pending_refund().is_some()
+    }
+
+    /// The refund the provider has not answered yet, if any (there is at most one).
+    pub fn pending_refund(&self) -> Option<&Refund> {
+        self.refunds.iter().find(|r| r.status == RefundStatus::Pending)
+    }
+
+    /// What can still be refunded.
+    pub fn refundable(&self) -> i64 {
+        self.amount - self.refunded_amount
+    }
+}
+
+/// Money given back on a payment: its own record with its own id and status.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    pub id: String,
+    /// Minor units of the payment's currency.
+    pub amount: i64,
+    pub reason: String,
+    pub status: RefundStatus,
+    /// The provider's id of the refund, when Kassa refunded through the provider.
+    pub provider_refund_id: String,
+    /// Why the provider refused or failed it, if it did.
+    pub failure_reason: String,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// Asked of the provider, not answered yet.
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
     }
 }
 

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
-use crate::charge::{ChargeCall, ChargeSender};
 use crate::command::{EngineError, Reply, Request};
 use crate::core::{CatalogView, Core, Effects, Input, PeerMsg, shard_of_product};
 use crate::event::{EVENT_KIND, EVENT_SCHEMA};
 use crate::journal::JournalWriter;
 use crate::model::{Micros, Product, now_micros};
+use crate::provider_call::{ProviderCall, ProviderCallSender};
 use crate::views::{Views, Writes};
 
 pub type ReplySender = tokio::sync::oneshot::Sender<Result<Reply, EngineError>>;
@@ -90,7 +90,7 @@ struct Pending {
     writes: Writes,
     sends: Vec<(u32, PeerMsg)>,
     replies: Vec<(u64, Result<Reply, EngineError>)>,
-    charges: Vec<ChargeCall>,
+    calls: Vec<ProviderCall>,
 }
 
 pub struct Shard {
@@ -100,7 +100,7 @@ pub struct Shard {
     pub catalog: Arc<SharedCatalog>,
     pub inbox: Receiver<Mail>,
     pub peers: Vec<Sender<Mail>>,
-    pub charges: Option<ChargeSender>,
+    pub provider_calls: Option<ProviderCallSender>,
     pub durability: Durability,
     pub stats: Arc<ShardStats>,
     pub tick_interval: Duration,
@@ -217,7 +217,7 @@ impl Shard {
 
     /// Appends the batch's events to the journal and parks its effects until they are durable.
     fn stage(&mut self, fx: Effects, pending: &mut VecDeque<Pending>, tokens: &mut HashMap<u64, ReplySender>) {
-        let Effects { events, writes, sends, mut replies, charges } = fx;
+        let Effects { events, writes, sends, mut replies, calls } = fx;
         for (lsn, event) in &events {
             let appended = self.journal.append(EVENT_KIND, EVENT_SCHEMA, &event.encode());
             assert_eq!(appended, *lsn, "journal and core agree on LSNs");
@@ -233,7 +233,7 @@ impl Shard {
         }
         // Even effects without events of their own wait for every earlier event (they may have read them).
         let last_lsn = self.core.next_lsn() - 1;
-        pending.push_back(Pending { last_lsn, writes, sends, replies, charges });
+        pending.push_back(Pending { last_lsn, writes, sends, replies, calls });
     }
 
     fn on_durable(
@@ -268,7 +268,7 @@ impl Shard {
     }
 
     /// Releases, in order, the effects whose events are all durable: their store writes in one apply per
-    /// store, then messages to other shards, then replies, then charge calls.
+    /// store, then messages to other shards, then replies, then provider calls.
     fn release(&mut self, durable: u64, pending: &mut VecDeque<Pending>, tokens: &mut HashMap<u64, ReplySender>) {
         let mut ready = Vec::new();
         while pending.front().is_some_and(|p| p.last_lsn <= durable) {
@@ -296,11 +296,11 @@ impl Shard {
                     let _ = tx.send(outcome);
                 }
             }
-            for call in p.charges {
+            for call in p.calls {
                 // Never wait for the provider runner either: the payment stays `Charging` and is re-driven.
-                let sent = self.charges.as_ref().is_some_and(|tx| tx.try_send(call).is_ok());
+                let sent = self.provider_calls.as_ref().is_some_and(|tx| tx.try_send(call).is_ok());
                 if !sent {
-                    tracing::warn!(shard = self.core.shard, "charge call not taken by the provider runner; it is re-driven later");
+                    tracing::warn!(shard = self.core.shard, "provider call not taken by the provider runner; it is re-driven later");
                 }
             }
         }

@@ -18,6 +18,6 @@ mod stripe;
 pub use config::{PaymentsConfig, SimulatedConfig, StripeConfig};
 pub use metrics::{ProviderCollector, ProviderMetrics};
 pub use provider::{Charge, PaymentProvider, ProviderError};
-pub use runner::{ChargeIntake, Payments, channel, start};
+pub use runner::{CallIntake, Payments, channel, start};
 pub use simulated::SimulatedProvider;
 pub use stripe::StripeProvider;

@@ -1,6 +1,6 @@
 //! The one trait every payment provider implements.
 
-use kassa_engine::ChargeCall;
+use kassa_engine::{ChargeCall, RefundCall};
 
 /// A charge the provider made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,4 +36,7 @@ pub trait PaymentProvider: Send + Sync {
     /// is taken (`None`, also when the provider never saw it), or, if the money was taken after all, says
     /// so (`Some`).
     async fn void(&self, call: &ChargeCall) -> Result<Option<Charge>, ProviderError>;
+
+    /// Gives `call.amount` of the charge `call.charge_id` back; answers the provider's id of the refund.
+    async fn refund(&self, call: &RefundCall) -> Result<String, ProviderError>;
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kassa_engine::{ChargeCall, ChargeResult, ChargeSender, Engine, cmd};
+use kassa_engine::{CallOutcome, ChargeCall, Engine, ProviderCall, ProviderCallSender, RefundCall, cmd};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -21,13 +21,13 @@ use crate::stripe::StripeProvider;
 /// Calls waiting for the runner; a shard that finds it full leaves the payment to be re-driven.
 const CHANNEL_CAPACITY: usize = 4096;
 
-/// The receiving side of the shards' charge calls, handed to [`start`].
-pub struct ChargeIntake(mpsc::Receiver<ChargeCall>);
+/// The receiving side of the shards' provider calls, handed to [`start`].
+pub struct CallIntake(mpsc::Receiver<ProviderCall>);
 
-/// The channel the engine releases charge calls into (`EngineConfig::charges`) and its intake.
-pub fn channel() -> (ChargeSender, ChargeIntake) {
+/// The channel the engine releases provider calls into (`EngineConfig::provider_calls`) and its intake.
+pub fn channel() -> (ProviderCallSender, CallIntake) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    (tx, ChargeIntake(rx))
+    (tx, CallIntake(rx))
 }
 
 /// The running provider runner.
@@ -59,7 +59,7 @@ impl Payments {
 }
 
 /// Starts the runner with every provider `cfg` enables, reporting to `engine`.
-pub fn start(intake: ChargeIntake, cfg: &PaymentsConfig, engine: Engine) -> std::io::Result<Payments> {
+pub fn start(intake: CallIntake, cfg: &PaymentsConfig, engine: Engine) -> std::io::Result<Payments> {
     let mut providers: HashMap<String, Arc<dyn PaymentProvider>> = HashMap::new();
     let simulated = cfg.simulated.enabled.then(|| Arc::new(SimulatedProvider::new(cfg.simulated.clone())));
     if let Some(p) = &simulated {
@@ -104,7 +104,7 @@ impl Tries {
 }
 
 async fn run(
-    mut intake: ChargeIntake,
+    mut intake: CallIntake,
     providers: HashMap<String, Arc<dyn PaymentProvider>>,
     engine: Engine,
     tries: Tries,
@@ -113,33 +113,46 @@ async fn run(
     mut stopped: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(slots));
-    // A re-drive of a charge still being made is not made twice at once.
+    // A re-drive of a call still being made is not made twice at once.
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
     loop {
         let call = tokio::select! {
             call = intake.0.recv() => match call { Some(call) => call, None => return },
             _ = stopped.changed() => return,
         };
-        let Some(provider) = providers.get(&call.provider).cloned() else {
-            tracing::error!(provider = call.provider, payment_id = call.payment_id, "charge call for a provider that is not running");
+        let (name, key) = match &call {
+            ProviderCall::Charge(c) => (&c.provider, c.idempotency_key.clone()),
+            ProviderCall::Refund(r) => (&r.provider, r.idempotency_key.clone()),
+        };
+        let Some(provider) = providers.get(name).cloned() else {
+            tracing::error!(provider = name, "provider call for a provider that is not running");
             continue;
         };
-        if !busy.lock().insert(call.idempotency_key.clone()) {
+        if !busy.lock().insert(key.clone()) {
             continue;
         }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (engine, busy, metrics) = (engine.clone(), busy.clone(), metrics.clone());
         tokio::spawn(async move {
-            let result = charge(&*provider, &call, tries, &metrics).await;
-            report(&engine, &call, result).await;
-            busy.lock().remove(&call.idempotency_key);
+            match call {
+                ProviderCall::Charge(call) => {
+                    let result = charge(&*provider, &call, tries, &metrics).await;
+                    report(&engine, &call.payment_id, || cmd::charge_outcome(call.payment_id.clone(), call.attempt, result.clone())).await;
+                }
+                ProviderCall::Refund(call) => {
+                    let result = refund(&*provider, &call, tries, &metrics).await;
+                    let command = || cmd::refund_outcome(call.payment_id.clone(), call.refund_id.clone(), result.clone());
+                    report(&engine, &call.payment_id, command).await;
+                }
+            }
+            busy.lock().remove(&key);
             drop(slot);
         });
     }
 }
 
 /// Makes the charge, or finds out that it cannot be made and voids it.
-async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries, metrics: &ProviderMetrics) -> ChargeResult {
+async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries, metrics: &ProviderMetrics) -> CallOutcome {
     let record = |operation, status: &str, started: Instant| metrics.record(&call.provider, operation, status, started.elapsed());
     let mut last = ProviderError::Timeout;
     for attempt in 0..tries.attempts {
@@ -148,8 +161,8 @@ async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries,
         let answer = tokio::time::timeout(tries.timeout, provider.charge(call)).await.unwrap_or(Err(ProviderError::Timeout));
         record("charge", status_of(&answer), started);
         match answer {
-            Ok(charge) => return ChargeResult::Charged { charge_id: charge.id },
-            Err(ProviderError::Declined { code, message }) => return ChargeResult::Declined { code, reason: message },
+            Ok(charge) => return CallOutcome::Succeeded { provider_id: charge.id },
+            Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
             Err(e) => last = e,
         }
         tracing::warn!(payment_id = call.payment_id, provider = call.provider, attempt, error = %last, "charge call failed");
@@ -162,16 +175,35 @@ async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries,
         match answer {
             Ok(None) => {
                 record("void", "voided", started);
-                return ChargeResult::Failed { code: code.into(), reason: format!("the payment provider {last}") };
+                return CallOutcome::Failed { code: code.into(), reason: format!("the payment provider {last}") };
             }
             Ok(Some(charge)) => {
                 record("void", "succeeded", started);
-                return ChargeResult::Charged { charge_id: charge.id };
+                return CallOutcome::Succeeded { provider_id: charge.id };
             }
             Err(e) => record("void", status_of::<()>(&Err(e)), started),
         }
     }
-    ChargeResult::Unknown { reason: format!("the payment provider {last}, and the charge could not be voided") }
+    CallOutcome::Unknown { reason: format!("the payment provider {last}, and the charge could not be voided") }
+}
+
+/// Gives the money back. A refund is never voided: one whose answer never came may have been made, so it
+/// stays pending and is asked again under its key.
+async fn refund(provider: &dyn PaymentProvider, call: &RefundCall, tries: Tries, metrics: &ProviderMetrics) -> CallOutcome {
+    let mut last = ProviderError::Timeout;
+    for attempt in 0..tries.attempts {
+        tokio::time::sleep(tries.delay_before(attempt)).await;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(tries.timeout, provider.refund(call)).await.unwrap_or(Err(ProviderError::Timeout));
+        metrics.record(&call.provider, "refund", status_of(&answer), started.elapsed());
+        match answer {
+            Ok(id) => return CallOutcome::Succeeded { provider_id: id },
+            Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
+            Err(e) => last = e,
+        }
+        tracing::warn!(payment_id = call.payment_id, refund_id = call.refund_id, attempt, error = %last, "refund call failed");
+    }
+    CallOutcome::Unknown { reason: format!("the payment provider {last}") }
 }
 
 /// The `status` label of a provider call's outcome.
@@ -185,17 +217,17 @@ fn status_of<T>(answer: &Result<T, ProviderError>) -> &'static str {
 }
 
 /// Tells the engine; a busy or restarting shard is asked again, a closed engine re-drives at its next start.
-async fn report(engine: &Engine, call: &ChargeCall, result: ChargeResult) {
+async fn report(engine: &Engine, payment_id: &str, command: impl Fn() -> kassa_engine::Cmd<kassa_engine::Payment>) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match engine.run(cmd::charge_outcome(call.payment_id.clone(), call.attempt, result.clone())).await {
+        match engine.run(command()).await {
             Ok(_) => return,
             Err(e) if e.is_transient() && engine.is_open() => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                tracing::warn!(payment_id = call.payment_id, error = %e, "charge outcome not recorded; the charge is asked again later");
+                tracing::warn!(payment_id, error = %e, "provider outcome not recorded; the call is made again later");
                 return;
             }
         }

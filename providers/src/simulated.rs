@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kassa_engine::ChargeCall;
+use kassa_engine::{ChargeCall, RefundCall};
 use parking_lot::Mutex;
 
 use crate::config::SimulatedConfig;
@@ -20,6 +20,7 @@ enum Entry {
     Charged(Charge),
     Declined { code: String, message: String },
     Voided,
+    Refunded(String),
 }
 
 pub struct SimulatedProvider {
@@ -35,6 +36,11 @@ impl SimulatedProvider {
     /// How many charges were captured (each idempotency key counts once).
     pub fn captures(&self) -> usize {
         self.log.lock().values().filter(|e| matches!(e, Entry::Charged(_))).count()
+    }
+
+    /// How many refunds were made (each idempotency key counts once).
+    pub fn refunds(&self) -> usize {
+        self.log.lock().values().filter(|e| matches!(e, Entry::Refunded(_))).count()
     }
 
     fn decide(&self, call: &ChargeCall) -> Entry {
@@ -72,6 +78,29 @@ impl PaymentProvider for SimulatedProvider {
             Entry::Charged(charge) => Ok(charge),
             Entry::Declined { code, message } => Err(ProviderError::Declined { code, message }),
             Entry::Voided => Err(ProviderError::Declined { code: "charge_voided".into(), message: "This charge was cancelled.".into() }),
+            Entry::Refunded(_) => {
+                Err(ProviderError::Declined { code: "invalid_request".into(), message: "That key named a refund.".into() })
+            }
+        }
+    }
+
+    async fn refund(&self, call: &RefundCall) -> Result<String, ProviderError> {
+        let mut log = self.log.lock();
+        let charged = log.values().any(|e| matches!(e, Entry::Charged(c) if c.id == call.charge_id));
+        let entry = log.entry(call.idempotency_key.clone()).or_insert_with(|| {
+            if charged {
+                Entry::Refunded(format!("re_sim_{:016x}", fnv1a(call.idempotency_key.as_bytes())))
+            } else {
+                // A charge this provider never made (or one a restart forgot: the log is in memory).
+                Entry::Declined { code: "charge_not_found".into(), message: format!("No such charge: {}", call.charge_id) }
+            }
+        });
+        match entry {
+            Entry::Refunded(id) => Ok(id.clone()),
+            Entry::Declined { code, message } => Err(ProviderError::Declined { code: code.clone(), message: message.clone() }),
+            Entry::Charged(_) | Entry::Voided => {
+                Err(ProviderError::Declined { code: "invalid_request".into(), message: "That key named a charge.".into() })
+            }
         }
     }
 

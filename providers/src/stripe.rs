@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kassa_engine::ChargeCall;
+use kassa_engine::{ChargeCall, RefundCall};
 use serde::Deserialize;
 
 use crate::config::StripeConfig;
@@ -19,8 +19,9 @@ pub struct StripeProvider {
     api_key: String,
 }
 
+/// A PaymentIntent or a Refund: the fields Kassa reads.
 #[derive(Deserialize)]
-struct Intent {
+struct StripeObject {
     id: String,
     status: String,
     #[serde(default)]
@@ -64,7 +65,7 @@ impl StripeProvider {
     }
 
     /// The create-and-confirm request of `call`: the same bytes every time, as Stripe's idempotency wants.
-    async fn create(&self, call: &ChargeCall) -> Result<Intent, ProviderError> {
+    async fn create(&self, call: &ChargeCall) -> Result<StripeObject, ProviderError> {
         let amount = call.amount.to_string();
         let currency = call.currency.to_ascii_lowercase();
         let mut form = vec![
@@ -83,7 +84,7 @@ impl StripeProvider {
             form.push(("payment_method_data[card][token]", call.token.as_str()));
         }
         let response = self.post("/v1/payment_intents", &form, &call.idempotency_key).await?;
-        read_intent(response).await
+        read_object(response).await
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)], key: &str) -> Result<reqwest::Response, ProviderError> {
@@ -98,8 +99,8 @@ impl StripeProvider {
     }
 }
 
-/// A PaymentIntent answer, or what its failure means.
-async fn read_intent(response: reqwest::Response) -> Result<Intent, ProviderError> {
+/// A PaymentIntent or Refund answer, or what its failure means.
+async fn read_object(response: reqwest::Response) -> Result<StripeObject, ProviderError> {
     let status = response.status();
     let body = response.bytes().await.map_err(|e| ProviderError::Unavailable(format!("stripe: {e}")))?;
     if status.is_success() {
@@ -140,6 +141,28 @@ impl PaymentProvider for StripeProvider {
         }
     }
 
+    async fn refund(&self, call: &RefundCall) -> Result<String, ProviderError> {
+        let amount = call.amount.to_string();
+        // Stripe's own `reason` takes three fixed words; the shop's text goes into the metadata.
+        let form = [
+            ("payment_intent", call.charge_id.as_str()),
+            ("amount", amount.as_str()),
+            ("metadata[kassa_payment_id]", call.payment_id.as_str()),
+            ("metadata[kassa_refund_id]", call.refund_id.as_str()),
+            ("metadata[reason]", call.reason.as_str()),
+        ];
+        let response = self.post("/v1/refunds", &form, &call.idempotency_key).await?;
+        let refund = read_object(response).await?;
+        match refund.status.as_str() {
+            "succeeded" => Ok(refund.id),
+            "failed" | "canceled" => {
+                Err(ProviderError::Declined { code: "refund_failed".into(), message: format!("refund {} {}", refund.id, refund.status) })
+            }
+            // `pending`: Stripe finishes it later; asked again under the same key until it says.
+            other => Err(ProviderError::Unavailable(format!("stripe: refund {} is {other}", refund.id))),
+        }
+    }
+
     async fn void(&self, call: &ChargeCall) -> Result<Option<Charge>, ProviderError> {
         // Kassa keeps no intent id: the replayed create names it (or creates it, if the first never came).
         let intent = match self.create(call).await {
@@ -153,7 +176,7 @@ impl PaymentProvider for StripeProvider {
             _ => {
                 let cancel = format!("{}-cancel", call.idempotency_key);
                 let response = self.post(&format!("/v1/payment_intents/{}/cancel", intent.id), &[], &cancel).await?;
-                let cancelled = read_intent(response).await?;
+                let cancelled = read_object(response).await?;
                 if cancelled.status == "canceled" {
                     Ok(None)
                 } else {

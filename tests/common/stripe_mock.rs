@@ -23,6 +23,10 @@ struct Ledger {
     answers: HashMap<String, (u16, Value)>,
     /// Intent id → its status.
     intents: HashMap<String, String>,
+    /// Intent id → its amount and what was refunded of it.
+    amounts: HashMap<String, (i64, i64)>,
+    /// Every refund made: its id.
+    refunds: Vec<String>,
     /// Every create: its idempotency key and form.
     creates: Vec<(String, HashMap<String, String>)>,
 }
@@ -55,6 +59,7 @@ impl StripeMock {
                 let app = axum::Router::new()
                     .route("/v1/payment_intents", post(create))
                     .route("/v1/payment_intents/{id}/cancel", post(cancel))
+                    .route("/v1/refunds", post(refund))
                     .with_state(mock);
                 let stop = tokio::task::spawn_blocking(move || {
                     let _ = stopped.recv();
@@ -72,6 +77,11 @@ impl StripeMock {
     /// Intents that took the money.
     pub fn captures(&self) -> usize {
         self.ledger.lock().intents.values().filter(|s| *s == "succeeded").count()
+    }
+
+    /// Refunds made (each idempotency key counts once).
+    pub fn refunds(&self) -> usize {
+        self.ledger.lock().refunds.len()
     }
 
     /// The forms of every create sent with `key`, first-sent first.
@@ -115,6 +125,8 @@ async fn create(State(mock): State<Mock>, headers: HeaderMap, Form(form): Form<H
                 _ => {
                     let id = format!("pi_mock_{}", ledger.intents.len() + 1);
                     ledger.intents.insert(id.clone(), "succeeded".into());
+                    let amount = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+                    ledger.amounts.insert(id.clone(), (amount, 0));
                     (200, json!({"id": id, "object": "payment_intent", "status": "succeeded", "amount": form.get("amount")}))
                 }
             };
@@ -147,6 +159,39 @@ async fn cancel(State(mock): State<Mock>, headers: HeaderMap, Path(id): Path<Str
         None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"type": "invalid_request_error", "code": "resource_missing"}})))
             .into_response(),
     }
+}
+
+async fn refund(State(mock): State<Mock>, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> axum::response::Response {
+    if !authorised(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mut ledger = mock.ledger.lock();
+    if let Some((status, answer)) = ledger.answers.get(&key).cloned() {
+        return (StatusCode::from_u16(status).expect("status"), axum::Json(answer)).into_response();
+    }
+    let intent = form.get("payment_intent").cloned().unwrap_or_default();
+    let amount: i64 = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let n = ledger.refunds.len() + 1;
+    let (status, answer) = match ledger.amounts.get_mut(&intent) {
+        None => (
+            404,
+            json!({"error": {"type": "invalid_request_error", "code": "resource_missing", "message": format!("No such payment_intent: {intent}")}}),
+        ),
+        Some((total, refunded)) if *refunded + amount > *total => (
+            400,
+            json!({"error": {"type": "invalid_request_error", "code": "charge_already_refunded", "message": "Refund is more than the charge."}}),
+        ),
+        Some((_, refunded)) => {
+            *refunded += amount;
+            (200, json!({"id": format!("re_mock_{n}"), "object": "refund", "status": "succeeded", "amount": amount}))
+        }
+    };
+    if status == 200 {
+        ledger.refunds.push(format!("re_mock_{n}"));
+    }
+    ledger.answers.insert(key, (status, answer.clone()));
+    (StatusCode::from_u16(status).expect("status"), axum::Json(answer)).into_response()
 }
 
 fn card_error(code: &str, decline_code: &str, message: &str) -> Value {

@@ -254,7 +254,8 @@ impl Builder<'_> {
             timestamp: &timestamp,
             payment_id: &p.id,
             user_id: &p.user_id,
-            amount: Money::new(p.refunded_amount, currency_of(p)),
+            // This refund's amount: a payment may be refunded in parts, one event each.
+            amount: Money::new(latest_refund_amount(p), currency_of(p)),
             currency: &p.currency,
             reason: &p.refund_reason,
             refund_id: &p.refund_id,
@@ -382,4 +383,10 @@ mod tests {
         assert!(event_id(Origin::Record, 0, 1 << 62, 0).is_err());
         assert_eq!(event_origin(&Uuid::new_v4()), None);
     }
+}
+
+/// The amount of the payment's latest refund (`refund_id`); a record from before refund records keeps
+/// the whole refunded amount.
+pub(crate) fn latest_refund_amount(p: &Payment) -> i64 {
+    p.refunds.iter().find(|r| r.id == p.refund_id).map_or(p.refunded_amount, |r| r.amount)
 }

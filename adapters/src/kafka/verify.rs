@@ -7,7 +7,7 @@
 //! payment.completed
 //! stock.updated <product_id> <quantity>   (one per item, in item order)
 //! basket.cleared <basket_id>
-//! payment.refunded <amount>
+//! payment.refunded <amount>          (one per refund, in order)
 //! ```
 //!
 //! [`expected`] derives that history from the payment's final state (every attempt before the current
@@ -52,7 +52,9 @@ pub fn expected(p: &Payment, since: u64) -> Option<String> {
         PaymentStatus::Refunded => {
             completion(&mut lines);
             let currency = Currency::from_code(&p.currency).unwrap_or(Currency::USD);
-            lines.push(format!("{PAYMENT_REFUNDED} {}", format_minor(p.refunded_amount, currency)));
+            let refunds = p.refunds.iter().filter(|r| r.status == kassa_engine::RefundStatus::Succeeded).map(|r| r.amount);
+            let amounts: Vec<i64> = if p.refunds.is_empty() { vec![p.refunded_amount] } else { refunds.collect() };
+            lines.extend(amounts.into_iter().map(|a| format!("{PAYMENT_REFUNDED} {}", format_minor(a, currency))));
         }
         PaymentStatus::Failed => lines.push(PAYMENT_FAILED.to_string()),
         PaymentStatus::Pending | PaymentStatus::Processing | PaymentStatus::Cancelled => {}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use kassa_engine::{Cmd, Currency, Engine, EngineError, PaymentFilter, PaymentInput, PaymentStatus, cmd};
-use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, now_micros};
+use kassa_engine::{MICROS_PER_SECOND, PAYMENT_METHODS, Payment, PaymentItem, Refund, now_micros};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,6 +42,39 @@ impl PaymentItemJson {
             subtotal: Money::new(i.subtotal(), c),
             category: i.category.clone(),
             created_at: wire::rfc3339(i.created_at),
+        }
+    }
+}
+
+/// One refund of a payment (`GET /payments/{id}/refunds`).
+#[derive(Serialize, ToSchema)]
+pub struct RefundJson<'a> {
+    id: &'a str,
+    payment_id: &'a str,
+    #[schema(value_type = f64)]
+    amount: Money,
+    reason: &'a str,
+    /// `pending` (with the provider), `succeeded` or `failed`.
+    status: &'static str,
+    /// The provider's id of the refund, when Kassa refunded through the provider.
+    provider_refund_id: &'a str,
+    failure_reason: &'a str,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> RefundJson<'a> {
+    fn new(p: &'a Payment, r: &'a Refund, c: Currency) -> RefundJson<'a> {
+        RefundJson {
+            id: &r.id,
+            payment_id: &p.id,
+            amount: Money::new(r.amount, c),
+            reason: &r.reason,
+            status: r.status.as_str(),
+            provider_refund_id: &r.provider_refund_id,
+            failure_reason: &r.failure_reason,
+            created_at: wire::rfc3339(r.created_at),
+            updated_at: wire::rfc3339(r.updated_at),
         }
     }
 }
@@ -301,6 +334,10 @@ pub fn routes() -> Vec<RouteDef> {
             .returns(200, "PaymentItemJsonList")
             .params(&[ID])
             .errors(&[404]),
+        def(Method::GET, "/payments/{id}/refunds", User, t, "A payment's refunds, oldest first", refunds)
+            .returns(200, "RefundJsonList")
+            .params(&[ID])
+            .errors(&[404]),
         def(Method::GET, "/payments/user/{user_id}", User, t, "A user's payments, newest first", by_user)
             .returns(200, "PaymentJsonList")
             .params(&[USER, LIMIT, OFFSET]),
@@ -490,6 +527,13 @@ async fn items(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> A
     let c = currency_of(&p, s.currency());
     let items: Vec<PaymentItemJson> = p.items.iter().map(|i| PaymentItemJson::new(i, c)).collect();
     Ok(ok(&items))
+}
+
+async fn refunds(State(s): State<AppState>, caller: Caller, P(id): P<String>) -> ApiResult {
+    let p = owned(&s, &caller, &id)?;
+    let c = currency_of(&p, s.currency());
+    let refunds: Vec<RefundJson> = p.refunds.iter().map(|r| RefundJson::new(&p, r, c)).collect();
+    Ok(ok(&refunds))
 }
 
 async fn by_user(State(s): State<AppState>, caller: Caller, P(user_id): P<String>, Q(p): Q<PageParams>) -> ApiResult {

@@ -10,3 +10,5 @@ pub const USER_ID_MAX: usize = 128;
 /// Highest unit price in minor units (10^9 major units in a 2-digit currency). With QUANTITY_MAX and
 /// BASKET_LINES_MAX it keeps every line and total far inside i64: 10^11 · 10^4 · 200 = 2·10^17.
 pub const PRICE_MINOR_MAX: i64 = 100_000_000_000;
+/// Refunds one payment may have asked for (failed ones included).
+pub const REFUNDS_MAX: usize = 100;

@@ -42,13 +42,13 @@ use foldhash::HashMap;
 
 use rand::{RngCore, SeedableRng};
 
-use crate::charge::{ChargeCall, ChargeResult};
 use crate::command::{
     Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, Outcome, PaymentInput, ProductInput, Refusal, Reply, Request,
 };
 use crate::event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
 use crate::model::*;
 use crate::money::Currency;
+use crate::provider_call::{CallOutcome, ChargeCall, ProviderCall, RefundCall};
 use crate::views::{self, Ks, Writes};
 
 #[derive(Clone, Debug)]
@@ -156,13 +156,13 @@ pub struct Effects {
     pub writes: Writes,
     pub sends: Vec<(u32, PeerMsg)>,
     pub replies: Vec<(u64, Result<Reply, EngineError>)>,
-    /// Charges to ask payment providers for, once the events before them are durable.
-    pub charges: Vec<ChargeCall>,
+    /// Calls to payment providers, made once the events before them are durable.
+    pub calls: Vec<ProviderCall>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.charges.is_empty()
+        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.calls.is_empty()
     }
 }
 
@@ -330,6 +330,7 @@ impl Core {
                 return self.update_payment(&payment_id, status, metadata, token, idem, now, fx).transpose();
             }
             Command::ChargeOutcome { payment_id, attempt, result } => self.charge_outcome(&payment_id, attempt, result, now, fx),
+            Command::RefundOutcome { payment_id, refund_id, result } => self.refund_outcome(&payment_id, &refund_id, result, now, fx),
             Command::CreateNotification(input) => self.create_notification(input, None, now, fx),
             Command::ScheduleNotification { input, send_at } => {
                 if send_at <= now {

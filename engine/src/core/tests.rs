@@ -1,6 +1,6 @@
 use super::*;
-use crate::charge::{ChargeCall, ChargeResult};
 use crate::command::PaymentInput;
+use crate::provider_call::{CallOutcome, ProviderCall};
 
 struct Catalog(Vec<Arc<Product>>);
 impl CatalogView for Catalog {
@@ -232,19 +232,19 @@ fn read_all_and_cleanup_do_a_bounded_step_per_command_and_tick() {
 }
 
 /// Steps `request` on a one-shard core, delivering peer messages at once; returns every reply and every
-/// charge call it led to.
-fn drive(core: &mut Core, request: Request, now: Micros) -> (Vec<Result<Reply, EngineError>>, Vec<ChargeCall>) {
+/// provider call it led to.
+fn drive(core: &mut Core, request: Request, now: Micros) -> (Vec<Result<Reply, EngineError>>, Vec<ProviderCall>) {
     let catalog = Catalog(core.products.values().cloned().collect());
     let mut fx = Effects::default();
     core.step(Input::Client { token: 1, request }, now, &catalog, &mut fx);
     let mut replies: Vec<_> = std::mem::take(&mut fx.replies).into_iter().map(|(_, r)| r).collect();
-    let mut charges = std::mem::take(&mut fx.charges);
+    let mut charges = std::mem::take(&mut fx.calls);
     while let Some((_, msg)) = fx.sends.pop() {
         let mut next = Effects::default();
         core.step(Input::Peer(msg), now, &catalog, &mut next);
         fx.sends.extend(next.sends);
         replies.extend(next.replies.into_iter().map(|(_, r)| r));
-        charges.extend(next.charges);
+        charges.extend(next.calls);
     }
     core.check_invariants().unwrap();
     (replies, charges)
@@ -266,7 +266,7 @@ fn process(p: &Payment) -> Request {
     Command::ProcessPayment { payment_id: p.id.clone(), provider_id: "client-says".into() }.into()
 }
 
-fn outcome(p: &Payment, result: ChargeResult) -> Request {
+fn outcome(p: &Payment, result: CallOutcome) -> Request {
     Command::ChargeOutcome { payment_id: p.id.clone(), attempt: p.attempt, result }.into()
 }
 
@@ -275,26 +275,25 @@ fn a_charged_provider_is_asked_once_per_attempt_and_its_charge_id_is_kept() {
     let (mut core, p) = charging_checkout();
     let (replies, charges) = drive(&mut core, process(&p), T0 + 1);
     assert!(replies.is_empty(), "the caller waits for the provider");
-    assert_eq!(charges.len(), 1);
-    let call = &charges[0];
+    let [ProviderCall::Charge(call)] = &charges[..] else { panic!("one charge call: {charges:?}") };
     assert_eq!((call.amount, call.token.as_str(), call.provider.as_str()), (1000, "tok_visa", "simulated"));
-    assert_eq!(call.idempotency_key, crate::charge::charge_key(&p.id, 1));
+    assert_eq!(call.idempotency_key, crate::provider_call::charge_key(&p.id, 1));
     assert_eq!(core.payments[&p.id].holding, Holding::Charging);
     assert_eq!(core.products[&1].reserved, 2, "the stock stays held while the provider decides");
 
     // Unanswered for a while (or after a crash): asked again with the same key.
     let mut fx = Effects::default();
     core.redrive(T0 + 1 + core.cfg.charge_redrive_after, &mut fx);
-    assert_eq!(fx.charges, charges);
+    assert_eq!(fx.calls, charges);
 
-    let (_, more) = drive(&mut core, outcome(&p, ChargeResult::Charged { charge_id: "pi_sim_1".into() }), T0 + 2);
+    let (_, more) = drive(&mut core, outcome(&p, CallOutcome::Succeeded { provider_id: "pi_sim_1".into() }), T0 + 2);
     assert!(more.is_empty());
     let done = &core.payments[&p.id];
     assert_eq!((done.status, done.provider_id.as_str()), (PaymentStatus::Completed, "pi_sim_1"), "the provider names the charge");
     assert_eq!((core.products[&1].sold, core.products[&1].available), (2, 3));
 
     // A late duplicate changes nothing.
-    let (replies, _) = drive(&mut core, outcome(&p, ChargeResult::Declined { code: "card_declined".into(), reason: "no".into() }), T0 + 3);
+    let (replies, _) = drive(&mut core, outcome(&p, CallOutcome::Declined { code: "card_declined".into(), reason: "no".into() }), T0 + 3);
     assert!(matches!(&replies[..], [Ok(Reply::Payment(q))] if q.status == PaymentStatus::Completed));
     assert_eq!(core.payments[&p.id].status, PaymentStatus::Completed);
 }
@@ -308,7 +307,7 @@ fn a_declined_charge_fails_the_payment_with_its_code_and_gives_the_stock_back() 
     assert!(fx.replies.is_empty());
     let (replies, _) = drive(
         &mut core,
-        outcome(&p, ChargeResult::Declined { code: "card_declined".into(), reason: "Your card was declined.".into() }),
+        outcome(&p, CallOutcome::Declined { code: "card_declined".into(), reason: "Your card was declined.".into() }),
         T0 + 2,
     );
     let failed = &core.payments[&p.id];
@@ -328,7 +327,7 @@ fn an_unknown_charge_outcome_answers_processing_and_keeps_charging() {
     let mut fx = Effects::default();
     core.step(Input::Client { token: 9, request: process(&p) }, T0 + 2, &catalog, &mut fx);
     assert!(fx.replies.is_empty(), "a second process joins the first instead of charging twice");
-    let (replies, _) = drive(&mut core, outcome(&p, ChargeResult::Unknown { reason: "timed out".into() }), T0 + 3);
+    let (replies, _) = drive(&mut core, outcome(&p, CallOutcome::Unknown { reason: "timed out".into() }), T0 + 3);
     assert!(replies.iter().all(|r| matches!(r, Ok(Reply::Payment(q)) if q.status == PaymentStatus::Processing)));
     assert_eq!(core.payments[&p.id].holding, Holding::Charging);
     assert_eq!(core.products[&1].reserved, 2);
@@ -350,4 +349,62 @@ fn a_charged_provider_needs_a_token_and_never_takes_a_card_number() {
     // A provider Kassa does not charge through keeps the old behaviour: no token needed.
     let old = Command::CreatePayment(PaymentInput::new("ed", "credit_card", "stripe"));
     assert!(run(&mut core, old.into(), T0).is_ok());
+}
+
+fn refund(p: &Payment, amount: Option<i64>) -> Request {
+    Command::RefundPayment { payment_id: p.id.clone(), amount, reason: "damaged".into() }.into()
+}
+
+#[test]
+fn partial_refunds_add_up_to_the_amount_and_the_last_one_restocks() {
+    let mut core = with_product(5);
+    run(&mut core, Command::AddItem { user_id: "fe".into(), product_id: 1, quantity: 2 }.into(), T0).unwrap();
+    let Reply::Payment(p) = run(&mut core, pay("fe").into(), T0).unwrap() else { panic!() };
+    run(&mut core, Command::ProcessPayment { payment_id: p.id.clone(), provider_id: "x".into() }.into(), T0).unwrap();
+    let Reply::Payment(once) = run(&mut core, refund(&p, Some(300)), T0 + 1).unwrap() else { panic!() };
+    assert_eq!((once.status, once.refunded_amount, once.refunds.len()), (PaymentStatus::Refunded, 300, 1));
+    assert_eq!(core.products[&1].sold, 2, "a partial refund restocks nothing");
+    let over = run(&mut core, refund(&p, Some(701)), T0 + 2).unwrap_err();
+    assert!(over.message.contains("what is left"), "{over:?}");
+    let Reply::Payment(all) = run(&mut core, refund(&p, None), T0 + 3).unwrap() else { panic!() };
+    assert_eq!((all.refunded_amount, all.refunds[1].amount, all.refund_id.as_str()), (1000, 700, all.refunds[1].id.as_str()));
+    assert!(all.refunds.iter().all(|r| r.status == RefundStatus::Succeeded));
+    assert_eq!((core.products[&1].sold, core.products[&1].available), (0, 5), "everything back: back on sale");
+    let done = run(&mut core, refund(&p, None), T0 + 4).unwrap_err();
+    assert_eq!(done.kind, ErrorKind::Conflict);
+}
+
+#[test]
+fn a_refund_through_the_provider_waits_for_its_answer() {
+    let (mut core, p) = charging_checkout();
+    drive(&mut core, process(&p), T0 + 1);
+    drive(&mut core, outcome(&p, CallOutcome::Succeeded { provider_id: "pi_sim_1".into() }), T0 + 2);
+    let (replies, calls) = drive(&mut core, refund(&p, Some(400)), T0 + 3);
+    assert!(replies.is_empty(), "the caller waits for the provider");
+    let [ProviderCall::Refund(call)] = &calls[..] else { panic!("one refund call: {calls:?}") };
+    assert_eq!((call.amount, call.charge_id.as_str()), (400, "pi_sim_1"));
+    let refund_id = call.refund_id.clone();
+    assert_eq!(call.idempotency_key, format!("kassa-{}-refund-{refund_id}", p.id));
+    assert_eq!(core.payments[&p.id].status, PaymentStatus::Completed, "nothing is refunded before the provider says so");
+    let again = drive(&mut core, refund(&p, Some(100)), T0 + 4).0.pop().unwrap().unwrap_err();
+    assert!(again.message.contains("still with the provider"), "{again:?}");
+
+    let answer = |result| Command::RefundOutcome { payment_id: p.id.clone(), refund_id: refund_id.clone(), result }.into();
+    drive(&mut core, answer(CallOutcome::Succeeded { provider_id: "re_sim_1".into() }), T0 + 5);
+    let done = &core.payments[&p.id];
+    assert_eq!((done.status, done.refunded_amount), (PaymentStatus::Refunded, 400));
+    assert_eq!((done.refunds[0].status, done.refunds[0].provider_refund_id.as_str()), (RefundStatus::Succeeded, "re_sim_1"));
+
+    // A refused refund is recorded as failed and changes no money.
+    let (_, calls) = drive(&mut core, refund(&p, None), T0 + 6);
+    let [ProviderCall::Refund(call)] = &calls[..] else { panic!() };
+    let refused = Command::RefundOutcome {
+        payment_id: p.id.clone(),
+        refund_id: call.refund_id.clone(),
+        result: CallOutcome::Declined { code: "charge_disputed".into(), reason: "disputed".into() },
+    };
+    drive(&mut core, refused.into(), T0 + 7);
+    let after = &core.payments[&p.id];
+    assert_eq!((after.refunded_amount, after.refunds[1].status), (400, RefundStatus::Failed));
+    assert_eq!(core.products[&1].sold, 2);
 }

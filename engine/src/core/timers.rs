@@ -65,7 +65,7 @@ impl Core {
             .iter()
             .filter_map(|id| self.payments.get(id))
             .filter(|p| {
-                let after = if p.holding == Holding::Charging { self.cfg.charge_redrive_after } else { self.cfg.redrive_after };
+                let after = if p.waits_on_provider() { self.cfg.charge_redrive_after } else { self.cfg.redrive_after };
                 self.last_sent.get(&p.id).is_none_or(|at| now - at >= after)
             })
             .take(REDRIVE_PER_TICK_MAX)

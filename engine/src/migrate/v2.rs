@@ -1,5 +1,6 @@
 //! Schema 2, kept only to read old records: its layouts and their conversion to the current schema
-//! (payments gained the provider `token` they are charged with and the stored `payment_method_id`).
+//! (payments gained the provider `token` they are charged with, the stored `payment_method_id`, and
+//! their refunds as records).
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -82,6 +83,20 @@ pub enum Event {
 
 impl From<Payment> for model::Payment {
     fn from(p: Payment) -> model::Payment {
+        // A schema 2 refund was one, whole, and done at once.
+        let refunds = (p.refunded_amount > 0)
+            .then(|| model::Refund {
+                id: p.refund_id.clone(),
+                amount: p.refunded_amount,
+                reason: p.refund_reason.clone(),
+                status: model::RefundStatus::Succeeded,
+                provider_refund_id: String::new(),
+                failure_reason: String::new(),
+                created_at: p.updated_at,
+                updated_at: p.updated_at,
+            })
+            .into_iter()
+            .collect();
         model::Payment {
             id: p.id,
             user_id: p.user_id,
@@ -104,6 +119,7 @@ impl From<Payment> for model::Payment {
             error_code: p.error_code,
             refunded_amount: p.refunded_amount,
             refund_reason: p.refund_reason,
+            refunds,
             refund_id: p.refund_id,
             created_at: p.created_at,
             updated_at: p.updated_at,

@@ -2,8 +2,8 @@
 //! each payment through reserve → commit or unwind; the stock side (each product's shard, [`stock`])
 //! holds, sells and gives back units. Every message is idempotent, so re-sending is always safe.
 
-mod charge;
 mod payer;
+mod provider;
 mod stock;
 
 use super::*;
@@ -28,7 +28,10 @@ impl Core {
     /// its provider for the charge.
     pub(in crate::core) fn send_step(&mut self, p: &Payment, now: Micros, fx: &mut Effects) {
         if p.holding == Holding::Charging {
-            fx.charges.push(ChargeCall::of(p));
+            fx.calls.push(ProviderCall::Charge(ChargeCall::of(p)));
+        }
+        if let Some(refund) = p.pending_refund() {
+            fx.calls.push(ProviderCall::Refund(RefundCall::of(p, refund)));
         }
         for &shard in &p.waiting_on {
             let msg = match p.holding {

@@ -82,6 +82,7 @@ impl Core {
             refunded_amount: 0,
             refund_reason: String::new(),
             refund_id: String::new(),
+            refunds: Vec::new(),
             created_at: now,
             updated_at: now,
             processed_at: None,
@@ -194,6 +195,8 @@ impl Core {
         Ok(self.start_step(p, token, idem, now, fx))
     }
 
+    /// A refund is a record of its own on the payment; partial ones add up to at most the amount. Through a
+    /// provider Kassa charges, it waits for the provider's answer; otherwise it is done at once.
     #[allow(clippy::too_many_arguments)]
     pub(in crate::core) fn refund_payment(
         &mut self,
@@ -207,25 +210,68 @@ impl Core {
     ) -> Result<Option<Reply>, EngineError> {
         check_text("reason", &reason, limits::TEXT_LONG_MAX, false)?;
         let mut p = self.payment_mut_checked(payment_id)?;
-        if p.status != PaymentStatus::Completed {
+        let refundable = p.status == PaymentStatus::Completed || (p.status == PaymentStatus::Refunded && p.refundable() > 0);
+        if !refundable {
             return Err(EngineError::conflict(format!("payment cannot be refunded, current status: {}", p.status.as_str())));
+        }
+        if p.pending_refund().is_some() {
+            return Err(EngineError::conflict("payment cannot be refunded now: a refund is still with the provider"));
+        }
+        if p.refunds.len() >= limits::REFUNDS_MAX {
+            return Err(EngineError::conflict(format!("payment cannot be refunded: at most {} refunds", limits::REFUNDS_MAX)));
         }
         let amount = match amount {
             Some(a) if a > 0 => a,
-            _ => p.amount,
+            _ => p.refundable(),
         };
         if amount > p.amount {
             return Err(EngineError::invalid("validation failed: refund amount cannot exceed payment amount"));
         }
-        p.status = PaymentStatus::Refunded;
-        p.refunded_amount = amount;
-        p.refund_reason = reason.clone();
-        p.refund_id = format!("re_{}", self.new_id(now));
+        if amount > p.refundable() {
+            return Err(EngineError::invalid("validation failed: refund amount cannot exceed what is left to refund"));
+        }
+        let refund = Refund {
+            id: format!("re_{}", self.new_id(now)),
+            amount,
+            reason,
+            status: RefundStatus::Pending,
+            provider_refund_id: String::new(),
+            failure_reason: String::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        let refund_id = refund.id.clone();
+        p.refunds.push(refund);
         p.updated_at = now;
-        // Only a full refund puts the goods back on sale: a partial refund says nothing about which units.
-        if self.cfg.restock_on_refund && amount == p.amount {
+        if !self.charges_through(&p.provider) {
+            self.refund_done(&mut p, &refund_id, String::new(), now, fx);
+        }
+        Ok(self.start_step(p, token, idem, now, fx))
+    }
+
+    /// The refund `refund_id` gave the money back: the payment is `refunded` by the sum so far, and once
+    /// everything is back the goods go back on sale (a partial refund says nothing about which units).
+    pub(in crate::core) fn refund_done(
+        &mut self,
+        p: &mut Payment,
+        refund_id: &str,
+        provider_refund_id: String,
+        now: Micros,
+        fx: &mut Effects,
+    ) {
+        let Some(r) = p.refunds.iter_mut().find(|r| r.id == refund_id) else { return };
+        r.status = RefundStatus::Succeeded;
+        r.provider_refund_id = provider_refund_id;
+        r.updated_at = now;
+        let (amount, reason) = (r.amount, r.reason.clone());
+        p.status = PaymentStatus::Refunded;
+        p.refunded_amount += amount;
+        p.refund_reason.clone_from(&reason);
+        p.refund_id = refund_id.to_string();
+        p.updated_at = now;
+        if self.cfg.restock_on_refund && p.refundable() == 0 && p.holding == Holding::Committed {
             p.holding = Holding::Restocking;
-            p.waiting_on = self.payment_shards(&p);
+            p.waiting_on = self.payment_shards(p);
         }
         let data = vec![
             ("payment_id".to_string(), p.id.clone()),
@@ -233,7 +279,6 @@ impl Core {
             ("reason".to_string(), reason),
         ];
         self.notify(&p.user_id, "Payment Refunded", "Your payment has been refunded successfully", "payment", "normal", data, now, fx);
-        Ok(self.start_step(p, token, idem, now, fx))
     }
 
     #[allow(clippy::too_many_arguments)]
