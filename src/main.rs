@@ -125,9 +125,11 @@ fn init_logging(cfg: &Config) -> anyhow::Result<tracing_appender::non_blocking::
     Ok(guard)
 }
 
-/// The HTTP application served on every HTTP listener.
-fn http_app(engine: &Engine, cfg: &Config) -> Router {
-    kassa_api::http_router(engine.clone(), cfg.api.clone())
+/// The HTTP application served on every HTTP listener, taking the payment providers' webhooks.
+fn http_app(engine: &Engine, cfg: &Config, payments: &Arc<kassa_providers::Payments>) -> Router {
+    let payments = payments.clone();
+    let webhooks: kassa_api::Webhooks = Arc::new(move |provider, headers, body| payments.webhook(provider, headers, body));
+    kassa_api::http_router_with(engine.clone(), cfg.api.clone(), Some(webhooks))
 }
 
 /// The gRPC application served on every gRPC listener.
@@ -168,7 +170,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut payments_cfg = cfg.payments.clone();
     payments_cfg.apply_env();
     let payments = match kassa_providers::start(intake, &payments_cfg, engine.clone()) {
-        Ok(payments) => payments,
+        Ok(payments) => Arc::new(payments),
         Err(e) => {
             adapters.stop(Duration::from_secs(5));
             engine.shutdown();
@@ -184,7 +186,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     // The gateway is built once (one user directory, one rate-limit table); every core serves a clone.
     let gateway_cfg = cfg.gateway_config();
     let front = match kassa_gateway::embedded_with(
-        http_app(&engine, &cfg),
+        http_app(&engine, &cfg, &payments),
         grpc_app(&engine, &cfg),
         engine.clone(),
         Some(adapters.clone()),

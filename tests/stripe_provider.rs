@@ -9,6 +9,7 @@ mod stripe_mock;
 use std::time::{Duration, Instant};
 
 use common::Server;
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use stripe_mock::StripeMock;
 
@@ -102,4 +103,58 @@ async fn a_crash_after_stripe_charged_and_before_kassa_recorded_it_charges_exact
     assert_eq!(stripe.creates_with(&format!("kassa-{id}-1-charge")).len(), 2, "asked again after the restart, under the same key");
     let (_, p) = s.get("/products/6").await;
     assert_eq!(p["reserved"].as_i64(), Some(0), "sold, not held: {p}");
+}
+
+/// A `Stripe-Signature` header for `body` at `t`, as Stripe signs it.
+fn signature(secret: &str, t: u64, body: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_stripe_webhook_settles_a_processing_charge_once_and_an_unsigned_one_nothing() {
+    let stripe = StripeMock::start();
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &stripe.toml_with_webhooks("whsec_kassa"), &[]);
+    let id = pending(&s, "eli", 2, 1, "tok_processing").await;
+    let (status, p) = s.send("POST", &format!("/api/payments/{id}/process"), None).await;
+    assert_eq!((status, p["status"].as_str()), (202, Some("processing")), "Stripe is still at it: {p}");
+    let (_, product) = s.get("/products/2").await;
+    let reserved = product["reserved"].as_i64().unwrap();
+
+    let event = json!({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {
+        "id": "pi_mock_1", "status": "succeeded", "metadata": {"kassa_payment_id": id, "kassa_attempt": "1"}}}})
+    .to_string();
+    let deliver = |sig: String| {
+        let s = &s;
+        let body = event.clone().into_bytes();
+        async move { s.raw("POST", "/webhooks/stripe", body, &[("stripe-signature", &sig), ("content-type", "application/json")]).await }
+    };
+    for forged in [signature("whsec_other", now_secs(), &event), signature("whsec_kassa", now_secs() - 3600, &event), String::new()] {
+        let (status, body) = deliver(forged).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (_, still) = s.get(&format!("/api/payments/{id}")).await;
+    assert_eq!(still["status"].as_str(), Some("processing"), "an unverified delivery changes nothing");
+
+    let (status, body) = deliver(signature("whsec_kassa", now_secs(), &event)).await;
+    assert_eq!(status, 200, "{body}");
+    // The charge is settled; the sale across shards follows.
+    let done = until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
+    assert_eq!(done["provider_id"].as_str(), Some("pi_mock_1"), "{done}");
+    let (_, product) = s.get("/products/2").await;
+    let sold = product["sold"].as_i64().unwrap();
+    assert_eq!(product["reserved"].as_i64(), Some(reserved - 1));
+
+    // Stripe delivers at least once: the same event again is answered alike and sells nothing more.
+    let (status, again) = deliver(signature("whsec_kassa", now_secs(), &event)).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(s.get("/products/2").await.1["sold"].as_i64(), Some(sold));
+    let (status, _) = s.raw("POST", "/webhooks/paypal", event.clone().into_bytes(), &[]).await;
+    assert_eq!(status, 404, "no webhooks for a provider Kassa does not charge through");
 }

@@ -63,7 +63,9 @@ pub use model::{
     PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Refund, RefundStatus, Reservation, ReservationState, notify, now_micros,
 };
 pub use money::Currency;
-pub use provider_call::{CallOutcome, ChargeCall, ProviderCall, ProviderCallSender, RefundCall, charge_key};
+pub use provider_call::{
+    CallOutcome, ChargeCall, NoticeAbout, ProviderCall, ProviderCallSender, ProviderNotice, RefundCall, WebhookRefusal, charge_key,
+};
 pub use query::{
     CategoryStats, Cursor, NotificationFilter, NotificationPage, PAGE_LIMIT_MAX, PAGE_OFFSET_MAX, Page, PaymentFilter, ProductQuery,
     ProductStats,

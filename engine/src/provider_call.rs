@@ -102,3 +102,39 @@ pub enum CallOutcome {
     /// pending, its waiting callers are told so, and the call is re-driven.
     Unknown { reason: String },
 }
+
+/// What a provider's webhook said, once its signature is verified: the outcome of a charge or a refund
+/// that was still pending, under the provider's own event id (a repeated event changes nothing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderNotice {
+    pub event_id: String,
+    pub about: NoticeAbout,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoticeAbout {
+    Charge {
+        payment_id: String,
+        attempt: u32,
+        outcome: CallOutcome,
+    },
+    Refund {
+        payment_id: String,
+        refund_id: String,
+        outcome: CallOutcome,
+    },
+    /// An event Kassa does not act on (acknowledged, so that the provider stops sending it).
+    Nothing,
+}
+
+/// Why a webhook was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRefusal {
+    #[error("no webhooks are taken for this provider")]
+    UnknownProvider,
+    /// Missing, wrong or stale signature: nothing in it is believed.
+    #[error("webhook signature not verified: {0}")]
+    Unverified(String),
+    #[error("webhook not understood: {0}")]
+    Malformed(String),
+}

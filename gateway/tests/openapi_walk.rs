@@ -22,6 +22,10 @@ const SEED: u64 = 0x6b61_7373_615f_7761;
 const OWNER: &str = "walker";
 const STRANGER: &str = "stranger";
 const REQUESTS_MAX: usize = 20_000;
+/// Operations whose success needs what the walk cannot make: a payment provider's webhook succeeds
+/// only with that provider's signature over the body (tests/stripe_provider.rs shows it does). Their
+/// refusals are still walked and checked against the document.
+const SUCCEEDS_ELSEWHERE: &[&str] = &["POST /webhooks/{provider}"];
 
 /// A JSON-schema checker for the subset the document uses; an unknown keyword is an error, so that the
 /// subset cannot silently grow past what is checked.
@@ -785,7 +789,8 @@ async fn every_operation_answers_as_the_document_declares() {
 
     // A success needs state the walk sets up for each route (payments processed before a refund,
     // failed before a retry); every operation must have been seen succeeding at least once.
-    let never: Vec<String> = ops.iter().map(Op::label).filter(|l| !w.succeeded.contains(l)).collect();
+    let never: Vec<String> =
+        ops.iter().map(Op::label).filter(|l| !w.succeeded.contains(l) && !SUCCEEDS_ELSEWHERE.contains(&l.as_str())).collect();
     assert!(never.is_empty(), "seed {seed}: never answered its success status: {never:#?}");
     assert!(w.requests <= REQUESTS_MAX, "seed {seed}: {} requests", w.requests);
     let shown: Vec<&String> = w.failures.iter().take(60).collect();

@@ -44,12 +44,18 @@ impl PaymentsConfig {
         names
     }
 
-    /// Secrets from the environment: `KASSA_STRIPE_API_KEY` when the file gives no key.
+    /// Secrets from the environment (`KASSA_STRIPE_API_KEY`, `KASSA_STRIPE_WEBHOOK_SECRET`) where the
+    /// file gives none.
     pub fn apply_env(&mut self) {
         if self.stripe.api_key.is_empty()
             && let Ok(key) = std::env::var("KASSA_STRIPE_API_KEY")
         {
             self.stripe.api_key = key;
+        }
+        if self.stripe.webhook_secret.is_empty()
+            && let Ok(secret) = std::env::var("KASSA_STRIPE_WEBHOOK_SECRET")
+        {
+            self.stripe.webhook_secret = secret;
         }
     }
 }
@@ -63,11 +69,14 @@ pub struct StripeConfig {
     /// The secret key (`sk_…`); or the environment's `KASSA_STRIPE_API_KEY`.
     pub api_key: String,
     pub base_url: String,
+    /// The webhook endpoint's signing secret (`whsec_…`); or the environment's
+    /// `KASSA_STRIPE_WEBHOOK_SECRET`. Without it `POST /webhooks/stripe` believes nothing.
+    pub webhook_secret: String,
 }
 
 impl Default for StripeConfig {
     fn default() -> Self {
-        StripeConfig { enabled: false, api_key: String::new(), base_url: "https://api.stripe.com".into() }
+        StripeConfig { enabled: false, api_key: String::new(), base_url: "https://api.stripe.com".into(), webhook_secret: String::new() }
     }
 }
 

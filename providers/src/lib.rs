@@ -14,6 +14,7 @@ mod provider;
 mod runner;
 mod simulated;
 mod stripe;
+mod stripe_webhook;
 
 pub use config::{PaymentsConfig, SimulatedConfig, StripeConfig};
 pub use metrics::{ProviderCollector, ProviderMetrics};

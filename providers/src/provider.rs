@@ -17,6 +17,9 @@ pub enum ProviderError {
     /// The provider did not answer in time.
     #[error("timed out")]
     Timeout,
+    /// The provider took the request and finishes it later (its webhook says how).
+    #[error("pending: {0}")]
+    Pending(String),
     /// The provider could not be reached or failed on its side; the same call may be made again.
     #[error("unavailable: {0}")]
     Unavailable(String),

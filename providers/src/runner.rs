@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kassa_engine::{CallOutcome, ChargeCall, Engine, ProviderCall, ProviderCallSender, RefundCall, cmd};
+use kassa_engine::{CallOutcome, ChargeCall, Engine, ProviderCall, ProviderCallSender, ProviderNotice, RefundCall, WebhookRefusal, cmd};
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -35,6 +35,7 @@ pub struct Payments {
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     simulated: Option<Arc<SimulatedProvider>>,
+    stripe: Option<Arc<StripeProvider>>,
     metrics: Arc<ProviderMetrics>,
 }
 
@@ -42,6 +43,19 @@ impl Payments {
     /// The simulated provider, when it is enabled (its idempotency log is what tests look at).
     pub fn simulated(&self) -> Option<&SimulatedProvider> {
         self.simulated.as_deref()
+    }
+
+    /// Checks a webhook delivery for `provider` and says what it settles (only `stripe` sends them: the
+    /// simulated provider always answers at once).
+    pub fn webhook(&self, provider: &str, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<ProviderNotice, WebhookRefusal> {
+        match (provider, &self.stripe) {
+            ("stripe", Some(stripe)) => {
+                let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                stripe.webhook(signature, body, now)
+            }
+            _ => Err(WebhookRefusal::UnknownProvider),
+        }
     }
 
     /// The figures of every provider call, for `/metrics`.
@@ -65,9 +79,9 @@ pub fn start(intake: CallIntake, cfg: &PaymentsConfig, engine: Engine) -> std::i
     if let Some(p) = &simulated {
         providers.insert(p.name().to_string(), p.clone());
     }
-    if cfg.stripe.enabled {
-        let stripe = StripeProvider::new(&cfg.stripe).map_err(std::io::Error::other)?;
-        providers.insert(stripe.name().to_string(), Arc::new(stripe));
+    let stripe = if cfg.stripe.enabled { Some(Arc::new(StripeProvider::new(&cfg.stripe).map_err(std::io::Error::other)?)) } else { None };
+    if let Some(p) = &stripe {
+        providers.insert(p.name().to_string(), p.clone());
     }
     let metrics = Arc::new(ProviderMetrics::new(providers.keys().map(String::as_str)));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -78,7 +92,7 @@ pub fn start(intake: CallIntake, cfg: &PaymentsConfig, engine: Engine) -> std::i
     let thread = std::thread::Builder::new()
         .name("kassa-payments".into())
         .spawn(move || runtime.block_on(run(intake, providers, engine, tries, slots, figures, stopped)))?;
-    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated, metrics })
+    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated, stripe, metrics })
 }
 
 /// How hard the runner tries one provider step.
@@ -163,6 +177,8 @@ async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries,
         match answer {
             Ok(charge) => return CallOutcome::Succeeded { provider_id: charge.id },
             Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
+            // Taken and still running at the provider: voiding it would be wrong; its webhook settles it.
+            Err(ProviderError::Pending(reason)) => return CallOutcome::Unknown { reason },
             Err(e) => last = e,
         }
         tracing::warn!(payment_id = call.payment_id, provider = call.provider, attempt, error = %last, "charge call failed");
@@ -199,6 +215,7 @@ async fn refund(provider: &dyn PaymentProvider, call: &RefundCall, tries: Tries,
         match answer {
             Ok(id) => return CallOutcome::Succeeded { provider_id: id },
             Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
+            Err(ProviderError::Pending(reason)) => return CallOutcome::Unknown { reason },
             Err(e) => last = e,
         }
         tracing::warn!(payment_id = call.payment_id, refund_id = call.refund_id, attempt, error = %last, "refund call failed");
@@ -213,6 +230,7 @@ fn status_of<T>(answer: &Result<T, ProviderError>) -> &'static str {
         Err(ProviderError::Declined { .. }) => "declined",
         Err(ProviderError::Timeout) => "timeout",
         Err(ProviderError::Unavailable(_)) => "unavailable",
+        Err(ProviderError::Pending(_)) => "pending",
     }
 }
 

@@ -17,6 +17,7 @@ pub struct StripeProvider {
     http: reqwest::Client,
     base_url: String,
     api_key: String,
+    webhook_secret: String,
 }
 
 /// A PaymentIntent or a Refund: the fields Kassa reads.
@@ -61,13 +62,29 @@ impl StripeProvider {
         }
         // The runner bounds each call; this only keeps a connection attempt from hanging past it.
         let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
-        Ok(StripeProvider { http, base_url: cfg.base_url.trim_end_matches('/').to_string(), api_key: cfg.api_key.clone() })
+        Ok(StripeProvider {
+            http,
+            base_url: cfg.base_url.trim_end_matches('/').to_string(),
+            api_key: cfg.api_key.clone(),
+            webhook_secret: cfg.webhook_secret.clone(),
+        })
+    }
+
+    /// A webhook delivery: its `Stripe-Signature` checked, then what it settles.
+    pub fn webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<kassa_engine::ProviderNotice, kassa_engine::WebhookRefusal> {
+        crate::stripe_webhook::verify(&self.webhook_secret, signature, body, now_secs)
     }
 
     /// The create-and-confirm request of `call`: the same bytes every time, as Stripe's idempotency wants.
     async fn create(&self, call: &ChargeCall) -> Result<StripeObject, ProviderError> {
         let amount = call.amount.to_string();
         let currency = call.currency.to_ascii_lowercase();
+        let attempt = call.attempt.to_string();
         let mut form = vec![
             ("amount", amount.as_str()),
             ("currency", currency.as_str()),
@@ -75,6 +92,7 @@ impl StripeProvider {
             ("payment_method_types[]", "card"),
             ("metadata[kassa_payment_id]", call.payment_id.as_str()),
             ("metadata[kassa_user_id]", call.user_id.as_str()),
+            ("metadata[kassa_attempt]", attempt.as_str()),
         ];
         // A stored payment method is `pm_…`; a card token from Stripe.js or a test token is `tok_…`.
         if call.token.starts_with("pm_") {
@@ -137,6 +155,8 @@ impl PaymentProvider for StripeProvider {
                 code: "authentication_required".into(),
                 message: "The card needs the customer to authenticate the payment.".into(),
             }),
+            // Stripe finishes it and says so in a webhook; nothing to void.
+            "processing" => Err(ProviderError::Pending(format!("stripe: payment intent {} is processing", intent.id))),
             other => Err(ProviderError::Unavailable(format!("stripe: payment intent {} is {other}", intent.id))),
         }
     }
@@ -158,8 +178,8 @@ impl PaymentProvider for StripeProvider {
             "failed" | "canceled" => {
                 Err(ProviderError::Declined { code: "refund_failed".into(), message: format!("refund {} {}", refund.id, refund.status) })
             }
-            // `pending`: Stripe finishes it later; asked again under the same key until it says.
-            other => Err(ProviderError::Unavailable(format!("stripe: refund {} is {other}", refund.id))),
+            // Stripe finishes it and says so in a webhook (or when asked again under the same key).
+            other => Err(ProviderError::Pending(format!("stripe: refund {} is {other}", refund.id))),
         }
     }
 

@@ -89,6 +89,11 @@ impl StripeMock {
         self.ledger.lock().creates.iter().filter(|(k, _)| k == key).map(|(_, f)| f.clone()).collect()
     }
 
+    /// `toml` with the webhook signing secret `secret`.
+    pub fn toml_with_webhooks(&self, secret: &str) -> String {
+        format!("{}webhook_secret = \"{secret}\"\n", self.toml())
+    }
+
     /// While on, a create charges and then keeps its answer back (the connection stays open).
     pub fn hold_answers(&self, on: bool) {
         self.hold.send_replace(on);
@@ -119,6 +124,11 @@ async fn create(State(mock): State<Mock>, headers: HeaderMap, Form(form): Form<H
             let token = form.get("payment_method_data[card][token]").map(String::as_str).unwrap_or_default();
             let first = match token {
                 "tok_chargeDeclined" => (402, card_error("card_declined", "generic_decline", "Your card was declined.")),
+                "tok_processing" => {
+                    let id = format!("pi_mock_{}", ledger.intents.len() + 1);
+                    ledger.intents.insert(id.clone(), "processing".into());
+                    (200, json!({"id": id, "object": "payment_intent", "status": "processing"}))
+                }
                 "tok_chargeDeclinedInsufficientFunds" => {
                     (402, card_error("card_declined", "insufficient_funds", "Your card has insufficient funds."))
                 }

@@ -11,6 +11,7 @@ pub mod payments;
 pub mod product_json;
 pub mod products;
 pub mod spec;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -73,6 +74,8 @@ pub struct App {
     /// The encoded OpenAPI document, written on first request (it depends on `cfg` and the currency).
     pub openapi: std::sync::OnceLock<Bytes>,
     pub pages: page_cache::PageCache,
+    /// Payment providers' webhooks (`POST /webhooks/{provider}`); none: every provider's is a 404.
+    pub webhooks: Option<webhooks::Webhooks>,
 }
 
 impl std::ops::Deref for AppState {
@@ -458,6 +461,7 @@ pub fn route_table() -> Vec<RouteDef> {
     routes.extend(baskets::routes());
     routes.extend(payments::routes());
     routes.extend(notifications::routes());
+    routes.extend(webhooks::routes());
     routes
 }
 
@@ -475,8 +479,13 @@ pub fn all_routes() -> Vec<(Method, String, RouteDef)> {
 
 /// The HTTP API as an axum router (state applied; ready to serve or to nest into the gateway).
 pub fn http_router(engine: Engine, cfg: ApiConfig) -> Router {
+    http_router_with(engine, cfg, None)
+}
+
+/// [`http_router`] taking payment providers' webhooks.
+pub fn http_router_with(engine: Engine, cfg: ApiConfig, webhooks: Option<webhooks::Webhooks>) -> Router {
     let pages = page_cache::PageCache::new(cfg.page_cache_bytes);
-    let state = AppState(Arc::new(App { engine, cfg, openapi: Default::default(), pages }));
+    let state = AppState(Arc::new(App { engine, cfg, openapi: Default::default(), pages, webhooks }));
     let mut service = Router::new();
     let mut notification = Router::new();
     for (_, path, r) in all_routes() {

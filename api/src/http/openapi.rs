@@ -412,6 +412,7 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
         .schema_from::<baskets::RecommendationsJson>()
         .schema_from::<payments::PaymentItemJson>()
         .schema_from::<payments::RefundJson>()
+        .schema_from::<super::webhooks::WebhookJson>()
         .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_enums, &ctx, false))
         .schema_from::<payments::PaymentStatsJson>()
         .schema_from::<payments::AnalyticsJson>()
