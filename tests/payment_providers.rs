@@ -1,10 +1,8 @@
 //! Payments charged through a provider, over real HTTP against the real binary: the simulated provider
 //! (on by default) with Stripe's test tokens, declines that release the stock, a provider that does not
-//! answer in time, and a charge re-driven after kill -9.
+//! answer in time, a charge re-driven after kill -9, refunds as records, and the provider figures.
 
 mod common;
-
-use std::time::{Duration, Instant};
 
 use common::Server;
 use serde_json::{Value, json};
@@ -32,19 +30,6 @@ async fn metrics(s: &Server) -> String {
     let (status, text) = s.raw("GET", "/metrics", Vec::new(), &[]).await;
     assert_eq!(status, 200, "{text}");
     text
-}
-
-/// Polls `GET path` until `ready` holds (30 s at most).
-async fn until(s: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = s.get(path).await;
-        if ready(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path} never got there: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,12 +138,12 @@ async fn a_charge_interrupted_by_kill_9_is_asked_again_with_its_key_at_restart()
     let client = s.client.clone();
     let url = s.url(&format!("/api/payments/{id}/process"));
     let waiting = tokio::spawn(async move { client.post(url).send().await });
-    until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "processing").await;
+    s.until(&format!("/api/payments/{id}"), |p| p["status"] == "processing").await;
     let dir = s.kill_keep_data();
     assert!(waiting.await.unwrap().is_err(), "the caller lost its connection with the process");
 
     let s = Server::start_configured(dir, "", &[]);
-    let done = until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
+    let done = s.until(&format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
     assert!(done["provider_id"].as_str().unwrap().starts_with("pi_sim_"), "{done}");
     assert_eq!(stock(&s, 7).await, (before.0 - 2, before.1, before.2 + 2), "sold once");
 }

@@ -30,18 +30,6 @@ fn minor_units(amount: &Value) -> String {
     format!("{whole}{fraction:0<2}").trim_start_matches('0').to_string()
 }
 
-async fn until(s: &Server, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, body) = s.get(path).await;
-        if ready(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path} never got there: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stripe_is_charged_with_one_payment_intent_per_attempt_and_declines_carry_stripes_code() {
     let stripe = StripeMock::start();
@@ -97,7 +85,7 @@ async fn a_crash_after_stripe_charged_and_before_kassa_recorded_it_charges_exact
     stripe.hold_answers(false);
 
     let s = Server::start_configured(dir, &stripe.toml(), &[]);
-    let done = until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
+    let done = s.until(&format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
     assert_eq!(done["provider_id"].as_str(), Some("pi_mock_1"), "the first charge, replayed");
     assert_eq!(stripe.captures(), 1, "charged exactly once");
     assert_eq!(stripe.creates_with(&format!("kassa-{id}-1-charge")).len(), 2, "asked again after the restart, under the same key");
@@ -145,7 +133,7 @@ async fn a_signed_stripe_webhook_settles_a_processing_charge_once_and_an_unsigne
     let (status, body) = deliver(signature("whsec_kassa", now_secs(), &event)).await;
     assert_eq!(status, 200, "{body}");
     // The charge is settled; the sale across shards follows.
-    let done = until(&s, &format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
+    let done = s.until(&format!("/api/payments/{id}"), |p| p["status"] == "completed").await;
     assert_eq!(done["provider_id"].as_str(), Some("pi_mock_1"), "{done}");
     let (_, product) = s.get("/products/2").await;
     let sold = product["sold"].as_i64().unwrap();

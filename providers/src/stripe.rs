@@ -34,8 +34,9 @@ struct ErrorBody {
     error: StripeError,
 }
 
+/// Stripe's error object (also an intent's `last_payment_error`).
 #[derive(Deserialize)]
-struct StripeError {
+pub(crate) struct StripeError {
     #[serde(default)]
     code: Option<String>,
     #[serde(default)]
@@ -45,13 +46,17 @@ struct StripeError {
 }
 
 impl StripeError {
-    fn declined(self) -> ProviderError {
+    /// The code a payment fails with, and the text for people.
+    pub(crate) fn code_and_message(self) -> (String, String) {
         // A specific decline code says why (insufficient_funds, …) where `code` says only card_declined.
         let specific = self.decline_code.filter(|c| c != "generic_decline");
-        ProviderError::Declined {
-            code: specific.or(self.code).unwrap_or_else(|| "card_declined".into()),
-            message: self.message.unwrap_or_else(|| "The payment was declined.".into()),
-        }
+        let code = specific.or(self.code).unwrap_or_else(|| "card_declined".into());
+        (code, self.message.unwrap_or_else(|| "The payment was declined.".into()))
+    }
+
+    fn declined(self) -> ProviderError {
+        let (code, message) = self.code_and_message();
+        ProviderError::Declined { code, message }
     }
 }
 

@@ -9,6 +9,8 @@ use kassa_engine::{CallOutcome, NoticeAbout, ProviderNotice, WebhookRefusal};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::stripe::StripeError;
+
 /// How far a signature's timestamp may be from now (Stripe's own libraries use the same).
 const TOLERANCE_SECS: i64 = 300;
 
@@ -33,19 +35,9 @@ struct Object {
     #[serde(default)]
     metadata: std::collections::HashMap<String, String>,
     #[serde(default)]
-    last_payment_error: Option<ErrorObject>,
+    last_payment_error: Option<StripeError>,
     #[serde(default)]
     failure_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorObject {
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    decline_code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
 }
 
 /// Checks `signature` over `body` with `secret` at `now` (Unix seconds) and reads the event.
@@ -88,10 +80,10 @@ fn about(kind: &str, o: Object) -> NoticeAbout {
         },
         ("payment_intent.payment_failed", Some(payment_id)) => match attempt(&o) {
             Some(attempt) => {
-                let e = o.last_payment_error;
-                let code = e.as_ref().and_then(|e| e.decline_code.clone().filter(|c| c != "generic_decline").or(e.code.clone()));
-                let reason = e.and_then(|e| e.message).unwrap_or_else(|| "The payment was declined.".into());
-                let outcome = CallOutcome::Declined { code: code.unwrap_or_else(|| "card_declined".into()), reason };
+                let (code, reason) = o
+                    .last_payment_error
+                    .map_or_else(|| ("card_declined".to_string(), "The payment was declined.".to_string()), StripeError::code_and_message);
+                let outcome = CallOutcome::Declined { code, reason };
                 NoticeAbout::Charge { payment_id, attempt, outcome }
             }
             None => NoticeAbout::Nothing,

@@ -115,6 +115,19 @@ impl Server {
         read(r).await
     }
 
+    /// Polls `GET path` until `ready` holds of its body (30 s at most).
+    pub async fn until(&self, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = self.get(path).await;
+            if ready(&body) {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{path} never got there: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.client.request(method.parse().expect("method"), self.url(path));
         if let Some(b) = body {
