@@ -13,6 +13,7 @@ use crate::config::SimulatedConfig;
 use crate::provider::{Charge, PaymentProvider, ProviderError};
 
 pub(crate) const NAME: &str = "simulated";
+const CHARGE_PREFIX: &str = "pi_sim_";
 
 /// What the log holds for one idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl SimulatedProvider {
     }
 
     fn charged(&self, call: &ChargeCall) -> Entry {
-        Entry::Charged(Charge { id: format!("pi_sim_{:016x}", fnv1a(call.idempotency_key.as_bytes())) })
+        Entry::Charged(Charge { id: format!("{CHARGE_PREFIX}{:016x}", fnv1a(call.idempotency_key.as_bytes())) })
     }
 }
 
@@ -86,12 +87,13 @@ impl PaymentProvider for SimulatedProvider {
 
     async fn refund(&self, call: &RefundCall) -> Result<String, ProviderError> {
         let mut log = self.log.lock();
-        let charged = log.values().any(|e| matches!(e, Entry::Charged(c) if c.id == call.charge_id));
+        // Its charge ids say they are its own, so a charge made before a restart (the log is in memory)
+        // can still be refunded.
+        let ours = call.charge_id.starts_with(CHARGE_PREFIX);
         let entry = log.entry(call.idempotency_key.clone()).or_insert_with(|| {
-            if charged {
+            if ours {
                 Entry::Refunded(format!("re_sim_{:016x}", fnv1a(call.idempotency_key.as_bytes())))
             } else {
-                // A charge this provider never made (or one a restart forgot: the log is in memory).
                 Entry::Declined { code: "charge_not_found".into(), message: format!("No such charge: {}", call.charge_id) }
             }
         });
@@ -151,6 +153,27 @@ mod tests {
         let funds = p.charge(&call("tok_chargeDeclinedInsufficientFunds", "k3")).await.unwrap_err();
         assert!(matches!(funds, ProviderError::Declined { ref code, .. } if code == "insufficient_funds"));
         assert_eq!(p.captures(), 1);
+    }
+
+    #[tokio::test]
+    async fn its_own_charges_are_refunded_once_per_key_even_after_a_restart() {
+        let before = SimulatedProvider::new(SimulatedConfig::default());
+        let charge = before.charge(&call("tok_visa", "k1")).await.unwrap();
+        let restarted = SimulatedProvider::new(SimulatedConfig::default());
+        let refund = |key: &str, charge_id: &str| RefundCall {
+            payment_id: "p1".into(),
+            refund_id: "r1".into(),
+            provider: NAME.into(),
+            charge_id: charge_id.into(),
+            amount: 500,
+            currency: "USD".into(),
+            reason: "damaged".into(),
+            idempotency_key: key.into(),
+        };
+        let first = restarted.refund(&refund("rk1", &charge.id)).await.unwrap();
+        assert_eq!(restarted.refund(&refund("rk1", &charge.id)).await.unwrap(), first);
+        assert_eq!(restarted.refunds(), 1);
+        assert!(restarted.refund(&refund("rk2", "ch_other")).await.is_err(), "not its charge");
     }
 
     #[tokio::test]

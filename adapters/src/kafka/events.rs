@@ -367,6 +367,12 @@ struct BasketMetadata<'a> {
     payment_id: &'a str,
 }
 
+/// The amount of the payment's latest refund (`refund_id`); a record from before refund records keeps
+/// the whole refunded amount.
+fn latest_refund_amount(p: &Payment) -> i64 {
+    p.refunds.iter().find(|r| r.id == p.refund_id).map_or(p.refunded_amount, |r| r.amount)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,10 +389,4 @@ mod tests {
         assert!(event_id(Origin::Record, 0, 1 << 62, 0).is_err());
         assert_eq!(event_origin(&Uuid::new_v4()), None);
     }
-}
-
-/// The amount of the payment's latest refund (`refund_id`); a record from before refund records keeps
-/// the whole refunded amount.
-pub(crate) fn latest_refund_amount(p: &Payment) -> i64 {
-    p.refunds.iter().find(|r| r.id == p.refund_id).map_or(p.refunded_amount, |r| r.amount)
 }
