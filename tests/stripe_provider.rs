@@ -146,3 +146,52 @@ async fn a_signed_stripe_webhook_settles_a_processing_charge_once_and_an_unsigne
     let (status, _) = s.raw("POST", "/webhooks/paypal", event.clone().into_bytes(), &[]).await;
     assert_eq!(status, 404, "no webhooks for a provider Kassa does not charge through");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_stripe_leaves_pending_is_settled_by_its_signed_webhook_either_way() {
+    let stripe = StripeMock::start();
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &stripe.toml_with_webhooks("whsec_kassa"), &[]);
+    let id = pending(&s, "fio", 4, 1, "tok_visa").await;
+    assert_eq!(s.send("POST", &format!("/api/payments/{id}/process"), None).await.0, 200);
+    stripe.refunds_pending(true);
+    let refund_event = |event_id: &str, refund_id: &str, status: &str| {
+        json!({"id": event_id, "type": "refund.updated", "data": {"object": {"id": "re_mock_x", "status": status,
+            "failure_reason": "lost_or_stolen_card", "metadata": {"kassa_payment_id": id, "kassa_refund_id": refund_id}}}})
+        .to_string()
+    };
+    let deliver = |body: String| {
+        let s = &s;
+        async move {
+            let sig = signature("whsec_kassa", now_secs(), &body);
+            s.raw("POST", "/webhooks/stripe", body.into_bytes(), &[("stripe-signature", &sig), ("content-type", "application/json")]).await
+        }
+    };
+
+    // Stripe took the refund and finishes it later: the payment keeps its money until it says so.
+    let (status, p) = s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"amount": 1}))).await;
+    assert_eq!((status, p["status"].as_str(), p["refunded_amount"].as_f64()), (200, Some("completed"), Some(0.0)), "{p}");
+    let (_, refunds) = s.get(&format!("/api/payments/{id}/refunds")).await;
+    assert_eq!(refunds[0]["status"].as_str(), Some("pending"), "{refunds}");
+    let first = refunds[0]["id"].as_str().unwrap().to_string();
+    let (status, _) = s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"amount": 1}))).await;
+    assert_eq!(status, 409, "one refund at a time while the provider has one");
+
+    let (status, body) = deliver(refund_event("evt_r1", &first, "succeeded")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, p) = s.get(&format!("/api/payments/{id}")).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_f64()), (Some("refunded"), Some(1.0)), "{p}");
+
+    // A second refund that Stripe later fails: recorded as failed, no money moved.
+    s.send("POST", &format!("/api/payments/{id}/refund"), Some(json!({"amount": 2}))).await;
+    let (_, refunds) = s.get(&format!("/api/payments/{id}/refunds")).await;
+    let second = refunds[1]["id"].as_str().unwrap().to_string();
+    let (status, body) = deliver(refund_event("evt_r2", &second, "failed")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, refunds) = s.get(&format!("/api/payments/{id}/refunds")).await;
+    assert_eq!(
+        (refunds[0]["status"].as_str(), refunds[1]["status"].as_str(), refunds[1]["failure_reason"].as_str()),
+        (Some("succeeded"), Some("failed"), Some("lost_or_stolen_card")),
+        "{refunds}"
+    );
+    assert_eq!(s.get(&format!("/api/payments/{id}")).await.1["refunded_amount"].as_f64(), Some(1.0));
+}

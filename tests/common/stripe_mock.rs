@@ -27,6 +27,8 @@ struct Ledger {
     amounts: HashMap<String, (i64, i64)>,
     /// Every refund made: its id.
     refunds: Vec<String>,
+    /// Refunds are answered `pending` (Stripe settles them later, by webhook).
+    refunds_pending: bool,
     /// Every create: its idempotency key and form.
     creates: Vec<(String, HashMap<String, String>)>,
 }
@@ -95,6 +97,10 @@ impl StripeMock {
     }
 
     /// While on, a create charges and then keeps its answer back (the connection stays open).
+    pub fn refunds_pending(&self, on: bool) {
+        self.ledger.lock().refunds_pending = on;
+    }
+
     pub fn hold_answers(&self, on: bool) {
         self.hold.send_replace(on);
     }
@@ -183,6 +189,7 @@ async fn refund(State(mock): State<Mock>, headers: HeaderMap, Form(form): Form<H
     let intent = form.get("payment_intent").cloned().unwrap_or_default();
     let amount: i64 = form.get("amount").and_then(|a| a.parse().ok()).unwrap_or(0);
     let n = ledger.refunds.len() + 1;
+    let pending = ledger.refunds_pending;
     let (status, answer) = match ledger.amounts.get_mut(&intent) {
         None => (
             404,
@@ -194,7 +201,8 @@ async fn refund(State(mock): State<Mock>, headers: HeaderMap, Form(form): Form<H
         ),
         Some((_, refunded)) => {
             *refunded += amount;
-            (200, json!({"id": format!("re_mock_{n}"), "object": "refund", "status": "succeeded", "amount": amount}))
+            let status = if pending { "pending" } else { "succeeded" };
+            (200, json!({"id": format!("re_mock_{n}"), "object": "refund", "status": status, "amount": amount}))
         }
     };
     if status == 200 {
