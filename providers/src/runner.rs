@@ -167,37 +167,29 @@ async fn run(
 
 /// Makes the charge, or finds out that it cannot be made and voids it.
 async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries, metrics: &ProviderMetrics) -> CallOutcome {
-    let record = |operation, status: &str, started: Instant| metrics.record(&call.provider, operation, status, started.elapsed());
-    let mut last = ProviderError::Timeout;
-    for attempt in 0..tries.attempts {
-        tokio::time::sleep(tries.delay_before(attempt)).await;
-        let started = Instant::now();
-        let answer = tokio::time::timeout(tries.timeout, provider.charge(call)).await.unwrap_or(Err(ProviderError::Timeout));
-        record("charge", status_of(&answer), started);
-        match answer {
-            Ok(charge) => return CallOutcome::Succeeded { provider_id: charge.id },
-            Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
-            // Taken and still running at the provider: voiding it would be wrong; its webhook settles it.
-            Err(ProviderError::Pending(reason)) => return CallOutcome::Unknown { reason },
-            Err(e) => last = e,
-        }
-        tracing::warn!(payment_id = call.payment_id, provider = call.provider, attempt, error = %last, "charge call failed");
-    }
+    let last = match tried(tries, metrics, (&call.provider, &call.payment_id), "charge", || provider.charge(call)).await {
+        Ok(charge) => return CallOutcome::Succeeded { provider_id: charge.id },
+        Err(Final::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
+        // Taken and still running at the provider: voiding it would be wrong; its webhook settles it.
+        Err(Final::Pending(reason)) => return CallOutcome::Unknown { reason },
+        Err(Final::GaveUp(last)) => last,
+    };
     let code = if last == ProviderError::Timeout { "provider_timeout" } else { "provider_unavailable" };
+    let record = |status: &str, started: Instant| metrics.record(&call.provider, "void", status, started.elapsed());
     for attempt in 0..tries.attempts {
         tokio::time::sleep(tries.delay_before(attempt)).await;
         let started = Instant::now();
         let answer = tokio::time::timeout(tries.timeout, provider.void(call)).await.unwrap_or(Err(ProviderError::Timeout));
         match answer {
             Ok(None) => {
-                record("void", "voided", started);
+                record("voided", started);
                 return CallOutcome::Failed { code: code.into(), reason: format!("the payment provider {last}") };
             }
             Ok(Some(charge)) => {
-                record("void", "succeeded", started);
+                record("succeeded", started);
                 return CallOutcome::Succeeded { provider_id: charge.id };
             }
-            Err(e) => record("void", status_of::<()>(&Err(e)), started),
+            Err(e) => record(status_of::<()>(&Err(e)), started),
         }
     }
     CallOutcome::Unknown { reason: format!("the payment provider {last}, and the charge could not be voided") }
@@ -206,21 +198,52 @@ async fn charge(provider: &dyn PaymentProvider, call: &ChargeCall, tries: Tries,
 /// Gives the money back. A refund is never voided: one whose answer never came may have been made, so it
 /// stays pending and is asked again under its key.
 async fn refund(provider: &dyn PaymentProvider, call: &RefundCall, tries: Tries, metrics: &ProviderMetrics) -> CallOutcome {
+    match tried(tries, metrics, (&call.provider, &call.payment_id), "refund", || provider.refund(call)).await {
+        Ok(id) => CallOutcome::Succeeded { provider_id: id },
+        Err(Final::Declined { code, message }) => CallOutcome::Declined { code, reason: message },
+        Err(Final::Pending(reason)) => CallOutcome::Unknown { reason },
+        Err(Final::GaveUp(last)) => CallOutcome::Unknown { reason: format!("the payment provider {last}") },
+    }
+}
+
+/// How a provider step ended without success.
+enum Final {
+    Declined {
+        code: String,
+        message: String,
+    },
+    Pending(String),
+    /// Every try failed; the last failure.
+    GaveUp(ProviderError),
+}
+
+/// Makes one provider step up to `tries.attempts` times (timed, counted, with backoff) until it answers
+/// something final: a success, a decline, or "pending".
+async fn tried<T, F>(
+    tries: Tries,
+    metrics: &ProviderMetrics,
+    (provider, payment_id): (&str, &str),
+    operation: &'static str,
+    step: impl Fn() -> F,
+) -> Result<T, Final>
+where
+    F: std::future::Future<Output = Result<T, ProviderError>>,
+{
     let mut last = ProviderError::Timeout;
     for attempt in 0..tries.attempts {
         tokio::time::sleep(tries.delay_before(attempt)).await;
         let started = Instant::now();
-        let answer = tokio::time::timeout(tries.timeout, provider.refund(call)).await.unwrap_or(Err(ProviderError::Timeout));
-        metrics.record(&call.provider, "refund", status_of(&answer), started.elapsed());
+        let answer = tokio::time::timeout(tries.timeout, step()).await.unwrap_or(Err(ProviderError::Timeout));
+        metrics.record(provider, operation, status_of(&answer), started.elapsed());
         match answer {
-            Ok(id) => return CallOutcome::Succeeded { provider_id: id },
-            Err(ProviderError::Declined { code, message }) => return CallOutcome::Declined { code, reason: message },
-            Err(ProviderError::Pending(reason)) => return CallOutcome::Unknown { reason },
+            Ok(done) => return Ok(done),
+            Err(ProviderError::Declined { code, message }) => return Err(Final::Declined { code, message }),
+            Err(ProviderError::Pending(reason)) => return Err(Final::Pending(reason)),
             Err(e) => last = e,
         }
-        tracing::warn!(payment_id = call.payment_id, refund_id = call.refund_id, attempt, error = %last, "refund call failed");
+        tracing::warn!(provider, payment_id, operation, attempt, error = %last, "provider call failed");
     }
-    CallOutcome::Unknown { reason: format!("the payment provider {last}") }
+    Err(Final::GaveUp(last))
 }
 
 /// The `status` label of a provider call's outcome.

@@ -34,13 +34,8 @@ impl Core {
                 return Ok(Reply::Payment(p));
             }
             CallOutcome::Unknown { reason } => {
-                // The callers learn that it is still processing; the key stays on the payment, so a
-                // retry with it waits for the real outcome.
                 tracing::warn!(payment_id, reason, "charge outcome unknown; asking the provider again later");
-                for token in self.waiters.remove(payment_id).unwrap_or_default() {
-                    fx.replies.push((token, Ok(Reply::Payment(p.clone()))));
-                }
-                return Ok(Reply::Payment(p));
+                return Ok(self.answer_still_pending(p, fx));
             }
             CallOutcome::Declined { code, reason } => {
                 let refused = EngineError::new(ErrorKind::Declined, format!("payment declined: {reason}"));
@@ -63,6 +58,15 @@ impl Core {
         self.send_step(&p, now, fx);
         self.notify_payment_failed(&p, now, fx);
         Ok(Reply::Payment(p))
+    }
+
+    /// The provider has not said yet: its waiting callers get the payment as it stands, with no idempotency
+    /// record, so that a retry with their key waits for the real outcome.
+    fn answer_still_pending(&mut self, p: Payment, fx: &mut Effects) -> Reply {
+        for token in self.waiters.remove(&p.id).unwrap_or_default() {
+            fx.replies.push((token, Ok(Reply::Payment(p.clone()))));
+        }
+        Reply::Payment(p)
     }
 
     /// The provider runner's report on a refund. A report for a refund no longer pending changes nothing.
@@ -93,10 +97,7 @@ impl Core {
             }
             CallOutcome::Unknown { reason } => {
                 tracing::warn!(payment_id, refund_id, reason, "refund outcome unknown; asking the provider again later");
-                for token in self.waiters.remove(payment_id).unwrap_or_default() {
-                    fx.replies.push((token, Ok(Reply::Payment(p.clone()))));
-                }
-                return Ok(Reply::Payment(p));
+                return Ok(self.answer_still_pending(p, fx));
             }
             CallOutcome::Declined { reason, .. } => {
                 (reason.clone(), EngineError::conflict(format!("refund refused by the payment provider: {reason}")))
