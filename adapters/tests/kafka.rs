@@ -473,6 +473,10 @@ async fn bookkeeping_and_other_records_publish_nothing_but_move_the_cursor() {
         expires_at: None,
         send_at: None,
         attempts: 0,
+        delivery_id: String::new(),
+        deliveries: Vec::new(),
+        next_attempt_at: None,
+        delivered_at: None,
         version: 0,
     };
     let from = end_offsets().await;

@@ -116,6 +116,10 @@ fn notification(id: &str, user: &str, version: u64) -> Notification {
         expires_at: Some(T0 + 86_400_000_000),
         send_at: None,
         attempts: 1,
+        delivery_id: String::new(),
+        deliveries: Vec::new(),
+        next_attempt_at: None,
+        delivered_at: None,
         version,
     }
 }

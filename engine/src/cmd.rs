@@ -172,6 +172,17 @@ pub fn charge_outcome(payment_id: impl Into<String>, attempt: u32, result: crate
     Cmd::new(Command::ChargeOutcome { payment_id: payment_id.into(), attempt, result })
 }
 
+/// What became of attempt `attempt` of delivery `delivery_id` of notification `id` (the delivery
+/// runner's command).
+pub fn delivery_outcome(
+    id: impl Into<String>,
+    delivery_id: impl Into<String>,
+    attempt: u32,
+    result: crate::delivery::DeliveryResult,
+) -> Cmd<Notification> {
+    Cmd::new(Command::DeliveryOutcome { id: id.into(), delivery_id: delivery_id.into(), attempt, result })
+}
+
 /// What the provider answered to the refund `refund_id` of `payment_id` (the provider runner's command).
 pub fn refund_outcome(
     payment_id: impl Into<String>,

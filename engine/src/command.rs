@@ -172,6 +172,13 @@ pub enum Command {
     RetryNotification {
         id: String,
     },
+    /// What became of one delivery attempt (sent by the delivery runner, never by clients).
+    DeliveryOutcome {
+        id: String,
+        delivery_id: String,
+        attempt: u32,
+        result: crate::delivery::DeliveryResult,
+    },
     /// Deletes expired notifications on every shard.
     CleanupNotifications,
 }
@@ -221,6 +228,7 @@ impl Command {
             Command::MarkNotificationRead { .. } => "mark_notification_read",
             Command::MarkAllNotificationsRead { .. } => "mark_all_notifications_read",
             Command::RetryNotification { .. } => "retry_notification",
+            Command::DeliveryOutcome { .. } => "delivery_outcome",
             Command::CleanupNotifications => "cleanup_notifications",
         }
     }

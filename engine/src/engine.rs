@@ -55,6 +55,13 @@ pub struct EngineConfig {
     pub provider_calls: Option<crate::provider_call::ProviderCallSender>,
     /// A provider call the runner has not answered for this long is made again.
     pub charge_redrive_after: Duration,
+    /// Channels Kassa delivers notifications on, each with its attempts and backoff; each needs
+    /// `deliveries`. Notifications on other channels are only recorded `sent`, as the old system did.
+    pub delivered_channels: Vec<crate::delivery::DeliveryPolicy>,
+    /// Where the shards release delivery attempts (made off the shard threads by the delivery runner).
+    pub deliveries: Option<crate::delivery::DeliveryCallSender>,
+    /// A delivery attempt the runner has not answered for this long is made again.
+    pub delivery_redrive_after: Duration,
 }
 
 impl EngineConfig {
@@ -79,6 +86,9 @@ impl EngineConfig {
             charged_providers: Vec::new(),
             provider_calls: None,
             charge_redrive_after: Duration::from_secs(60),
+            delivered_channels: Vec::new(),
+            deliveries: None,
+            delivery_redrive_after: Duration::from_secs(60),
         }
     }
 
@@ -256,6 +266,13 @@ impl Engine {
         if !cfg.charged_providers.is_empty() && cfg.provider_calls.is_none() {
             return Err(OpenError::Config("charged providers are configured but nothing takes their calls".into()));
         }
+        if !cfg.delivered_channels.is_empty() && cfg.deliveries.is_none() {
+            return Err(OpenError::Config("delivered channels are configured but nothing makes their deliveries".into()));
+        }
+        if let Some(p) = cfg.delivered_channels.iter().find(|p| !(1..=crate::limits::DELIVERY_ATTEMPTS_MAX).contains(&p.max_attempts)) {
+            let max = crate::limits::DELIVERY_ATTEMPTS_MAX;
+            return Err(OpenError::Config(format!("channel {}: max_attempts must be 1..={max}, not {}", p.channel, p.max_attempts)));
+        }
         let mut core_cfg = CoreConfig::new(n as u32);
         core_cfg.currency = cfg.currency;
         core_cfg.restock_on_refund = cfg.restock_on_refund;
@@ -263,6 +280,8 @@ impl Engine {
         core_cfg.redrive_after = i64::try_from(cfg.redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
         core_cfg.charged_providers.clone_from(&cfg.charged_providers);
         core_cfg.charge_redrive_after = i64::try_from(cfg.charge_redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
+        core_cfg.delivered_channels.clone_from(&cfg.delivered_channels);
+        core_cfg.delivery_redrive_after = i64::try_from(cfg.delivery_redrive_after.as_micros()).unwrap_or(i64::MAX).max(1);
 
         let mut views = Vec::with_capacity(n);
         let mut journals = Vec::with_capacity(n);
@@ -303,6 +322,7 @@ impl Engine {
                 inbox,
                 peers: senders.clone(),
                 provider_calls: cfg.provider_calls.clone(),
+                deliveries: cfg.deliveries.clone(),
                 durability: cfg.durability,
                 stats: stats[i].clone(),
                 tick_interval: Duration::from_millis(100),
@@ -491,7 +511,8 @@ impl Engine {
             Command::UpdateNotification { id, .. }
             | Command::SendNotification { id }
             | Command::MarkNotificationRead { id }
-            | Command::RetryNotification { id } => self.locate(Keyspace::Notifications, id).ok_or_else(|| notification_not_found(id))?,
+            | Command::RetryNotification { id }
+            | Command::DeliveryOutcome { id, .. } => self.locate(Keyspace::Notifications, id).ok_or_else(|| notification_not_found(id))?,
             Command::DeleteNotification { id } => match self.locate(Keyspace::Notifications, id) {
                 Some(s) => s,
                 None => return Err(notification_not_found(id)),

@@ -15,6 +15,7 @@
 pub mod cmd;
 mod command;
 mod core;
+mod delivery;
 mod engine;
 mod event;
 mod feed;
@@ -54,13 +55,15 @@ pub use core::limits;
 pub mod placement {
     pub use crate::core::{shard_of_product, shard_of_user};
 }
+pub use delivery::{DeliveryCall, DeliveryCallSender, DeliveryPolicy, DeliveryResult};
 pub use engine::{Engine, EngineConfig, EngineInfo, OpenError};
 pub use event::{BasketCause, BasketGone, Event, PaymentCause, ProductCause};
 pub use feed::{CursorFigures, FeedCursor, FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{
-    Basket, BasketLine, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND, Micros, Notification,
-    PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Refund, RefundStatus, Reservation, ReservationState, notify, now_micros,
+    Basket, BasketLine, DeliveryAttempt, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND,
+    Micros, Notification, PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Refund, RefundStatus, Reservation,
+    ReservationState, notify, now_micros,
 };
 pub use money::Currency;
 pub use provider_call::{

@@ -2,8 +2,9 @@
 //! evolution, so each bump keeps the old layout here and converts explicitly).
 //!
 //! Each old schema keeps its layouts in a module of its own with the conversion to the next one: [`v1`]
-//! (→ 2: payments gained `error_code` and `refund_id`, `Event::PaymentPut` a cause) and [`v2`] (→ 3:
-//! payments gained the provider `token`, `payment_method_id` and refund records). Journal records say their schema in the
+//! (→ 2: payments gained `error_code` and `refund_id`, `Event::PaymentPut` a cause), [`v2`] (→ 3:
+//! payments gained the provider `token`, `payment_method_id` and refund records) and [`v3`] (→ 4:
+//! notifications gained their deliveries). Journal records say their schema in the
 //! frame header and are converted when read; store records carry no version, so a store's schema lives
 //! under a key of its `meta` keyspace and an older store is rewritten once, atomically, at open
 //! ([`upgrade_state_store`]).
@@ -16,7 +17,7 @@ use crate::store::{Keyspace, Store, StoreError, WriteBatch};
 use crate::views::{self, DecodeError};
 
 /// The current schema of journal events and store records.
-pub const SCHEMA: u16 = 3;
+pub const SCHEMA: u16 = 4;
 /// `meta` key of a store's record schema (2 bytes, big-endian); absent in stores written by schema 1.
 const SCHEMA_KEY: &[u8] = b"record_schema";
 
@@ -24,8 +25,11 @@ const SCHEMA_KEY: &[u8] = b"record_schema";
 pub fn decode_event(schema: u16, bytes: &[u8]) -> Result<Event, String> {
     match schema {
         SCHEMA => Event::decode(bytes),
-        2 => rkyv::from_bytes::<v2::Event, rkyv::rancor::Error>(bytes).map(Event::from).map_err(|e| e.to_string()),
-        1 => rkyv::from_bytes::<v1::Event, rkyv::rancor::Error>(bytes).map(|e| Event::from(v2::Event::from(e))).map_err(|e| e.to_string()),
+        3 => rkyv::from_bytes::<v3::Event, rkyv::rancor::Error>(bytes).map(Event::from).map_err(|e| e.to_string()),
+        2 => rkyv::from_bytes::<v2::Event, rkyv::rancor::Error>(bytes).map(|e| Event::from(v3::Event::from(e))).map_err(|e| e.to_string()),
+        1 => rkyv::from_bytes::<v1::Event, rkyv::rancor::Error>(bytes)
+            .map(|e| Event::from(v3::Event::from(v2::Event::from(e))))
+            .map_err(|e| e.to_string()),
         other => Err(format!("event schema {other} is not known to this build (it reads 1..={SCHEMA})")),
     }
 }
@@ -40,7 +44,7 @@ fn store_schema(store: &dyn Store) -> Result<u16, StoreError> {
     }
 }
 
-/// Brings the state store (payments, idempotency records) to [`SCHEMA`]: every old record is converted and
+/// Brings the state store (payments, notifications, idempotency records) to [`SCHEMA`]: every old record is converted and
 /// written back with the marker in one atomic, persisted batch, so a crash leaves either store whole.
 /// Returns how many records were converted.
 pub fn upgrade_state_store(store: &dyn Store) -> Result<usize, StoreError> {
@@ -53,7 +57,7 @@ pub fn upgrade_state_store(store: &dyn Store) -> Result<usize, StoreError> {
         }
         return Ok(0);
     }
-    if schema != 1 && schema != 2 {
+    if !(1..SCHEMA).contains(&schema) {
         return Err(StoreError::Corrupt(format!("store record schema {schema} is not known to this build (it reads 1..={SCHEMA})")));
     }
     let mut batch = WriteBatch::new();
@@ -73,17 +77,23 @@ pub fn upgrade_state_store(store: &dyn Store) -> Result<usize, StoreError> {
     let payment = |v: &[u8]| -> Result<model::Payment, DecodeError> {
         Ok(match schema {
             1 => v2::Payment::from(decode_old::<v1::Payment>(v, "payment")?).into(),
-            _ => decode_old::<v2::Payment>(v, "payment")?.into(),
+            2 => decode_old::<v2::Payment>(v, "payment")?.into(),
+            _ => decode_old::<model::Payment>(v, "payment")?,
         })
     };
     let idempotency = |v: &[u8]| -> Result<model::IdempotencyRecord, DecodeError> {
         Ok(match schema {
-            1 => v2::IdempotencyRecord::from(decode_old::<v1::IdempotencyRecord>(v, "idempotency")?).into(),
-            _ => decode_old::<v2::IdempotencyRecord>(v, "idempotency")?.into(),
+            1 => v3::IdempotencyRecord::from(v2::IdempotencyRecord::from(decode_old::<v1::IdempotencyRecord>(v, "idempotency")?)).into(),
+            2 => v3::IdempotencyRecord::from(decode_old::<v2::IdempotencyRecord>(v, "idempotency")?).into(),
+            _ => decode_old::<v3::IdempotencyRecord>(v, "idempotency")?.into(),
         })
     };
+    // Schemas 1 to 3 share one notification layout.
+    let notification =
+        |v: &[u8]| -> Result<model::Notification, DecodeError> { Ok(decode_old::<v3::Notification>(v, "notification")?.into()) };
     convert(Keyspace::Payments, &|v| Ok(views::encode(&payment(v)?)))?;
     convert(Keyspace::Idempotency, &|v| Ok(views::encode(&idempotency(v)?)))?;
+    convert(Keyspace::Notifications, &|v| Ok(views::encode(&notification(v)?)))?;
     if let Some(e) = failure {
         return Err(StoreError::Corrupt(e.to_string()));
     }
@@ -106,6 +116,7 @@ where
 
 pub(crate) mod v1;
 pub(crate) mod v2;
+pub(crate) mod v3;
 
 #[cfg(test)]
 mod tests;

@@ -306,8 +306,38 @@ pub struct Notification {
     pub expires_at: Option<Micros>,
     /// When a scheduled notification is due to be sent.
     pub send_at: Option<Micros>,
+    /// How many times it was sent (each send through a delivering channel is one delivery).
     pub attempts: u32,
+    /// The current delivery through the channel's sender: the id receivers see (`X-Kassa-Delivery`), the
+    /// same for every attempt of it. Empty while the notification was never handed to a sender.
+    pub delivery_id: String,
+    /// Attempts at delivering it, oldest first (at most `limits::DELIVERY_ATTEMPTS_KEPT`).
+    pub deliveries: Vec<DeliveryAttempt>,
+    /// When the next attempt of the current delivery is due; None when none is.
+    pub next_attempt_at: Option<Micros>,
+    /// When a receiver accepted it.
+    pub delivered_at: Option<Micros>,
     pub version: u64,
+}
+
+impl Notification {
+    /// Attempts made so far at the current delivery.
+    pub fn attempts_of_delivery(&self) -> u32 {
+        self.deliveries.iter().filter(|d| d.delivery_id == self.delivery_id).count() as u32
+    }
+}
+
+/// One attempt at handing a notification to its channel's receiver.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    pub delivery_id: String,
+    /// 1 for the first attempt of its delivery.
+    pub attempt: u32,
+    /// When its outcome was recorded.
+    pub at: Micros,
+    pub delivered: bool,
+    /// Why it failed (empty when delivered).
+    pub error: String,
 }
 
 /// Notification enumerations of the old system (lower-case on the wire).

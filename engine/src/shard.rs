@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 
 use crate::command::{EngineError, Reply, Request};
 use crate::core::{CatalogView, Core, Effects, Input, PeerMsg, shard_of_product};
+use crate::delivery::{DeliveryCall, DeliveryCallSender};
 use crate::event::{EVENT_KIND, EVENT_SCHEMA};
 use crate::journal::JournalWriter;
 use crate::model::{Micros, Product, now_micros};
@@ -91,6 +92,7 @@ struct Pending {
     sends: Vec<(u32, PeerMsg)>,
     replies: Vec<(u64, Result<Reply, EngineError>)>,
     calls: Vec<ProviderCall>,
+    deliveries: Vec<DeliveryCall>,
 }
 
 pub struct Shard {
@@ -101,6 +103,7 @@ pub struct Shard {
     pub inbox: Receiver<Mail>,
     pub peers: Vec<Sender<Mail>>,
     pub provider_calls: Option<ProviderCallSender>,
+    pub deliveries: Option<DeliveryCallSender>,
     pub durability: Durability,
     pub stats: Arc<ShardStats>,
     pub tick_interval: Duration,
@@ -217,7 +220,7 @@ impl Shard {
 
     /// Appends the batch's events to the journal and parks its effects until they are durable.
     fn stage(&mut self, fx: Effects, pending: &mut VecDeque<Pending>, tokens: &mut HashMap<u64, ReplySender>) {
-        let Effects { events, writes, sends, mut replies, calls } = fx;
+        let Effects { events, writes, sends, mut replies, calls, deliveries } = fx;
         for (lsn, event) in &events {
             let appended = self.journal.append(EVENT_KIND, EVENT_SCHEMA, &event.encode());
             assert_eq!(appended, *lsn, "journal and core agree on LSNs");
@@ -233,7 +236,7 @@ impl Shard {
         }
         // Even effects without events of their own wait for every earlier event (they may have read them).
         let last_lsn = self.core.next_lsn() - 1;
-        pending.push_back(Pending { last_lsn, writes, sends, replies, calls });
+        pending.push_back(Pending { last_lsn, writes, sends, replies, calls, deliveries });
     }
 
     fn on_durable(
@@ -268,7 +271,7 @@ impl Shard {
     }
 
     /// Releases, in order, the effects whose events are all durable: their store writes in one apply per
-    /// store, then messages to other shards, then replies, then provider calls.
+    /// store, then messages to other shards, then replies, then provider calls and delivery attempts.
     fn release(&mut self, durable: u64, pending: &mut VecDeque<Pending>, tokens: &mut HashMap<u64, ReplySender>) {
         let mut ready = Vec::new();
         while pending.front().is_some_and(|p| p.last_lsn <= durable) {
@@ -301,6 +304,13 @@ impl Shard {
                 let sent = self.provider_calls.as_ref().is_some_and(|tx| tx.try_send(call).is_ok());
                 if !sent {
                     tracing::warn!(shard = self.core.shard, "provider call not taken by the provider runner; it is re-driven later");
+                }
+            }
+            for call in p.deliveries {
+                // Nor for the delivery runner: an attempt it does not take is due again after the re-drive delay.
+                let sent = self.deliveries.as_ref().is_some_and(|tx| tx.try_send(call).is_ok());
+                if !sent {
+                    tracing::warn!(shard = self.core.shard, "delivery attempt not taken by the delivery runner; it is made again later");
                 }
             }
         }

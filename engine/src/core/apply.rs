@@ -170,6 +170,8 @@ impl Core {
             }
             self.unread.remove(&(old.user_id.clone(), old.id.clone()));
         }
+        let delivering = if notification.status == "sent" { notification.next_attempt_at } else { None };
+        self.delivery_due.set(&notification.id, delivering);
         if let Some(at) = notification.expires_at {
             self.notification_expiry.insert((at, notification.id.clone()));
         }
@@ -196,6 +198,7 @@ impl Core {
                 self.notification_expiry.remove(&(at, id.to_string()));
             }
             self.unread.remove(&(old.user_id.clone(), id.to_string()));
+            self.delivery_due.set(id, None);
             batch.delete(Ks::NotificationsByUser, &views::by_user_key(&old.user_id, old.created_at, id));
             batch.delete(Ks::Notifications, id.as_bytes());
             self.notifications.remove(id);

@@ -12,3 +12,7 @@ pub const USER_ID_MAX: usize = 128;
 pub const PRICE_MINOR_MAX: i64 = 100_000_000_000;
 /// Refunds one payment may have asked for (failed ones included).
 pub const REFUNDS_MAX: usize = 100;
+/// Most attempts a notification keeps in its record (the oldest go first).
+pub const DELIVERY_ATTEMPTS_KEPT: usize = 64;
+/// Most attempts a channel may make per delivery (fewer than are kept, so a delivery's are all there).
+pub const DELIVERY_ATTEMPTS_MAX: u32 = 32;

@@ -14,6 +14,7 @@ mod apply;
 mod basket;
 mod catalog;
 mod checkout;
+mod due;
 mod idempotency;
 mod invariants;
 pub mod limits;
@@ -50,6 +51,7 @@ use crate::model::*;
 use crate::money::Currency;
 use crate::provider_call::{CallOutcome, ChargeCall, ProviderCall, RefundCall};
 use crate::views::{self, Ks, Writes};
+use due::DueSet;
 
 #[derive(Clone, Debug)]
 pub struct CoreConfig {
@@ -71,6 +73,10 @@ pub struct CoreConfig {
     /// Ask the provider again about a charge unanswered for this long (longer than a provider call with
     /// its retries takes, so that a slow provider is not asked twice at once).
     pub charge_redrive_after: Micros,
+    /// Channels Kassa delivers notifications on (others are only recorded `sent`).
+    pub delivered_channels: Vec<crate::delivery::DeliveryPolicy>,
+    /// Make a delivery attempt again when its outcome has not come back for this long.
+    pub delivery_redrive_after: Micros,
 }
 
 impl CoreConfig {
@@ -87,6 +93,8 @@ impl CoreConfig {
             redrive_after: 2 * MICROS_PER_SECOND,
             charged_providers: Vec::new(),
             charge_redrive_after: 60 * MICROS_PER_SECOND,
+            delivered_channels: Vec::new(),
+            delivery_redrive_after: 60 * MICROS_PER_SECOND,
         }
     }
 }
@@ -158,11 +166,13 @@ pub struct Effects {
     pub replies: Vec<(u64, Result<Reply, EngineError>)>,
     /// Calls to payment providers, made once the events before them are durable.
     pub calls: Vec<ProviderCall>,
+    /// Notification delivery attempts, made once the events before them are durable.
+    pub deliveries: Vec<crate::delivery::DeliveryCall>,
 }
 
 impl Effects {
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.calls.is_empty()
+        self.events.is_empty() && self.sends.is_empty() && self.replies.is_empty() && self.calls.is_empty() && self.deliveries.is_empty()
     }
 }
 
@@ -180,6 +190,8 @@ pub struct Core {
     payment_expiry: BTreeSet<(Micros, String)>,
     pub notifications: HashMap<String, Notification>,
     scheduled: BTreeSet<(Micros, String)>,
+    /// Notifications whose next delivery attempt is due, by when.
+    delivery_due: DueSet,
     /// (user, id) of every unread notification, so that read-all touches only that user's.
     unread: BTreeSet<(String, String)>,
     /// (expires_at, id) of notifications that expire, so that cleanup touches only expired ones.
@@ -226,6 +238,7 @@ impl Core {
             payment_expiry: BTreeSet::new(),
             notifications: HashMap::default(),
             scheduled: BTreeSet::new(),
+            delivery_due: DueSet::default(),
             unread: BTreeSet::new(),
             notification_expiry: BTreeSet::new(),
             read_all_backlog: std::collections::VecDeque::new(),
@@ -345,6 +358,9 @@ impl Core {
             Command::MarkNotificationRead { id } => self.mark_read(&id, now, fx),
             Command::MarkAllNotificationsRead { user_id } => self.mark_all_read(&user_id, now, fx),
             Command::RetryNotification { id } => self.send_notification(&id, true, now, fx),
+            Command::DeliveryOutcome { id, delivery_id, attempt, result } => {
+                self.delivery_outcome(&id, &delivery_id, attempt, result, now, fx)
+            }
             Command::CleanupNotifications => Ok(Reply::Count(self.cleanup_notifications(now, fx))),
         };
         Some(r)

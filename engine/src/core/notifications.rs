@@ -2,6 +2,7 @@
 
 use super::validate::{check_text, check_user, validate_notification};
 use super::*;
+use crate::delivery::{DeliveryCall, DeliveryPolicy, DeliveryResult};
 
 /// Most notifications one read-all or cleanup step touches (a command, then one per tick).
 const STEP_WORK_MAX: usize = 1024;
@@ -26,21 +27,29 @@ impl Core {
             title: input.title,
             message: input.message,
             kind: input.kind,
-            status: if immediate { "sent".to_string() } else { "pending".to_string() },
+            status: "pending".to_string(),
             priority,
             channel: input.channel,
             template_id: input.template_id,
             data: input.data,
             created_at: now,
             updated_at: now,
-            sent_at: immediate.then_some(now),
+            sent_at: None,
             read_at: None,
             expires_at: input.expires_at,
             send_at,
-            attempts: u32::from(immediate),
+            attempts: 0,
+            delivery_id: String::new(),
+            deliveries: Vec::new(),
+            next_attempt_at: None,
+            delivered_at: None,
             version: 0,
         };
-        self.emit(Event::NotificationPut { notification }, fx);
+        if immediate {
+            self.send(notification, now, fx);
+        } else {
+            self.emit(Event::NotificationPut { notification }, fx);
+        }
         Ok(Reply::Notification(self.notifications[&id].clone()))
     }
 
@@ -76,6 +85,10 @@ impl Core {
             expires_at: None,
             send_at: None,
             attempts: 1,
+            delivery_id: String::new(),
+            deliveries: Vec::new(),
+            next_attempt_at: None,
+            delivered_at: None,
             version: 0,
         };
         self.emit(Event::NotificationPut { notification }, fx);
@@ -129,19 +142,104 @@ impl Core {
     }
 
     pub(super) fn send_notification(&mut self, id: &str, retry: bool, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
-        let mut n = self.notification(id)?;
+        let n = self.notification(id)?;
         if retry && n.status != "failed" {
             return Err(EngineError::conflict("Notification is not in failed status"));
         }
         if n.expires_at.is_some_and(|at| at <= now) {
             return Err(EngineError::new(ErrorKind::Expired, format!("notification {id} has expired")));
         }
+        let id = self.send(n, now, fx);
+        Ok(Reply::Notification(self.notifications[&id].clone()))
+    }
+
+    /// Sends `n`: `sent` now and, on a channel Kassa delivers, a new delivery whose first attempt is due
+    /// at once (released with the record, once it is durable). Answers its id.
+    pub(super) fn send(&mut self, mut n: Notification, now: Micros, fx: &mut Effects) -> String {
         n.status = "sent".to_string();
         n.sent_at = Some(now);
         n.send_at = None;
         n.attempts += 1;
         n.updated_at = now;
+        let delivered = self.delivery_policy(&n.channel).is_some();
+        if delivered {
+            n.delivery_id = format!("{}-{}", n.id, n.attempts);
+            n.next_attempt_at = Some(now);
+            n.delivered_at = None;
+        }
+        let id = n.id.clone();
+        self.emit(Event::NotificationPut { notification: n }, fx);
+        if delivered {
+            self.hand_out(&id, now, fx);
+        }
+        id
+    }
+
+    fn delivery_policy(&self, channel: &str) -> Option<&DeliveryPolicy> {
+        self.cfg.delivered_channels.iter().find(|p| p.channel == channel)
+    }
+
+    /// Asks for the due attempt of `id`'s delivery, and makes it due again `delivery_redrive_after` from
+    /// now in memory only: an answer replaces that, a crash forgets it (recovery makes the attempt again).
+    fn hand_out(&mut self, id: &str, now: Micros, fx: &mut Effects) {
+        let Some(n) = self.notifications.get(id) else { return };
+        let call = DeliveryCall { notification: n.clone(), delivery_id: n.delivery_id.clone(), attempt: n.attempts_of_delivery() + 1 };
+        fx.deliveries.push(call);
+        self.delivery_due.set(id, Some(now.saturating_add(self.cfg.delivery_redrive_after)));
+    }
+
+    /// Hands out the delivery attempts due by `now`, at most `STEP_WORK_MAX` per call.
+    pub(super) fn hand_out_due(&mut self, now: Micros, fx: &mut Effects) {
+        for id in self.delivery_due.due(now, STEP_WORK_MAX) {
+            self.hand_out(&id, now, fx);
+        }
+    }
+
+    /// Records what became of one delivery attempt: delivered, due again after the backoff, or `failed`
+    /// once the channel's attempts are spent or the receiver refused it for good.
+    pub(super) fn delivery_outcome(
+        &mut self,
+        id: &str,
+        delivery_id: &str,
+        attempt: u32,
+        result: DeliveryResult,
+        now: Micros,
+        fx: &mut Effects,
+    ) -> Result<Reply, EngineError> {
+        let mut n = self.notification(id)?;
+        // A late answer for an earlier delivery, or a second answer to a re-driven attempt, changes nothing.
+        if n.status != "sent" || n.delivery_id != delivery_id || attempt != n.attempts_of_delivery() + 1 {
+            return Ok(Reply::Notification(n));
+        }
+        let (delivered, error, retryable) = match result {
+            DeliveryResult::Delivered => (true, String::new(), false),
+            DeliveryResult::Failed { error, retryable } => (false, clipped(error, limits::TEXT_SHORT_MAX), retryable),
+        };
+        n.deliveries.push(DeliveryAttempt { delivery_id: delivery_id.to_string(), attempt, at: now, delivered, error });
+        if n.deliveries.len() > limits::DELIVERY_ATTEMPTS_KEPT {
+            n.deliveries.remove(0);
+        }
+        n.next_attempt_at = None;
+        let again = self.delivery_policy(&n.channel).filter(|p| retryable && attempt < p.max_attempts).map(|p| p.backoff);
+        if delivered {
+            n.status = "delivered".to_string();
+            n.delivered_at = Some(now);
+        } else if let Some(backoff) = again {
+            n.next_attempt_at = Some(now.saturating_add(self.backoff_after(backoff, attempt)));
+        } else {
+            n.status = "failed".to_string();
+        }
+        n.updated_at = now;
         self.put_notification(n, fx)
+    }
+
+    /// The wait after failed attempt `attempt`: `backoff` doubled per attempt after the first, plus up to a
+    /// quarter of that at random so that receivers coming back are not hit by every retry at once.
+    fn backoff_after(&mut self, backoff: std::time::Duration, attempt: u32) -> Micros {
+        let base = i64::try_from(backoff.as_micros()).unwrap_or(i64::MAX).max(0);
+        let wait = base.saturating_mul(1 << attempt.saturating_sub(1).min(20));
+        let jitter = (self.rng.next_u64() % (wait as u64 / 4 + 1)) as i64;
+        wait.saturating_add(jitter)
     }
 
     pub(super) fn mark_read(&mut self, id: &str, now: Micros, fx: &mut Effects) -> Result<Reply, EngineError> {
@@ -215,6 +313,18 @@ impl Core {
             self.cleanup_backlog = Some(before);
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn clipped(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 pub(crate) fn notification_not_found(id: &str) -> EngineError {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::command::PaymentInput;
+use crate::delivery::{DeliveryCall, DeliveryPolicy, DeliveryResult};
 use crate::provider_call::{CallOutcome, ProviderCall};
 
 struct Catalog(Vec<Arc<Product>>);
@@ -407,4 +408,157 @@ fn a_refund_through_the_provider_waits_for_its_answer() {
     let after = &core.payments[&p.id];
     assert_eq!((after.refunded_amount, after.refunds[1].status), (400, RefundStatus::Failed));
     assert_eq!(core.products[&1].sold, 2);
+}
+
+/// A core that delivers `webhook` notifications: 3 attempts, 1 s first backoff.
+fn delivering_core() -> Core {
+    let mut cfg = CoreConfig::new(1);
+    cfg.delivered_channels =
+        vec![DeliveryPolicy { channel: "webhook".into(), max_attempts: 3, backoff: std::time::Duration::from_secs(1) }];
+    Core::new(0, cfg, 1, 1)
+}
+
+/// Sends a new urgent `channel` notification for "ha" (it goes out at once); answers it and the delivery
+/// attempts the step handed out.
+fn send_urgent(core: &mut Core, channel: &str, now: Micros) -> (Notification, Vec<DeliveryCall>) {
+    let input = NotificationInput {
+        user_id: "ha".into(),
+        title: "Shipped".into(),
+        message: "On its way".into(),
+        kind: "order".into(),
+        channel: channel.into(),
+        priority: "high".into(),
+        template_id: String::new(),
+        data: vec![],
+        expires_at: None,
+    };
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 1, request: Command::CreateNotification(input).into() }, now, &Catalog(vec![]), &mut fx);
+    let Some((_, Ok(Reply::Notification(n)))) = fx.replies.pop() else { panic!("a notification") };
+    (n, fx.deliveries)
+}
+
+/// Steps a delivery outcome; answers the notification after it and the attempts handed out.
+fn answer(core: &mut Core, call: &DeliveryCall, result: DeliveryResult, now: Micros) -> (Notification, Vec<DeliveryCall>) {
+    let id = call.notification.id.clone();
+    let request = Command::DeliveryOutcome { id: id.clone(), delivery_id: call.delivery_id.clone(), attempt: call.attempt, result };
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 1, request: request.into() }, now, &Catalog(vec![]), &mut fx);
+    assert!(matches!(fx.replies[..], [(_, Ok(Reply::Notification(_)))]), "{:?}", fx.replies);
+    core.check_invariants().unwrap();
+    (core.notifications[&id].clone(), fx.deliveries)
+}
+
+fn tick_deliveries(core: &mut Core, now: Micros) -> Vec<DeliveryCall> {
+    let mut fx = Effects::default();
+    core.tick(now, &mut fx);
+    fx.deliveries
+}
+
+fn failure() -> DeliveryResult {
+    DeliveryResult::Failed { error: "HTTP 500".into(), retryable: true }
+}
+
+#[test]
+fn a_delivery_is_retried_with_doubling_backoff_and_left_failed_after_its_last_attempt() {
+    let mut core = delivering_core();
+    let (n, calls) = send_urgent(&mut core, "webhook", T0);
+    assert_eq!((n.status.as_str(), n.attempts, n.delivery_id.as_str()), ("sent", 1, format!("{}-1", n.id).as_str()));
+    let [first] = &calls[..] else { panic!("one attempt handed out: {calls:?}") };
+    assert_eq!((first.attempt, first.delivery_id.as_str()), (1, n.delivery_id.as_str()));
+
+    let mut now = T0 + 10;
+    let mut call = first.clone();
+    for (attempt, base) in [(1u32, MICROS_PER_SECOND), (2, 2 * MICROS_PER_SECOND)] {
+        let (after, more) = answer(&mut core, &call, failure(), now);
+        assert!(more.is_empty(), "the next attempt waits for its backoff");
+        assert_eq!(after.status, "sent");
+        assert_eq!(after.deliveries.len(), attempt as usize);
+        let last = after.deliveries.last().unwrap();
+        assert_eq!((last.attempt, last.at, last.delivered, last.error.as_str()), (attempt, now, false, "HTTP 500"));
+        let due = after.next_attempt_at.expect("due again");
+        assert!((now + base..=now + base + base / 4).contains(&due), "backoff {base} plus at most a quarter: {}", due - now);
+        assert!(tick_deliveries(&mut core, due - 1).is_empty(), "not before it is due");
+        let again = tick_deliveries(&mut core, due);
+        let [next] = &again[..] else { panic!("the next attempt at its time: {again:?}") };
+        assert_eq!((next.attempt, next.delivery_id.as_str()), (attempt + 1, n.delivery_id.as_str()), "same delivery, next attempt");
+        call = next.clone();
+        now = due + 10;
+    }
+    let (dead, more) = answer(&mut core, &call, failure(), now);
+    assert!(more.is_empty());
+    assert_eq!((dead.status.as_str(), dead.deliveries.len(), dead.next_attempt_at), ("failed", 3, None), "dead letter after 3 attempts");
+    assert!(tick_deliveries(&mut core, now + MICROS_PER_HOUR).is_empty(), "a failed one is not tried again by itself");
+
+    // A late answer to an earlier attempt changes nothing.
+    let (still, _) = answer(&mut core, first, DeliveryResult::Delivered, now + 1);
+    assert_eq!((still.status.as_str(), still.deliveries.len()), ("failed", 3));
+
+    // Retry starts a new delivery, under a new id, from attempt 1; its success ends it.
+    let mut fx = Effects::default();
+    core.step(
+        Input::Client { token: 1, request: Command::RetryNotification { id: n.id.clone() }.into() },
+        now + 2,
+        &Catalog(vec![]),
+        &mut fx,
+    );
+    let [retried] = &fx.deliveries[..] else { panic!("retry hands out an attempt: {:?}", fx.deliveries) };
+    assert_eq!((retried.attempt, retried.delivery_id.as_str()), (1, format!("{}-2", n.id).as_str()));
+    let (done, _) = answer(&mut core, retried, DeliveryResult::Delivered, now + 3);
+    assert_eq!((done.status.as_str(), done.delivered_at, done.deliveries.len()), ("delivered", Some(now + 3), 4));
+    assert!(done.deliveries.last().unwrap().delivered);
+}
+
+#[test]
+fn a_refused_delivery_fails_at_once_and_other_channels_are_only_recorded_sent() {
+    let mut core = delivering_core();
+    let (_, calls) = send_urgent(&mut core, "webhook", T0);
+    let refused = DeliveryResult::Failed { error: "HTTP 410".into(), retryable: false };
+    let (n, more) = answer(&mut core, &calls[0], refused, T0 + 1);
+    assert!(more.is_empty());
+    assert_eq!((n.status.as_str(), n.deliveries.len()), ("failed", 1));
+
+    let (in_app, calls) = send_urgent(&mut core, "in_app", T0);
+    assert!(calls.is_empty(), "in_app is not delivered by a sender");
+    assert_eq!((in_app.status.as_str(), in_app.delivery_id.as_str(), in_app.next_attempt_at), ("sent", "", None));
+}
+
+#[test]
+fn an_unanswered_attempt_is_made_again_after_the_redrive_delay_and_after_recovery() {
+    let mut core = delivering_core();
+    let mut events = Vec::new();
+    let input = NotificationInput {
+        user_id: "ha".into(),
+        title: "t".into(),
+        message: "m".into(),
+        kind: "order".into(),
+        channel: "webhook".into(),
+        priority: String::new(),
+        template_id: String::new(),
+        data: vec![],
+        expires_at: None,
+    };
+    let mut fx = Effects::default();
+    core.step(Input::Client { token: 1, request: Command::CreateNotification(input).into() }, T0, &Catalog(vec![]), &mut fx);
+    events.append(&mut fx.events);
+    let [call] = &fx.deliveries[..] else { panic!() };
+
+    let redrive = core.cfg.delivery_redrive_after;
+    assert!(tick_deliveries(&mut core, T0 + redrive - 1).is_empty(), "in flight");
+    let again = tick_deliveries(&mut core, T0 + redrive);
+    assert_eq!(again, vec![call.clone()], "the same attempt, made again");
+
+    // A crash before any answer: the recovered core makes the attempt again at its first tick.
+    let mut recovered = delivering_core();
+    let mut writes = crate::views::Writes::default();
+    for (lsn, event) in &events {
+        recovered.apply(*lsn, event, &mut writes);
+    }
+    recovered.set_next_lsn(core.next_lsn());
+    let after_crash = tick_deliveries(&mut recovered, T0 + 1);
+    assert_eq!(after_crash, vec![call.clone()]);
+    let (done, _) = answer(&mut recovered, call, DeliveryResult::Delivered, T0 + 2);
+    assert_eq!(done.status, "delivered");
+    let (twice, _) = answer(&mut recovered, call, DeliveryResult::Delivered, T0 + 3);
+    assert_eq!(twice.deliveries.len(), 1, "a second answer to the re-made attempt is not recorded");
 }

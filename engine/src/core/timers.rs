@@ -1,4 +1,4 @@
-//! Clock-driven work: expiries, scheduled sends, and re-driving unanswered cross-shard steps.
+//! Clock-driven work: expiries, scheduled sends, due delivery attempts, and re-driving unanswered cross-shard steps.
 
 use super::*;
 
@@ -32,15 +32,11 @@ impl Core {
         let due: Vec<String> =
             self.scheduled.iter().take_while(|(at, _)| *at <= now).take(PER_TICK_MAX).map(|(_, id)| id.clone()).collect();
         for id in due {
-            if let Some(mut n) = self.notifications.get(&id).cloned() {
-                n.status = "sent".to_string();
-                n.sent_at = Some(now);
-                n.send_at = None;
-                n.attempts += 1;
-                n.updated_at = now;
-                self.emit(Event::NotificationPut { notification: n }, fx);
+            if let Some(n) = self.notifications.get(&id).cloned() {
+                self.send(n, now, fx);
             }
         }
+        self.hand_out_due(now, fx);
         let due: Vec<(String, String)> = self
             .idempotency_expiry
             .iter()

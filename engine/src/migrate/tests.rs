@@ -1,4 +1,4 @@
-//! Schema 1 and 2 records are read by this build: journal events converted when decoded, an older state
+//! Schema 1, 2 and 3 records are read by this build: journal events converted when decoded, an older state
 //! store rewritten once at open, and an engine opened on a schema 1 data directory serves its payments.
 
 use super::*;
@@ -214,4 +214,50 @@ fn an_engine_opens_a_schema_1_data_directory() {
     let processed = engine.run_blocking(cmd::process_payment(payment.id.clone(), "pi_9")).unwrap();
     assert_eq!(processed.status, PaymentStatus::Completed);
     engine.shutdown();
+}
+
+fn old_notification() -> v3::Notification {
+    v3::Notification {
+        id: "0190-note".into(),
+        user_id: "u1".into(),
+        title: "Shipped".into(),
+        message: "On its way".into(),
+        kind: "order".into(),
+        status: "sent".into(),
+        priority: "high".into(),
+        channel: "webhook".into(),
+        template_id: String::new(),
+        data: vec![("email".into(), "u1@example.com".into())],
+        created_at: 1,
+        updated_at: 2,
+        sent_at: Some(2),
+        read_at: None,
+        expires_at: None,
+        send_at: None,
+        attempts: 1,
+        version: 4,
+    }
+}
+
+#[test]
+fn schema_3_notifications_read_with_no_deliveries() {
+    let bytes = v1_bytes(&v3::Event::NotificationPut { notification: old_notification() });
+    let Event::NotificationPut { notification } = decode_event(3, &bytes).unwrap() else { panic!("a notification event") };
+    assert_eq!(
+        (notification.id.as_str(), notification.status.as_str(), notification.attempts, notification.version),
+        ("0190-note", "sent", 1, 4)
+    );
+    assert_eq!((notification.delivery_id.as_str(), notification.deliveries.len(), notification.next_attempt_at), ("", 0, None));
+    assert!(decode_event(SCHEMA, &bytes).map_or(true, |e| e != decode_event(3, &bytes).unwrap()), "the schema decides the layout");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::FjallStore::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Notifications, b"0190-note", &v1_bytes(&old_notification()));
+    batch.put(Keyspace::Meta, SCHEMA_KEY, &3u16.to_be_bytes());
+    store.apply(&batch, 12).unwrap();
+    assert_eq!(upgrade_state_store(&store).unwrap(), 1);
+    let read = views::decode_notification(&store.get(Keyspace::Notifications, b"0190-note").unwrap().unwrap()).unwrap();
+    assert_eq!((read.title.as_str(), read.data.len(), read.delivered_at), ("Shipped", 1, None));
+    assert_eq!(store_schema(&store).unwrap(), SCHEMA);
 }

@@ -4,9 +4,10 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::v2;
+use super::v3::Notification;
 use crate::command::EngineError;
 use crate::event::PaymentCause;
-use crate::model::{Basket, Holding, IdemRef, Micros, Notification, PaymentItem, PaymentStatus, Product, Reservation};
+use crate::model::{Basket, Holding, IdemRef, Micros, PaymentItem, PaymentStatus, Product, Reservation};
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Payment {

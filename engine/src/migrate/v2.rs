@@ -1,12 +1,13 @@
-//! Schema 2, kept only to read old records: its layouts and their conversion to the current schema
+//! Schema 2, kept only to read old records: its layouts and their conversion to schema 3
 //! (payments gained the provider `token` they are charged with, the stored `payment_method_id`, and
 //! their refunds as records).
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::v3::{self, Notification};
 use crate::command::EngineError;
 use crate::event::{BasketCause, BasketGone, PaymentCause, ProductCause};
-use crate::model::{self, Basket, Holding, IdemRef, Micros, Notification, PaymentItem, PaymentStatus, Product, Reservation};
+use crate::model::{self, Basket, Holding, IdemRef, Micros, PaymentItem, PaymentStatus, Product, Reservation};
 
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Payment {
@@ -133,9 +134,9 @@ impl From<Payment> for model::Payment {
     }
 }
 
-impl From<Reply> for crate::command::Reply {
-    fn from(r: Reply) -> crate::command::Reply {
-        use crate::command::Reply as Now;
+impl From<Reply> for v3::Reply {
+    fn from(r: Reply) -> v3::Reply {
+        use v3::Reply as Now;
         match r {
             Reply::Product(p) => Now::Product(p),
             Reply::Basket(b) => Now::Basket(b),
@@ -148,19 +149,19 @@ impl From<Reply> for crate::command::Reply {
     }
 }
 
-impl From<IdempotencyRecord> for model::IdempotencyRecord {
-    fn from(r: IdempotencyRecord) -> model::IdempotencyRecord {
+impl From<IdempotencyRecord> for v3::IdempotencyRecord {
+    fn from(r: IdempotencyRecord) -> v3::IdempotencyRecord {
         let outcome = match r.outcome {
-            Outcome::Ok(reply) => crate::command::Outcome::Ok(reply.into()),
-            Outcome::Err(e) => crate::command::Outcome::Err(e),
+            Outcome::Ok(reply) => v3::Outcome::Ok(reply.into()),
+            Outcome::Err(e) => v3::Outcome::Err(e),
         };
-        model::IdempotencyRecord { scope: r.scope, key: r.key, fingerprint: r.fingerprint, outcome, expires_at: r.expires_at }
+        v3::IdempotencyRecord { scope: r.scope, key: r.key, fingerprint: r.fingerprint, outcome, expires_at: r.expires_at }
     }
 }
 
-impl From<Event> for crate::event::Event {
-    fn from(e: Event) -> crate::event::Event {
-        use crate::event::Event as Now;
+impl From<Event> for v3::Event {
+    fn from(e: Event) -> v3::Event {
+        use v3::Event as Now;
         match e {
             Event::ProductPut { product, cause } => Now::ProductPut { product, cause },
             Event::ProductDeleted { id, version } => Now::ProductDeleted { id, version },
