@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use kassa_adapters::AdaptersConfig;
 use kassa_api::ApiConfig;
+use kassa_delivery::NotificationsConfig;
 use kassa_engine::{Currency, Durability, EngineConfig, IoMode, StoreChoice};
 use kassa_gateway::GatewayConfig;
 use kassa_providers::PaymentsConfig;
@@ -37,6 +38,8 @@ pub struct Config {
     pub adapters: AdaptersConfig,
     /// Payment providers Kassa charges through, and how it calls them.
     pub payments: PaymentsConfig,
+    /// Notification channels Kassa delivers (webhook, SMTP, SMS and push endpoints); none unless configured.
+    pub notifications: NotificationsConfig,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +136,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             adapters: AdaptersConfig::default(),
             payments: PaymentsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -331,6 +335,9 @@ impl Config {
         if !(0.0..=1.0).contains(&self.payments.simulated.decline_rate) {
             return Err(ConfigError::Invalid("payments.simulated.decline_rate must be between 0 and 1".into()));
         }
+        let mut notifications = self.notifications.clone();
+        notifications.apply_env();
+        notifications.validate().map_err(ConfigError::Invalid)?;
         if self.api.body_limit_bytes == 0 || self.api.page_limit_default == 0 || self.api.page_limit_max == 0 {
             return Err(ConfigError::Invalid("api limits must be positive".into()));
         }
@@ -368,6 +375,9 @@ impl Config {
         cfg.feed_retention_age = Duration::from_secs(e.feed_retention_age_s);
         cfg.segment_bytes_max = e.journal_segment_bytes;
         cfg.charged_providers = self.payments.provider_names();
+        cfg.delivered_channels = self.notifications.policies();
+        // An attempt is made again only once the slowest channel's attempt would have timed out twice over.
+        cfg.delivery_redrive_after = Duration::from_secs(60).max(2 * self.notifications.longest_attempt());
         cfg
     }
 

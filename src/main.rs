@@ -140,8 +140,11 @@ fn grpc_app(engine: &Engine, _cfg: &Config) -> Router {
 fn serve(cfg: Config) -> anyhow::Result<()> {
     // The shards release provider calls into this channel; the provider runner started below drains it.
     let (calls, intake) = kassa_providers::channel();
+    // Likewise delivery attempts, drained by the delivery runner.
+    let (deliveries, delivery_intake) = kassa_delivery::channel();
     let mut engine_cfg = cfg.engine_config();
     engine_cfg.provider_calls = Some(calls);
+    engine_cfg.deliveries = Some(deliveries);
     let engine = Engine::open(engine_cfg).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
     let info = engine.info();
     tracing::info!(shards = info.shards, recovery_ms = info.recovery.as_millis() as u64, io = info.io_backend, data_dir = %cfg.data_dir.display(), "engine open");
@@ -177,9 +180,23 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
             return Err(anyhow::anyhow!("cannot start the payment providers: {e}"));
         }
     };
+    let mut notifications_cfg = cfg.notifications.clone();
+    notifications_cfg.apply_env();
+    let render: kassa_delivery::Render = Arc::new(kassa_api::notification_json);
+    let deliveries = match kassa_delivery::start(delivery_intake, &notifications_cfg, render, engine.clone()) {
+        Ok(deliveries) => deliveries,
+        Err(e) => {
+            payments.stop();
+            adapters.stop(Duration::from_secs(5));
+            engine.shutdown();
+            return Err(anyhow::anyhow!("cannot start the notification senders: {e}"));
+        }
+    };
     let stop_all = |adapters: &kassa_adapters::Adapters| {
-        // Charges still in flight stay `processing` and are asked again at the next start.
+        // Charges still in flight stay `processing` and are asked again at the next start; delivery
+        // attempts in flight are made again.
         payments.stop();
+        deliveries.stop();
         adapters.stop(Duration::from_secs(5));
         engine.shutdown();
     };
@@ -190,7 +207,10 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
         grpc_app(&engine, &cfg),
         engine.clone(),
         Some(adapters.clone()),
-        vec![Box::new(kassa_providers::ProviderCollector(payments.metrics()))],
+        vec![
+            Box::new(kassa_providers::ProviderCollector(payments.metrics())),
+            Box::new(kassa_delivery::DeliveryCollector(deliveries.metrics())),
+        ],
         &gateway_cfg,
     ) {
         Ok(front) => front,

@@ -23,6 +23,11 @@ const NOTIFICATION_KEYS: &[&str] = &[
     "read_at",
     "expires_at",
     "send_at",
+    "attempts",
+    "delivery_id",
+    "deliveries",
+    "delivered_at",
+    "next_attempt_at",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ pub use auth::Actor;
 pub use axum::Router;
 pub use error::ApiError;
 pub use grpc::grpc_router;
+pub use http::notifications::notification_json;
 pub use http::webhooks::Webhooks;
 pub use http::{ApiConfig, http_router, http_router_with};
 /// The health and reflection crates, so that clients (tests, tools) can use their generated clients.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances for Kassa's tests and
-# benchmarks, on non-default loopback ports, all state under one folder.
+# Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances, and a Mailpit SMTP sink, for
+# Kassa's tests and benchmarks, on non-default loopback ports, all state under one folder.
 #
 #   services.sh up       install what is missing, start everything, print `export` lines
 #   services.sh env      print `export` lines for the services that are up
@@ -19,6 +19,9 @@ CACHE_DIR=${KASSA_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-~}/.cache}/kassa}
 KAFKA_VERSION=${KASSA_KAFKA_VERSION:-3.9.2}
 KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
 KAFKA_LIBS="$KAFKA_HOME/libs"
+# Go programs are built from the Go module proxy into this folder, once.
+GO_BIN_DIR="$CACHE_DIR/go-bin"
+MAILPIT_VERSION=${KASSA_MAILPIT_VERSION:-1.33.1}
 
 HOST=127.0.0.1
 PG_PORT=55432
@@ -26,20 +29,25 @@ MYSQL_PORT=53306
 REDIS_PORT=56379
 KAFKA_PORT=59092
 KAFKA_CONTROLLER_PORT=59093
+SMTP_PORT=51025
+MAILPIT_HTTP_PORT=58025
 
 PG_DIR="$SERVICES_DIR/postgres"
 MYSQL_DIR="$SERVICES_DIR/mariadb"
 REDIS_DIR="$SERVICES_DIR/redis"
 KAFKA_DIR="$SERVICES_DIR/kafka"
+MAILPIT_DIR="$SERVICES_DIR/mailpit"
 LOG_DIR="$SERVICES_DIR/logs"
 
-SERVICES=(postgres mariadb redis kafka)
+SERVICES=(postgres mariadb redis kafka mailpit)
 
 # Bounded waits, in seconds.
 PG_START_TIMEOUT_S=60
 MYSQL_START_TIMEOUT_S=60
 REDIS_START_TIMEOUT_S=20
 KAFKA_START_TIMEOUT_S=120
+MAILPIT_START_TIMEOUT_S=20
+GO_BUILD_TIMEOUT_S=900
 STOP_TIMEOUT_S=30
 APT_TIMEOUT_S=900
 MVN_TIMEOUT_S=900
@@ -244,12 +252,22 @@ kafka_up() {
     [[ ${reply:8:8} == 00000001 && ${reply:24:8} == 00000001 && ${reply:32} == "$expected" ]]
 }
 
+mailpit_up() {
+    # Mailpit's HTTP API answers /readyz with 200 once it takes mail.
+    local status
+    status=$(timeout 3 bash -c "exec 3<>/dev/tcp/$HOST/$MAILPIT_HTTP_PORT || exit 1
+        printf 'GET /readyz HTTP/1.0\\r\\nHost: $HOST\\r\\n\\r\\n' >&3
+        head -n1 <&3" 2>/dev/null) || return 1
+    [[ $status == *" 200"* ]]
+}
+
 is_up() {
     case $1 in
         postgres) command -v pg_isready >/dev/null && pg_up ;;
         mariadb) command -v mariadb-admin >/dev/null && mysql_up ;;
         redis) command -v redis-cli >/dev/null && redis_up ;;
         kafka) kafka_up ;;
+        mailpit) mailpit_up ;;
     esac
 }
 
@@ -588,12 +606,84 @@ stop_kafka() {
     stop_pid kafka "$pid" "$KAFKA_DIR/server.properties"
 }
 
+# ---------------------------------------------------------------- Mailpit
+fetch_mailpit() {
+    [[ -x $GO_BIN_DIR/mailpit ]] && return 0
+    command -v go >/dev/null || { fail mailpit "go is not installed, so mailpit cannot be built"; return 1; }
+    local start
+    start=$(now_ms)
+    say "mailpit: building $MAILPIT_VERSION from the Go module proxy into $GO_BIN_DIR"
+    mkdir -p "$GO_BIN_DIR"
+    if ! GOBIN="$GO_BIN_DIR" timeout "$GO_BUILD_TIMEOUT_S" go install "github.com/axllent/mailpit@v$MAILPIT_VERSION" \
+        >>"$LOG_DIR/mailpit-build.log" 2>&1; then
+        fail mailpit "go install github.com/axllent/mailpit@v$MAILPIT_VERSION failed (see $LOG_DIR/mailpit-build.log)"
+        return 1
+    fi
+    say "mailpit: built in $(elapsed "$start")"
+}
+
+start_mailpit() {
+    fetch_mailpit || return 1
+    command -v openssl >/dev/null || { fail mailpit "openssl is not installed (needed for the STARTTLS certificate)"; return 1; }
+    local start pid
+    start=$(now_ms)
+    if port_busy "$SMTP_PORT" || port_busy "$MAILPIT_HTTP_PORT"; then
+        fail mailpit "port $SMTP_PORT or $MAILPIT_HTTP_PORT is taken by something that is not answering as Mailpit"
+        return 1
+    fi
+    mkdir -p "$MAILPIT_DIR"
+    # A throwaway CA and the server certificate it signs, for STARTTLS; clients trust the CA through
+    # KASSA_SMTP_CA (a certificate that is its own CA is refused as a server's by rustls).
+    printf 'subjectAltName=IP:%s,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOST" \
+        >"$MAILPIT_DIR/server.ext"
+    if ! {
+        openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=Kassa test CA" \
+            -keyout "$MAILPIT_DIR/ca-key.pem" -out "$MAILPIT_DIR/ca.pem" &&
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" -keyout "$MAILPIT_DIR/key.pem" -out "$MAILPIT_DIR/server.csr" &&
+            openssl x509 -req -in "$MAILPIT_DIR/server.csr" -CA "$MAILPIT_DIR/ca.pem" -CAkey "$MAILPIT_DIR/ca-key.pem" \
+                -CAcreateserial -days 7 -extfile "$MAILPIT_DIR/server.ext" -out "$MAILPIT_DIR/cert.pem"
+    } >>"$LOG_DIR/mailpit.out" 2>&1; then
+        fail mailpit "the STARTTLS certificate could not be made (see $LOG_DIR/mailpit.out)"
+        return 1
+    fi
+    say "mailpit: starting on $HOST:$SMTP_PORT (SMTP, STARTTLS required, any credentials) and $HOST:$MAILPIT_HTTP_PORT (HTTP API)"
+    setsid "$GO_BIN_DIR/mailpit" --smtp "$HOST:$SMTP_PORT" --listen "$HOST:$MAILPIT_HTTP_PORT" \
+        --database "$MAILPIT_DIR/mailpit.db" --smtp-tls-cert "$MAILPIT_DIR/cert.pem" --smtp-tls-key "$MAILPIT_DIR/key.pem" \
+        --smtp-require-starttls --smtp-auth-accept-any </dev/null >>"$LOG_DIR/mailpit.out" 2>&1 9>&- &
+    pid=$!
+    printf '%s\n' "$pid" >"$MAILPIT_DIR/mailpit.pid"
+    local deadline=$(($(date +%s) + MAILPIT_START_TIMEOUT_S))
+    while ! mailpit_up; do
+        if ! pid_alive "$pid" mailpit; then
+            fail mailpit "mailpit exited during startup (see $LOG_DIR/mailpit.out)"
+            return 1
+        fi
+        if (($(date +%s) >= deadline)); then
+            fail mailpit "not answering after ${MAILPIT_START_TIMEOUT_S}s (see $LOG_DIR/mailpit.out)"
+            return 1
+        fi
+        sleep 0.2
+    done
+    say "mailpit: up in $(elapsed "$start")"
+}
+
+stop_mailpit() {
+    local pid
+    pid=$(read_pid "$MAILPIT_DIR/mailpit.pid")
+    [[ -n $pid ]] || return 0
+    stop_pid mailpit "$pid" mailpit
+}
+
 # ---------------------------------------------------------------- commands
 print_env() {
     is_up postgres && echo "export KASSA_PG_URL=postgres://kassa:kassa@$HOST:$PG_PORT/kassa"
     is_up mariadb && echo "export KASSA_MYSQL_URL=mysql://kassa:kassa@$HOST:$MYSQL_PORT/kassa"
     is_up redis && echo "export KASSA_REDIS_URL=redis://$HOST:$REDIS_PORT/0"
     is_up kafka && echo "export KASSA_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
+    if is_up mailpit; then
+        echo "export KASSA_SMTP_HOST=$HOST KASSA_SMTP_PORT=$SMTP_PORT KASSA_SMTP_CA=$MAILPIT_DIR/ca.pem"
+        echo "export KASSA_MAILPIT_URL=http://$HOST:$MAILPIT_HTTP_PORT"
+    fi
     [[ -d $SERVICES_DIR ]] && echo "export KASSA_SERVICES_DIR=$SERVICES_DIR"
     return 0
 }
@@ -604,6 +694,7 @@ start_service() {
         mariadb) start_mariadb ;;
         redis) start_redis ;;
         kafka) start_kafka ;;
+        mailpit) start_mailpit ;;
     esac
 }
 
@@ -626,7 +717,10 @@ cmd_up() {
     # Services start concurrently (most of the time is fsync and JVM start-up, not CPU). Kafka
     # needs no Debian package, so it goes first: its Maven fetch overlaps with apt.
     local -A starting=()
-    if is_up kafka; then say "kafka: already up"; else start_service kafka & starting[kafka]=$!; fi
+    # Mailpit is a Go build at most, independent of apt as well.
+    for s in kafka mailpit; do
+        if is_up "$s"; then say "$s: already up"; else start_service "$s" & starting[$s]=$!; fi
+    done
     install_packages
     for s in postgres mariadb redis; do
         if is_up "$s"; then say "$s: already up"; else start_service "$s" & starting[$s]=$!; fi
@@ -659,6 +753,7 @@ cmd_status() {
             mariadb) addr=$HOST:$MYSQL_PORT ;;
             redis) addr=$HOST:$REDIS_PORT ;;
             kafka) addr=$HOST:$KAFKA_PORT ;;
+            mailpit) addr=$HOST:$SMTP_PORT ;;
         esac
         if is_up "$s"; then
             printf '%-9s up    %s\n' "$s" "$addr"

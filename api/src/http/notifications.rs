@@ -40,6 +40,27 @@ pub struct NotificationJson<'a> {
     expires_at: Option<String>,
     /// When a scheduled notification is due.
     send_at: Option<String>,
+    /// Times it was sent (a retry sends it again).
+    attempts: u32,
+    /// The current delivery on a channel Kassa delivers (`X-Kassa-Delivery`), else empty.
+    delivery_id: &'a str,
+    /// Every delivery attempt, oldest first (the last 64).
+    deliveries: Vec<DeliveryJson<'a>>,
+    delivered_at: Option<String>,
+    /// When the next attempt of the current delivery is due.
+    next_attempt_at: Option<String>,
+}
+
+/// One delivery attempt of a notification.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryJson<'a> {
+    delivery_id: &'a str,
+    attempt: u32,
+    at: String,
+    /// `delivered` or `failed`.
+    outcome: &'static str,
+    /// Why it failed; empty when delivered.
+    error: &'a str,
 }
 
 impl<'a> NotificationJson<'a> {
@@ -61,8 +82,29 @@ impl<'a> NotificationJson<'a> {
             read_at: n.read_at.map(wire::rfc3339),
             expires_at: n.expires_at.map(wire::rfc3339),
             send_at: n.send_at.map(wire::rfc3339),
+            attempts: n.attempts,
+            delivery_id: &n.delivery_id,
+            deliveries: n
+                .deliveries
+                .iter()
+                .map(|d| DeliveryJson {
+                    delivery_id: &d.delivery_id,
+                    attempt: d.attempt,
+                    at: wire::rfc3339(d.at),
+                    outcome: if d.delivered { "delivered" } else { "failed" },
+                    error: &d.error,
+                })
+                .collect(),
+            delivered_at: n.delivered_at.map(wire::rfc3339),
+            next_attempt_at: n.next_attempt_at.map(wire::rfc3339),
         }
     }
+}
+
+/// The notification's JSON as `GET /api/v1/notifications/{id}` answers it inside its envelope: the body
+/// of a webhook delivery.
+pub fn notification_json(n: &Notification) -> Vec<u8> {
+    serde_json::to_vec(&NotificationJson::new(n)).expect("a notification always serialises")
 }
 
 #[derive(Serialize, ToSchema)]

@@ -419,6 +419,7 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
         .schema_from::<payments::SummaryJson>()
         .schema_from::<payments::MethodsJson>()
         .schema_from::<payments::ProvidersJson>()
+        .schema_from::<notifications::DeliveryJson>()
         .schema("NotificationJson", refine(notifications::NotificationJson::schema(), &notification_enums, &ctx, false))
         .schema_from::<notifications::SingleEnvelope>()
         .schema_from::<notifications::ListEnvelope>()
