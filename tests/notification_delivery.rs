@@ -121,12 +121,6 @@ async fn settled(s: &Server, id: &str) -> Value {
     body["notification"].clone()
 }
 
-async fn metrics(s: &Server) -> String {
-    let (status, text) = s.raw("GET", "/metrics", Vec::new(), &[]).await;
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_failing_three_times_is_delivered_on_the_fourth_attempt_after_doubling_backoff() {
     let receiver = Receiver::start(&[Answer::Status(500); 3], Answer::Status(200)).await;
@@ -167,7 +161,7 @@ async fn a_signed_webhook_failing_three_times_is_delivered_on_the_fourth_attempt
         assert!(wait >= backoff * (1 << i), "attempt {} came {wait:?} after the one before", i + 2);
     }
 
-    let text = metrics(&s).await;
+    let text = s.metrics().await;
     for line in [
         r#"notification_delivery_attempts_total{channel="webhook",outcome="retryable"} 3"#,
         r#"notification_delivery_attempts_total{channel="webhook",outcome="delivered"} 1"#,
@@ -194,7 +188,7 @@ async fn a_receiver_that_never_answers_leaves_the_notification_failed_with_every
         assert!(a["error"].as_str().unwrap().contains("timed out"), "{dead}");
     }
     assert_eq!(receiver.seen().len(), 3, "no attempt after the last");
-    let text = metrics(&s).await;
+    let text = s.metrics().await;
     assert!(text.lines().any(|l| l == r#"notification_failed_total{channel="webhook"} 1"#), "{text}");
 
     // Retry re-queues it: a new delivery, from attempt 1, which the receiver now takes.

@@ -26,12 +26,6 @@ async fn pending(s: &Server, user: &str, product: u64, quantity: i64, token: &st
     p["id"].as_str().unwrap().to_string()
 }
 
-async fn metrics(s: &Server) -> String {
-    let (status, text) = s.raw("GET", "/metrics", Vec::new(), &[]).await;
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulated_provider_charges_visa_and_declines_with_the_code_releasing_the_stock() {
     let s = Server::start();
@@ -97,7 +91,7 @@ async fn the_simulated_provider_charges_visa_and_declines_with_the_code_releasin
     assert_eq!(s.get("/api/payments/nope/refunds").await.0, 404);
 
     // Every call is counted by outcome, under the old payment service's names.
-    let metrics = metrics(&s).await;
+    let metrics = s.metrics().await;
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"declined\"} 2"), "{metrics}");
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"succeeded\"} 1"), "{metrics}");
     assert!(metrics.contains("payment_service_simulated_api_duration_seconds_count{operation=\"charge\"} 3"), "{metrics}");
@@ -123,7 +117,7 @@ async fn a_provider_that_never_answers_in_time_fails_the_payment_retryably_and_r
     assert_eq!(stock(&s, 5).await, before, "released");
     let (_, failed) = s.get(&format!("/api/payments/{id}")).await;
     assert_eq!((failed["status"].as_str(), failed["error_code"].as_str()), (Some("failed"), Some("provider_timeout")), "{failed}");
-    let metrics = metrics(&s).await;
+    let metrics = s.metrics().await;
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"charge\",status=\"timeout\"} 2"), "{metrics}");
     assert!(metrics.contains("payment_service_simulated_api_calls_total{operation=\"void\",status=\"voided\"} 1"), "{metrics}");
 }

@@ -134,6 +134,24 @@ wait_until() {
     done
 }
 
+wait_started() {
+    # wait_started <service> <pid> <cmdline-marker> <timeout_s> <log>: until is_up <service>, failing
+    # the service if its process exits first or the time runs out.
+    local name=$1 pid=$2 marker=$3 timeout_s=$4 log=$5 deadline
+    deadline=$(($(date +%s) + timeout_s))
+    while ! is_up "$name"; do
+        if ! pid_alive "$pid" "$marker"; then
+            fail "$name" "exited during startup (see $log)"
+            return 1
+        fi
+        if (($(date +%s) >= deadline)); then
+            fail "$name" "not answering after ${timeout_s}s (see $log)"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
 port_busy() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
 
 # ---------------------------------------------------------------- package installation
@@ -584,18 +602,7 @@ EOF
     ) </dev/null >>"$LOG_DIR/kafka.out" 2>&1 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$KAFKA_DIR/kafka.pid"
-    local deadline=$(($(date +%s) + KAFKA_START_TIMEOUT_S))
-    while ! kafka_up; do
-        if ! pid_alive "$pid" "$KAFKA_DIR/server.properties"; then
-            fail kafka "broker exited during startup (see $LOG_DIR/kafka.log and $LOG_DIR/kafka.out)"
-            return 1
-        fi
-        if (($(date +%s) >= deadline)); then
-            fail kafka "not answering after ${KAFKA_START_TIMEOUT_S}s (see $LOG_DIR/kafka.log)"
-            return 1
-        fi
-        sleep 0.3
-    done
+    wait_started kafka "$pid" "$KAFKA_DIR/server.properties" "$KAFKA_START_TIMEOUT_S" "$LOG_DIR/kafka.log" || return 1
     say "kafka: up in $(elapsed "$start")"
 }
 
@@ -652,18 +659,7 @@ start_mailpit() {
         --smtp-require-starttls --smtp-auth-accept-any </dev/null >>"$LOG_DIR/mailpit.out" 2>&1 9>&- &
     pid=$!
     printf '%s\n' "$pid" >"$MAILPIT_DIR/mailpit.pid"
-    local deadline=$(($(date +%s) + MAILPIT_START_TIMEOUT_S))
-    while ! mailpit_up; do
-        if ! pid_alive "$pid" mailpit; then
-            fail mailpit "mailpit exited during startup (see $LOG_DIR/mailpit.out)"
-            return 1
-        fi
-        if (($(date +%s) >= deadline)); then
-            fail mailpit "not answering after ${MAILPIT_START_TIMEOUT_S}s (see $LOG_DIR/mailpit.out)"
-            return 1
-        fi
-        sleep 0.2
-    done
+    wait_started mailpit "$pid" mailpit "$MAILPIT_START_TIMEOUT_S" "$LOG_DIR/mailpit.out" || return 1
     say "mailpit: up in $(elapsed "$start")"
 }
 

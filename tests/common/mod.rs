@@ -128,6 +128,13 @@ impl Server {
         }
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let (status, text) = self.raw("GET", "/metrics", Vec::new(), &[]).await;
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.client.request(method.parse().expect("method"), self.url(path));
         if let Some(b) = body {
