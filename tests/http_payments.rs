@@ -28,6 +28,7 @@ const PAYMENT_KEYS: &[&str] = &[
     "refund_id",
     "failure_reason",
     "error_code",
+    "payment_method_id",
 ];
 
 async fn fill(s: &Server, user: &str, lines: &[(u64, i64)]) {

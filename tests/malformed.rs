@@ -17,6 +17,7 @@ async fn snapshot(s: &Server) -> Vec<String> {
         "/api/v1/notifications?user_id=x&limit=1000",
         "/payments/user/x",
         "/baskets/x",
+        "/payment-methods?user_id=corpus",
     ] {
         let (status, text) = s.raw("GET", path, Vec::new(), &[]).await;
         out.push(format!("{path} {status} {text}"));
@@ -57,6 +58,8 @@ async fn malformed_requests_change_nothing() {
         Some(json!({"user_id": "corpus", "title": "t", "message": "m", "type": "info", "channel": "email"})),
     )
     .await;
+    let card = json!({"user_id": "corpus", "type": "credit_card", "provider": "simulated", "token": "tok_visa"});
+    assert_eq!(s.send("POST", "/payment-methods", Some(card)).await.0, 201);
     let before = snapshot(&s).await;
 
     let long = "a".repeat(1000);

@@ -363,16 +363,23 @@ impl Svc {
     }
 }
 
+/// A metadata entry as text, or empty when absent.
+fn metadata_text<T>(req: &tonic::Request<T>, name: &str) -> Result<String, Status> {
+    match req.metadata().get(name) {
+        Some(v) => v.to_str().map(str::to_string).map_err(|_| Status::invalid_argument(format!("{name} must be visible ASCII"))),
+        None => Ok(String::new()),
+    }
+}
+
 #[tonic::async_trait]
 impl ppb::payment_service_server::PaymentService for Svc {
     async fn create_payment(&self, req: tonic::Request<ppb::CreatePaymentRequest>) -> R<ppb::CreatePaymentResponse> {
         user_of(actor(&req).as_ref(), &req.get_ref().user_id)?;
         let key = idempotency(&req, "CreatePayment")?;
-        // The old message has no token field: a checkout charged through a provider sends it as metadata.
-        let token = match req.metadata().get("payment-token") {
-            Some(v) => v.to_str().map_err(|_| Status::invalid_argument("payment-token must be visible ASCII"))?.to_string(),
-            None => String::new(),
-        };
+        // The old message has no token field: a checkout charged through a provider sends it (or the id
+        // of a stored payment method) as metadata.
+        let token = metadata_text(&req, "payment-token")?;
+        let payment_method_id = metadata_text(&req, "payment-method-id")?;
         let r = req.into_inner();
         if r.method.is_empty() || r.provider.is_empty() {
             return Err(Status::invalid_argument("method and provider are required"));
@@ -386,6 +393,7 @@ impl ppb::payment_service_server::PaymentService for Svc {
             description: r.description,
             metadata: Vec::new(),
             token,
+            payment_method_id,
         };
         let payment = self.payment_command(cmd::create_payment(input), key).await?;
         Ok(Response::new(ppb::CreatePaymentResponse { success: true, message: "Payment created successfully".into(), payment }))

@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use crate::command::{Command, EngineError, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Reply, Request};
-use crate::model::{Basket, Micros, Notification, Payment, PaymentStatus, Product};
+use crate::model::{Basket, Micros, Notification, Payment, PaymentMethod, PaymentStatus, Product};
 
 /// A command whose successful answer is a `T`, with its optional idempotency key.
 #[must_use = "a command does nothing until it is run"]
@@ -87,6 +87,11 @@ mod sealed {
             if let Reply::Notification(n) = reply { Some(n) } else { None }
         }
     }
+    impl FromReply for PaymentMethod {
+        fn from_reply(reply: Reply) -> Option<Self> {
+            if let Reply::PaymentMethod(m) = reply { Some(m) } else { None }
+        }
+    }
     impl FromReply for Deleted {
         fn from_reply(reply: Reply) -> Option<Self> {
             if let Reply::Deleted { existed } = reply { Some(Deleted { existed }) } else { None }
@@ -103,6 +108,7 @@ impl Answer for Product {}
 impl Answer for Basket {}
 impl Answer for Payment {}
 impl Answer for Notification {}
+impl Answer for PaymentMethod {}
 impl Answer for Deleted {}
 impl Answer for Count {}
 
@@ -120,6 +126,7 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Payment(_) => "a payment",
         Reply::Notification(_) => "a notification",
         Reply::Notifications(_) => "notifications",
+        Reply::PaymentMethod(_) => "a payment method",
         Reply::Deleted { .. } => "a delete",
         Reply::Count(_) => "a count",
     }
@@ -181,6 +188,21 @@ pub fn delivery_outcome(
     result: crate::delivery::DeliveryResult,
 ) -> Cmd<Notification> {
     Cmd::new(Command::DeliveryOutcome { id: id.into(), delivery_id: delivery_id.into(), attempt, result })
+}
+
+/// Stores a payment method for its user.
+pub fn add_payment_method(input: crate::command::PaymentMethodInput) -> Cmd<PaymentMethod> {
+    Cmd::new(Command::AddPaymentMethod(input))
+}
+
+/// Makes stored method `id` the user's default (and no other).
+pub fn set_default_payment_method(user_id: impl Into<String>, id: impl Into<String>) -> Cmd<PaymentMethod> {
+    Cmd::new(Command::SetDefaultPaymentMethod { user_id: user_id.into(), id: id.into() })
+}
+
+/// Forgets stored method `id` of the user (not found: an error).
+pub fn delete_payment_method(user_id: impl Into<String>, id: impl Into<String>) -> Cmd<Deleted> {
+    Cmd::new(Command::DeletePaymentMethod { user_id: user_id.into(), id: id.into() })
 }
 
 /// What the provider answered to the refund `refund_id` of `payment_id` (the provider runner's command).

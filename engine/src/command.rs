@@ -2,7 +2,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Basket, Micros, Notification, Payment, PaymentStatus, Product};
+use crate::model::{Basket, Micros, Notification, Payment, PaymentMethod, PaymentStatus, Product};
 
 /// A catalog entry as a client describes it (create, or full replacement on update).
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -40,8 +40,28 @@ pub struct PaymentInput {
     pub currency: String,
     pub description: String,
     pub metadata: Vec<(String, String)>,
-    /// The provider token to charge with: required when Kassa charges through `provider`.
+    /// The provider token to charge with: required when Kassa charges through `provider`, unless
+    /// `payment_method_id` names a stored method.
     pub token: String,
+    /// A stored payment method of the user, whose token (and provider and type, when not given) the
+    /// payment is charged with.
+    pub payment_method_id: String,
+}
+
+/// A payment method to store for a user.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PaymentMethodInput {
+    pub user_id: String,
+    pub kind: String,
+    pub provider: String,
+    pub token: String,
+    /// Empty, or the card's last four digits.
+    pub last_four: String,
+    /// Both 0 (not given), or month 1–12 and a four-digit year.
+    pub expiry_month: u8,
+    pub expiry_year: u16,
+    /// Make it the default (a user's first method is the default anyway).
+    pub is_default: bool,
 }
 
 impl PaymentInput {
@@ -56,6 +76,7 @@ impl PaymentInput {
             description: String::new(),
             metadata: Vec::new(),
             token: String::new(),
+            payment_method_id: String::new(),
         }
     }
 
@@ -181,6 +202,18 @@ pub enum Command {
     },
     /// Deletes expired notifications on every shard.
     CleanupNotifications,
+    /// Stores a payment method for its user.
+    AddPaymentMethod(PaymentMethodInput),
+    /// Makes one of the user's methods the default, and no other, in one change.
+    SetDefaultPaymentMethod {
+        user_id: String,
+        id: String,
+    },
+    /// Forgets a stored method; when it was the default, the oldest one left becomes the default.
+    DeletePaymentMethod {
+        user_id: String,
+        id: String,
+    },
 }
 
 impl Command {
@@ -193,7 +226,10 @@ impl Command {
             | Command::UpdateItem { user_id, .. }
             | Command::RemoveItem { user_id, .. }
             | Command::ClearBasket { user_id }
-            | Command::MarkAllNotificationsRead { user_id } => Some(user_id),
+            | Command::MarkAllNotificationsRead { user_id }
+            | Command::SetDefaultPaymentMethod { user_id, .. }
+            | Command::DeletePaymentMethod { user_id, .. } => Some(user_id),
+            Command::AddPaymentMethod(input) => Some(&input.user_id),
             Command::CreatePayment(input) => Some(&input.user_id),
             Command::CreateNotification(input) | Command::ScheduleNotification { input, .. } => Some(&input.user_id),
             _ => None,
@@ -230,6 +266,9 @@ impl Command {
             Command::RetryNotification { .. } => "retry_notification",
             Command::DeliveryOutcome { .. } => "delivery_outcome",
             Command::CleanupNotifications => "cleanup_notifications",
+            Command::AddPaymentMethod(_) => "add_payment_method",
+            Command::SetDefaultPaymentMethod { .. } => "set_default_payment_method",
+            Command::DeletePaymentMethod { .. } => "delete_payment_method",
         }
     }
 }
@@ -266,6 +305,7 @@ pub enum Reply {
     Payment(Payment),
     Notification(Notification),
     Notifications(Vec<Notification>),
+    PaymentMethod(PaymentMethod),
     /// A delete that found something, or found nothing (`existed` false).
     Deleted {
         existed: bool,

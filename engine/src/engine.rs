@@ -218,6 +218,7 @@ fn recover_shard(index: usize, core: &mut Core, views: &Views, journal: &Journal
     load(&views.state, Keyspace::Payments, &|v| Ok(Loaded::Payment(views::decode_payment(v)?)))?;
     load(&views.state, Keyspace::Notifications, &|v| Ok(Loaded::Notification(views::decode_notification(v)?)))?;
     load(&views.state, Keyspace::Idempotency, &|v| Ok(Loaded::Idempotency(views::decode_idempotency(v)?)))?;
+    load(&views.state, Keyspace::Wallets, &|v| Ok(Loaded::Wallet(views::decode_wallet(v)?)))?;
     if let Some(e) = failure {
         return Err(e);
     }

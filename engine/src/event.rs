@@ -4,7 +4,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
+use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation, Wallet};
 
 /// Why a product record changed (for the change feed's consumers: stock events, cache invalidation).
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,16 +103,50 @@ impl PaymentCause {
 /// One journal record.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    ProductPut { product: Product, cause: ProductCause },
-    ProductDeleted { id: u64, version: u64 },
-    ReservationPut { reservation: Reservation },
-    BasketPut { basket: Basket, cause: BasketCause },
-    BasketDeleted { user_id: String, basket_id: String, version: u64, why: BasketGone },
-    PaymentPut { payment: Payment, cause: PaymentCause },
-    NotificationPut { notification: Notification },
-    NotificationDeleted { id: String, user_id: String, version: u64 },
-    IdempotencyPut { record: IdempotencyRecord },
-    IdempotencyDeleted { scope: String, key: String },
+    ProductPut {
+        product: Product,
+        cause: ProductCause,
+    },
+    ProductDeleted {
+        id: u64,
+        version: u64,
+    },
+    ReservationPut {
+        reservation: Reservation,
+    },
+    BasketPut {
+        basket: Basket,
+        cause: BasketCause,
+    },
+    BasketDeleted {
+        user_id: String,
+        basket_id: String,
+        version: u64,
+        why: BasketGone,
+    },
+    PaymentPut {
+        payment: Payment,
+        cause: PaymentCause,
+    },
+    NotificationPut {
+        notification: Notification,
+    },
+    NotificationDeleted {
+        id: String,
+        user_id: String,
+        version: u64,
+    },
+    IdempotencyPut {
+        record: IdempotencyRecord,
+    },
+    IdempotencyDeleted {
+        scope: String,
+        key: String,
+    },
+    /// A user's stored payment methods after a change; a wallet with no methods is deleted.
+    WalletPut {
+        wallet: Wallet,
+    },
 }
 
 /// Journal record kind for events (the envelope's `kind` field).
@@ -152,6 +186,7 @@ impl Event {
             Event::NotificationDeleted { .. } => "notification_deleted",
             Event::IdempotencyPut { .. } => "idempotency_put",
             Event::IdempotencyDeleted { .. } => "idempotency_deleted",
+            Event::WalletPut { .. } => "wallet_put",
         }
     }
 }

@@ -47,7 +47,9 @@ mod views;
 pub mod wire;
 
 pub use cmd::{Answer, Cmd, Count, Deleted};
-pub use command::{Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, ProductInput, Refusal};
+pub use command::{
+    Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, PaymentMethodInput, ProductInput, Refusal,
+};
 pub use core::limits;
 
 /// Which shard owns what (products by id, everything of a user by user id): for consumers that must tell
@@ -62,8 +64,8 @@ pub use feed::{CursorFigures, FeedCursor, FeedError, FeedRecord, Subscription};
 pub use journal::IoMode;
 pub use model::{
     Basket, BasketLine, DeliveryAttempt, Holding, IdemRef, IdempotencyRecord, MICROS_PER_HOUR, MICROS_PER_MINUTE, MICROS_PER_SECOND,
-    Micros, Notification, PAYMENT_METHODS, Payment, PaymentItem, PaymentStatus, Product, Refund, RefundStatus, Reservation,
-    ReservationState, notify, now_micros,
+    Micros, Notification, PAYMENT_METHODS, Payment, PaymentItem, PaymentMethod, PaymentStatus, Product, Refund, RefundStatus, Reservation,
+    ReservationState, Wallet, notify, now_micros,
 };
 pub use money::Currency;
 pub use provider_call::{

@@ -3,8 +3,9 @@
 //!
 //! Each old schema keeps its layouts in a module of its own with the conversion to the next one: [`v1`]
 //! (→ 2: payments gained `error_code` and `refund_id`, `Event::PaymentPut` a cause), [`v2`] (→ 3:
-//! payments gained the provider `token`, `payment_method_id` and refund records) and [`v3`] (→ 4:
-//! notifications gained their deliveries). Journal records say their schema in the
+//! payments gained the provider `token`, `payment_method_id` and refund records), [`v3`] (→ 4:
+//! notifications gained their deliveries) and [`v4`] (→ 5: stored payment methods, in replies and as
+//! users' wallets). Schemas 3 and 4 convert straight to the current layouts, which only added to theirs. Journal records say their schema in the
 //! frame header and are converted when read; store records carry no version, so a store's schema lives
 //! under a key of its `meta` keyspace and an older store is rewritten once, atomically, at open
 //! ([`upgrade_state_store`]).
@@ -17,7 +18,7 @@ use crate::store::{Keyspace, Store, StoreError, WriteBatch};
 use crate::views::{self, DecodeError};
 
 /// The current schema of journal events and store records.
-pub const SCHEMA: u16 = 4;
+pub const SCHEMA: u16 = 5;
 /// `meta` key of a store's record schema (2 bytes, big-endian); absent in stores written by schema 1.
 const SCHEMA_KEY: &[u8] = b"record_schema";
 
@@ -25,6 +26,7 @@ const SCHEMA_KEY: &[u8] = b"record_schema";
 pub fn decode_event(schema: u16, bytes: &[u8]) -> Result<Event, String> {
     match schema {
         SCHEMA => Event::decode(bytes),
+        4 => rkyv::from_bytes::<v4::Event, rkyv::rancor::Error>(bytes).map(Event::from).map_err(|e| e.to_string()),
         3 => rkyv::from_bytes::<v3::Event, rkyv::rancor::Error>(bytes).map(Event::from).map_err(|e| e.to_string()),
         2 => rkyv::from_bytes::<v2::Event, rkyv::rancor::Error>(bytes).map(|e| Event::from(v3::Event::from(e))).map_err(|e| e.to_string()),
         1 => rkyv::from_bytes::<v1::Event, rkyv::rancor::Error>(bytes)
@@ -85,12 +87,17 @@ pub fn upgrade_state_store(store: &dyn Store) -> Result<usize, StoreError> {
         Ok(match schema {
             1 => v3::IdempotencyRecord::from(v2::IdempotencyRecord::from(decode_old::<v1::IdempotencyRecord>(v, "idempotency")?)).into(),
             2 => v3::IdempotencyRecord::from(decode_old::<v2::IdempotencyRecord>(v, "idempotency")?).into(),
-            _ => decode_old::<v3::IdempotencyRecord>(v, "idempotency")?.into(),
+            3 => decode_old::<v3::IdempotencyRecord>(v, "idempotency")?.into(),
+            _ => decode_old::<v4::IdempotencyRecord>(v, "idempotency")?.into(),
         })
     };
-    // Schemas 1 to 3 share one notification layout.
-    let notification =
-        |v: &[u8]| -> Result<model::Notification, DecodeError> { Ok(decode_old::<v3::Notification>(v, "notification")?.into()) };
+    // Schemas 1 to 3 share one notification layout; 4 has the current one.
+    let notification = |v: &[u8]| -> Result<model::Notification, DecodeError> {
+        Ok(match schema {
+            1..=3 => decode_old::<v3::Notification>(v, "notification")?.into(),
+            _ => decode_old::<model::Notification>(v, "notification")?,
+        })
+    };
     convert(Keyspace::Payments, &|v| Ok(views::encode(&payment(v)?)))?;
     convert(Keyspace::Idempotency, &|v| Ok(views::encode(&idempotency(v)?)))?;
     convert(Keyspace::Notifications, &|v| Ok(views::encode(&notification(v)?)))?;
@@ -117,6 +124,7 @@ where
 pub(crate) mod v1;
 pub(crate) mod v2;
 pub(crate) mod v3;
+pub(crate) mod v4;
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,38 @@ impl BasketLine {
     }
 }
 
+/// A payment method a user keeps: a provider's token for it and what may be shown of the card, never
+/// its number.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PaymentMethod {
+    pub id: String,
+    pub user_id: String,
+    /// One of [`PAYMENT_METHODS`] (`type` at the API).
+    pub kind: String,
+    pub provider: String,
+    /// The provider's token (`tok_…`, `pm_…`); never answered by the API.
+    pub token: String,
+    /// The card's last four digits, or empty.
+    pub last_four: String,
+    /// 1–12, or 0 when not given.
+    pub expiry_month: u8,
+    /// Or 0 when not given.
+    pub expiry_year: u16,
+    pub is_default: bool,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+}
+
+/// Every stored payment method of one user, oldest first, in one record: changing the default is one
+/// write, so there is never a moment with two defaults or none.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Wallet {
+    pub user_id: String,
+    pub methods: Vec<PaymentMethod>,
+    /// LSN of the last change.
+    pub version: u64,
+}
+
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Basket {
     pub id: String,

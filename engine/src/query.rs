@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use crate::command::{EngineError, ErrorKind};
 use crate::engine::{Engine, store_error};
-use crate::model::{Basket, Notification, Payment, PaymentStatus, Product, now_micros};
+use crate::model::{Basket, Notification, Payment, PaymentMethod, PaymentStatus, Product, now_micros};
 use std::sync::Arc;
 
 use crate::store::{Keyspace, Store};
@@ -379,6 +379,21 @@ impl Engine {
             return Err(EngineError::new(ErrorKind::Expired, "basket is expired"));
         }
         Ok(Some(basket))
+    }
+
+    /// The user's stored payment methods: the default first, then oldest first.
+    pub fn payment_methods(&self, user_id: &str) -> Result<Vec<PaymentMethod>, EngineError> {
+        if user_id.is_empty() || user_id.len() > crate::core::limits::USER_ID_MAX {
+            return Ok(Vec::new());
+        }
+        let shard = crate::core::shard_of_user(user_id, self.shards() as u32) as usize;
+        let Some(bytes) = self.views()[shard].state.get(Keyspace::Wallets, user_id.as_bytes()).map_err(store_error)? else {
+            return Ok(Vec::new());
+        };
+        let mut methods = views::decode_wallet(&bytes).map_err(store_error)?.methods;
+        // Stable: the rest keep the order they were added in.
+        methods.sort_by_key(|m| !m.is_default);
+        Ok(methods)
     }
 
     /// A user's payments, newest first.

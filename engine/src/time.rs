@@ -90,6 +90,12 @@ fn push_common_era(out: &mut String, micros: Micros) {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+/// The UTC year and month (1–12) of a time.
+pub fn year_month(micros: Micros) -> (i64, i64) {
+    let (year, month, _) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
+    (year, month)
+}
+
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

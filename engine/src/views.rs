@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation};
+use crate::model::{Basket, IdempotencyRecord, Notification, Payment, Product, Reservation, Wallet};
 use crate::product_view::{ProductChange, ProductView};
 use crate::store::{self, BufferedStore, Store, StoreError, StoreSnapshot, WriteBatch};
 
@@ -278,5 +278,6 @@ decoder!(decode_basket, Basket);
 decoder!(decode_payment, Payment);
 decoder!(decode_notification, Notification);
 decoder!(decode_idempotency, IdempotencyRecord);
+decoder!(decode_wallet, Wallet);
 
 pub use crate::store::Keyspace as Ks;

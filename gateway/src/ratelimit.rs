@@ -147,7 +147,7 @@ pub fn class_of(path: &str) -> &'static str {
         "health"
     } else if path.starts_with("/api/")
         || path == "/api"
-        || ["/products", "/baskets", "/payments"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        || ["/products", "/baskets", "/payments", "/payment-methods"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
     {
         "api"
     } else {

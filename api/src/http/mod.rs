@@ -7,6 +7,7 @@ mod json_writer;
 pub mod notifications;
 pub mod openapi;
 pub mod page_cache;
+pub mod payment_methods;
 pub mod payments;
 pub mod product_json;
 pub mod products;
@@ -424,12 +425,15 @@ impl RouteDef {
     }
 }
 
+/// The service paths the gateway also serves under `/api` (`/payment-methods` is not under `/payments`).
+const SERVICES: [&str; 4] = ["/products", "/baskets", "/payments", "/payment-methods"];
+
 /// The gateway path under which a service path is also served (`/products/1` → `/api/products/1`).
 pub fn gateway_alias(path: &str) -> Option<String> {
     if let Some(rest) = path.strip_prefix("/api/v1/notifications") {
         return Some(format!("/api/notifications{rest}"));
     }
-    ["/products", "/baskets", "/payments"].iter().find(|p| path.starts_with(*p)).map(|_| format!("/api{path}"))
+    SERVICES.iter().find(|p| path.starts_with(*p)).map(|_| format!("/api{path}"))
 }
 
 /// The service path of a request path, so that a retry through the gateway path (`/api/products`) and
@@ -438,7 +442,7 @@ pub fn canonical_path(path: &str) -> String {
     if let Some(rest) = path.strip_prefix("/api/notifications") {
         return format!("/api/v1/notifications{rest}");
     }
-    for service in ["/products", "/baskets", "/payments"] {
+    for service in SERVICES {
         if let Some(rest) = path.strip_prefix("/api").filter(|r| r.starts_with(service)) {
             return rest.to_string();
         }
@@ -460,6 +464,7 @@ pub fn route_table() -> Vec<RouteDef> {
     routes.extend(products::routes());
     routes.extend(baskets::routes());
     routes.extend(payments::routes());
+    routes.extend(payment_methods::routes());
     routes.extend(notifications::routes());
     routes.extend(webhooks::routes());
     routes

@@ -21,7 +21,7 @@ use utoipa::openapi::{ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, O
 use utoipa::{PartialSchema, ToSchema};
 
 use super::spec::{self, Field, In, Kind};
-use super::{ApiConfig, AppState, RouteDef, all_routes, baskets, notifications, payments, products};
+use super::{ApiConfig, AppState, RouteDef, all_routes, baskets, notifications, payment_methods, payments, products};
 use crate::access::Access;
 
 /// The name of the bearer-token security scheme.
@@ -172,6 +172,11 @@ fn kind_schema(kind: Kind, ctx: &Ctx, nullable: bool, required: bool) -> (Schema
             ),
         ),
         Kind::Ignored => (string(), "Any text; not read here.".to_string()),
+        Kind::Bool => (ObjectBuilder::new().schema_type(typed(Type::Boolean, nullable)), "true or false.".to_string()),
+        Kind::Digits(n) => {
+            let example: String = "4242".chars().cycle().take(n).collect();
+            (string().pattern(Some(format!("^[0-9]{{{n}}}$"))).examples([example]), format!("Exactly {n} digits."))
+        }
         Kind::Keys { max, key_max } => {
             let item = ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(key_max));
             let array = ArrayBuilder::new().schema_type(typed(Type::Array, nullable)).items(item).max_items(Some(max));
@@ -357,10 +362,10 @@ fn operation(m: &Method, path: &str, r: &RouteDef, ctx: &Ctx) -> utoipa::openapi
         Access::User => op = op.security(SecurityRequirement::new::<_, [&str; 0], &str>(BEARER, [])),
         Access::Admin => op = op.security(SecurityRequirement::new(BEARER, [ADMIN_ROLE])),
     }
-    op = op.response(
-        r.status.to_string(),
-        ResponseBuilder::new().description("Success").content("application/json", json_content(r.response)).build(),
-    );
+    // 204 has no body.
+    let success = ResponseBuilder::new().description("Success");
+    let success = if r.status == 204 { success } else { success.content("application/json", json_content(r.response)) };
+    op = op.response(r.status.to_string(), success.build());
     for status in error_statuses(r) {
         op = op.response(status.to_string(), error_response(status, r));
     }
@@ -412,6 +417,8 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
         .schema_from::<baskets::RecommendationsJson>()
         .schema_from::<payments::PaymentItemJson>()
         .schema_from::<payments::RefundJson>()
+        .schema_from::<payment_methods::PaymentMethodJson>()
+        .schema_from::<payment_methods::PaymentMethodList>()
         .schema_from::<super::webhooks::WebhookJson>()
         .schema("PaymentJson", refine(payments::PaymentJson::schema(), &payment_enums, &ctx, false))
         .schema_from::<payments::PaymentStatsJson>()
@@ -433,6 +440,7 @@ pub fn document(cfg: &ApiConfig, currency: Currency) -> OpenApi {
     c = body::<payments::UpdatePaymentBody>(c, payments::UpdatePaymentBody::FIELDS, &ctx);
     c = body::<payments::ProcessPaymentBody>(c, payments::ProcessPaymentBody::FIELDS, &ctx);
     c = body::<payments::RefundPaymentBody>(c, payments::RefundPaymentBody::FIELDS, &ctx);
+    c = body::<payment_methods::AddPaymentMethodBody>(c, payment_methods::AddPaymentMethodBody::FIELDS, &ctx);
     c = body::<notifications::CreateNotificationBody>(c, notifications::CreateNotificationBody::FIELDS, &ctx);
     c = c.schema(
         "ScheduleNotificationBody",
@@ -525,9 +533,14 @@ mod tests {
             assert!(declared.is_object(), "{m} {path} executes an engine command: 503 overloaded with Retry-After");
         }
         assert_eq!(doc["paths"]["/baskets/{user_id}"]["get"]["security"], serde_json::json!([{"bearer": []}]));
-        let method = &doc["components"]["schemas"]["CreatePaymentBody"]["properties"]["method"]["enum"];
+        let method = &doc["components"]["schemas"]["PaymentJson"]["properties"]["method"]["enum"];
         assert_eq!(method, &serde_json::json!(kassa_engine::PAYMENT_METHODS), "the methods the engine accepts");
-        assert_eq!(doc["components"]["schemas"]["PaymentJson"]["properties"]["method"]["enum"], *method);
+        // Optional in a checkout (a stored method brings its own), so null is allowed there too.
+        let mut optional = kassa_engine::PAYMENT_METHODS.iter().map(|m| serde_json::json!(m)).collect::<Vec<_>>();
+        optional.push(serde_json::Value::Null);
+        assert_eq!(doc["components"]["schemas"]["CreatePaymentBody"]["properties"]["method"]["enum"], serde_json::json!(optional));
+        let kinds = &doc["components"]["schemas"]["AddPaymentMethodBody"]["properties"]["type"]["enum"];
+        assert_eq!(kinds, method, "a stored method's type is a payment method");
         let status = &doc["paths"]["/payments/status/{status}"]["get"]["parameters"][0]["schema"]["enum"];
         assert_eq!(status.as_array().unwrap().len(), kassa_engine::PaymentStatus::ALL.len());
         let body = &doc["components"]["schemas"]["CreateNotificationBody"];

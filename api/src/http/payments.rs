@@ -106,6 +106,8 @@ pub struct PaymentJson<'a> {
     refund_id: &'a str,
     failure_reason: &'a str,
     error_code: &'a str,
+    /// The stored payment method it was charged with, or empty.
+    payment_method_id: &'a str,
 }
 
 fn currency_of(p: &Payment, shop: Currency) -> Currency {
@@ -137,6 +139,7 @@ impl<'a> PaymentJson<'a> {
             refund_id: &p.refund_id,
             failure_reason: &p.failure_reason,
             error_code: &p.error_code,
+            payment_method_id: &p.payment_method_id,
         }
     }
 }
@@ -154,6 +157,8 @@ pub struct CreatePaymentBody {
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// The provider token to charge with (`tok_…`); required for a provider Kassa charges through.
     token: Option<String>,
+    /// A stored payment method of the user, instead of `token`.
+    payment_method_id: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -262,12 +267,13 @@ impl CreatePaymentBody {
     pub(crate) const FIELDS: &[Field] = &[
         Field::required("user_id", USER_ID),
         Field::optional("basket_id", SHORT).note("Ignored: a payment is always for the user's current basket."),
-        Field::required("method", Kind::OneOf(payment_methods)),
-        Field::required("provider", SHORT),
+        Field::optional("method", Kind::OneOf(payment_methods)).note("Required unless payment_method_id names a stored method."),
+        Field::optional("provider", SHORT).note("Required unless payment_method_id names a stored method."),
         Field::optional("currency", Kind::Text(3)).note("Empty or the shop currency (any letter case)."),
         Field::optional("description", LONG),
         Field::optional("metadata", Kind::StringMap),
         Field::optional("token", SHORT).note("A provider token, never a card number; required when Kassa charges through the provider."),
+        Field::optional("payment_method_id", Kind::Text(ID_MAX)).note("A stored payment method of the user: charged with its token."),
     ];
 }
 
@@ -413,12 +419,14 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
     }
     let user_id = segment(&user_id, "user_id", ID_MAX)?.to_string();
     authorize(caller.actor(), &user_id)?;
+    // A stored method brings its own type and provider.
+    let payment_method_id = body.payment_method_id.unwrap_or_default();
     let method = body.method.unwrap_or_default();
-    if method.is_empty() {
+    if method.is_empty() && payment_method_id.is_empty() {
         return Err(ApiError::invalid_body("method is required"));
     }
     let provider = body.provider.unwrap_or_default();
-    if provider.is_empty() {
+    if provider.is_empty() && payment_method_id.is_empty() {
         return Err(ApiError::invalid_body("provider is required"));
     }
     let input = PaymentInput {
@@ -430,6 +438,7 @@ async fn create(State(s): State<AppState>, caller: Caller, w: Write) -> ApiResul
         description: body.description.unwrap_or_default(),
         metadata: pairs_from(body.metadata)?.unwrap_or_default(),
         token: body.token.unwrap_or_default(),
+        payment_method_id,
     };
     let payment = s.engine.run(w.keyed(cmd::create_payment(input))).await?;
     payment_reply(&s, payment, StatusCode::CREATED)

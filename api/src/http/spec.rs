@@ -56,6 +56,10 @@ pub enum Kind {
     Keys { max: usize, key_max: usize },
     /// Any string: the route does not read it.
     Ignored,
+    /// `true` or `false`.
+    Bool,
+    /// Exactly this many ASCII digits, as text (a card's last four).
+    Digits(usize),
 }
 
 /// A path or query parameter of a route.

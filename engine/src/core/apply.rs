@@ -22,6 +22,7 @@ impl Core {
             Event::NotificationDeleted { id, version, .. } => self.apply_notification_deleted(id, version, batch),
             Event::IdempotencyPut { record } => self.apply_idempotency(record, batch),
             Event::IdempotencyDeleted { scope, key } => self.apply_idempotency_deleted(scope, key, batch),
+            Event::WalletPut { wallet } => self.apply_wallet(wallet, batch),
         }
     }
 
@@ -83,6 +84,19 @@ impl Core {
         }
         batch.put(Ks::Baskets, basket.user_id.as_bytes(), &views::encode(basket));
         self.keep_basket(basket.clone());
+    }
+
+    fn apply_wallet(&mut self, wallet: &Wallet, batch: &mut WriteBatch) {
+        if self.wallets.get(&wallet.user_id).is_some_and(|old| old.version >= wallet.version) {
+            return;
+        }
+        if wallet.methods.is_empty() {
+            batch.delete(Ks::Wallets, wallet.user_id.as_bytes());
+            self.wallets.remove(&wallet.user_id);
+        } else {
+            batch.put(Ks::Wallets, wallet.user_id.as_bytes(), &views::encode(wallet));
+            self.wallets.insert(wallet.user_id.clone(), wallet.clone());
+        }
     }
 
     fn keep_basket(&mut self, basket: Basket) {
@@ -253,6 +267,9 @@ impl Core {
             Loaded::Payment(payment) => self.keep_payment(payment),
             Loaded::Notification(notification) => self.keep_notification(notification),
             Loaded::Idempotency(record) => self.keep_idempotency(record),
+            Loaded::Wallet(wallet) => {
+                self.wallets.insert(wallet.user_id.clone(), wallet);
+            }
         }
     }
 }
@@ -265,4 +282,5 @@ pub enum Loaded {
     Payment(Payment),
     Notification(Notification),
     Idempotency(IdempotencyRecord),
+    Wallet(Wallet),
 }

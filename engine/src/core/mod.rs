@@ -22,6 +22,7 @@ mod notifications;
 mod routing;
 mod timers;
 mod validate;
+mod wallet;
 
 #[cfg(test)]
 mod simulation;
@@ -201,6 +202,8 @@ pub struct Core {
     read_all_backlog: std::collections::VecDeque<(String, Micros)>,
     cleanup_backlog: Option<Micros>,
     pub idempotency: HashMap<(String, String), IdempotencyRecord>,
+    /// Stored payment methods, by user.
+    pub wallets: HashMap<String, Wallet>,
     idempotency_expiry: BTreeSet<(Micros, String, String)>,
     /// Payments waiting on other shards or on their provider (re-driven on ticks and after recovery).
     in_flight: BTreeSet<String>,
@@ -244,6 +247,7 @@ impl Core {
             read_all_backlog: std::collections::VecDeque::new(),
             cleanup_backlog: None,
             idempotency: HashMap::default(),
+            wallets: HashMap::default(),
             idempotency_expiry: BTreeSet::new(),
             in_flight: BTreeSet::new(),
             in_flight_keys: HashMap::default(),
@@ -283,6 +287,7 @@ impl Core {
             Event::NotificationPut { notification } => notification.version = lsn,
             Event::NotificationDeleted { version, .. } => *version = lsn,
             Event::IdempotencyPut { .. } | Event::IdempotencyDeleted { .. } => {}
+            Event::WalletPut { wallet } => wallet.version = lsn,
         }
         self.apply(lsn, &event, &mut fx.writes);
         fx.events.push((lsn, event));
@@ -362,6 +367,9 @@ impl Core {
                 self.delivery_outcome(&id, &delivery_id, attempt, result, now, fx)
             }
             Command::CleanupNotifications => Ok(Reply::Count(self.cleanup_notifications(now, fx))),
+            Command::AddPaymentMethod(input) => self.add_payment_method(input, now, fx),
+            Command::SetDefaultPaymentMethod { user_id, id } => self.set_default_payment_method(&user_id, &id, now, fx),
+            Command::DeletePaymentMethod { user_id, id } => self.delete_payment_method(&user_id, &id, now, fx),
         };
         Some(r)
     }

@@ -562,3 +562,96 @@ fn an_unanswered_attempt_is_made_again_after_the_redrive_delay_and_after_recover
     let (twice, _) = answer(&mut recovered, call, DeliveryResult::Delivered, T0 + 3);
     assert_eq!(twice.deliveries.len(), 1, "a second answer to the re-made attempt is not recorded");
 }
+
+fn card(user: &str, token: &str, is_default: bool) -> Command {
+    Command::AddPaymentMethod(crate::command::PaymentMethodInput {
+        user_id: user.into(),
+        kind: "credit_card".into(),
+        provider: "simulated".into(),
+        token: token.into(),
+        last_four: "4242".into(),
+        expiry_month: 12,
+        expiry_year: 2099,
+        is_default,
+    })
+}
+
+fn defaults(core: &Core, user: &str) -> Vec<(String, bool)> {
+    core.wallets[user].methods.iter().map(|m| (m.token.clone(), m.is_default)).collect()
+}
+
+#[test]
+fn a_wallet_has_exactly_one_default_through_every_change() {
+    let mut core = Core::new(0, CoreConfig::new(1), 1, 1);
+    let Reply::PaymentMethod(visa) = run(&mut core, card("jo", "tok_visa", false).into(), T0).unwrap() else { panic!() };
+    assert!(visa.is_default, "the first method is the default");
+    let Reply::PaymentMethod(mc) = run(&mut core, card("jo", "tok_mastercard", true).into(), T0 + 1).unwrap() else { panic!() };
+    assert_eq!(defaults(&core, "jo"), vec![("tok_visa".into(), false), ("tok_mastercard".into(), true)]);
+    run(&mut core, card("jo", "tok_amex", false).into(), T0 + 2).unwrap();
+
+    let set = Command::SetDefaultPaymentMethod { user_id: "jo".into(), id: visa.id.clone() };
+    let Reply::PaymentMethod(now_default) = run(&mut core, set.into(), T0 + 3).unwrap() else { panic!() };
+    assert!(now_default.is_default);
+    assert_eq!(defaults(&core, "jo"), vec![("tok_visa".into(), true), ("tok_mastercard".into(), false), ("tok_amex".into(), false)]);
+
+    // Deleting the default makes the oldest one left the default.
+    run(&mut core, Command::DeletePaymentMethod { user_id: "jo".into(), id: visa.id.clone() }.into(), T0 + 4).unwrap();
+    assert_eq!(defaults(&core, "jo"), vec![("tok_mastercard".into(), true), ("tok_amex".into(), false)]);
+    assert_eq!(core.wallets["jo"].methods[0].id, mc.id);
+
+    // Only the owner's methods are found; the same token twice is refused; nothing changes on refusal.
+    let other = Command::SetDefaultPaymentMethod { user_id: "al".into(), id: mc.id.clone() };
+    assert_eq!(run(&mut core, other.into(), T0 + 5).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(run(&mut core, card("jo", "tok_amex", false).into(), T0 + 5).unwrap_err().kind, ErrorKind::Conflict);
+    let gone = Command::DeletePaymentMethod { user_id: "jo".into(), id: visa.id.clone() };
+    assert_eq!(run(&mut core, gone.into(), T0 + 5).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(core.wallets["jo"].methods.len(), 2);
+}
+
+#[test]
+fn a_stored_method_is_checked_and_never_a_card_number() {
+    let mut core = Core::new(0, CoreConfig::new(1), 1, 1);
+    let refused = |core: &mut Core, c: Command| run(core, c.into(), T0).unwrap_err().message;
+    assert!(refused(&mut core, card("jo", "4242 4242 4242 4242", false)).contains("never a card number"));
+    let Command::AddPaymentMethod(mut input) = card("jo", "tok_visa", false) else { panic!() };
+    input.expiry_year = 2020;
+    assert!(refused(&mut core, Command::AddPaymentMethod(input.clone())).contains("expired"));
+    input.expiry_year = 2099;
+    input.expiry_month = 13;
+    assert!(refused(&mut core, Command::AddPaymentMethod(input.clone())).contains("expiry_month"));
+    input.expiry_month = 1;
+    input.last_four = "42".into();
+    assert!(refused(&mut core, Command::AddPaymentMethod(input.clone())).contains("last_four_digits"));
+    input.last_four = String::new();
+    input.kind = "cash".into();
+    assert!(refused(&mut core, Command::AddPaymentMethod(input)).contains("type must be one of"));
+    assert!(core.wallets.is_empty(), "nothing stored");
+}
+
+#[test]
+fn a_payment_naming_a_stored_method_is_charged_with_its_token() {
+    let mut cfg = CoreConfig::new(1);
+    cfg.charged_providers = vec!["simulated".into()];
+    let mut core = Core::new(0, cfg, 1, 1);
+    run(&mut core, Command::CreateProductWithId { id: 1, input: input("p", 5) }.into(), T0).unwrap();
+    run(&mut core, Command::AddItem { user_id: "di".into(), product_id: 1, quantity: 1 }.into(), T0).unwrap();
+    let Reply::PaymentMethod(m) = run(&mut core, card("di", "tok_chargeDeclined", false).into(), T0).unwrap() else { panic!() };
+
+    let mut named = PaymentInput::new("di", "", "");
+    named.payment_method_id = m.id.clone();
+    let mut both = named.clone().with_token("tok_visa");
+    assert!(run(&mut core, Command::CreatePayment(both.clone()).into(), T0).unwrap_err().message.contains("not both"));
+    both.token.clear();
+    both.provider = "stripe".into();
+    assert!(run(&mut core, Command::CreatePayment(both).into(), T0).unwrap_err().message.contains("not the stored method's"));
+    let mut unknown = named.clone();
+    unknown.payment_method_id = "nope".into();
+    assert_eq!(run(&mut core, Command::CreatePayment(unknown).into(), T0).unwrap_err().kind, ErrorKind::NotFound);
+
+    let Reply::Payment(p) = run(&mut core, Command::CreatePayment(named).into(), T0).unwrap() else { panic!() };
+    assert_eq!((p.token.as_str(), p.provider.as_str(), p.method.as_str()), ("tok_chargeDeclined", "simulated", "credit_card"));
+    assert_eq!(p.payment_method_id, m.id);
+    let (_, charges) = drive(&mut core, process(&p), T0 + 1);
+    let [ProviderCall::Charge(call)] = &charges[..] else { panic!("one charge call: {charges:?}") };
+    assert_eq!(call.token, "tok_chargeDeclined", "charged with the stored token");
+}

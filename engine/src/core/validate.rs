@@ -26,6 +26,17 @@ pub(super) fn check_map(field: &str, map: &[(String, String)]) -> Result<(), Eng
     Ok(())
 }
 
+/// A token is the provider's stand-in for a card; a card number itself is refused, never stored.
+pub(super) fn check_token(token: &str) -> Result<(), EngineError> {
+    check_text("token", token, limits::TEXT_SHORT_MAX, false)?;
+    let digits = token.chars().filter(char::is_ascii_digit).count();
+    let card_like = token.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
+    if card_like && (12..=19).contains(&digits) {
+        return Err(EngineError::invalid("validation failed: token must be a provider token, never a card number"));
+    }
+    Ok(())
+}
+
 pub(super) fn check_user(user_id: &str) -> Result<(), EngineError> {
     check_text("user_id", user_id, limits::USER_ID_MAX, true)
 }

@@ -1,4 +1,4 @@
-//! Schema 1, 2 and 3 records are read by this build: journal events converted when decoded, an older state
+//! Schema 1 to 4 records are read by this build: journal events converted when decoded, an older state
 //! store rewritten once at open, and an engine opened on a schema 1 data directory serves its payments.
 
 use super::*;
@@ -260,4 +260,34 @@ fn schema_3_notifications_read_with_no_deliveries() {
     let read = views::decode_notification(&store.get(Keyspace::Notifications, b"0190-note").unwrap().unwrap()).unwrap();
     assert_eq!((read.title.as_str(), read.data.len(), read.delivered_at), ("Shipped", 1, None));
     assert_eq!(store_schema(&store).unwrap(), SCHEMA);
+}
+
+#[test]
+fn schema_4_events_and_idempotency_records_read_with_the_new_replies_and_wallets() {
+    let notification = model::Notification::from(old_notification());
+    let record = v4::IdempotencyRecord {
+        scope: "u1".into(),
+        key: "k".into(),
+        fingerprint: 5,
+        outcome: v4::Outcome::Ok(v4::Reply::Notification(notification.clone())),
+        expires_at: 10,
+    };
+    let bytes = v1_bytes(&v4::Event::IdempotencyPut { record: record.clone() });
+    let Event::IdempotencyPut { record: read } = decode_event(4, &bytes).unwrap() else { panic!("an idempotency event") };
+    assert!(matches!(read.outcome, Outcome::Ok(Reply::Notification(ref n)) if *n == notification));
+    // (Schema 5 only added enum variants after the old ones, and these bytes happen to read the same as
+    // either schema; the frame's schema still decides, as the layouts are not promised to agree.)
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::FjallStore::open(&dir.path().join("state"), 1 << 20).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Idempotency, b"u1/k", &v1_bytes(&record));
+    batch.put(Keyspace::Notifications, b"0190-note", &views::encode(&notification));
+    batch.put(Keyspace::Meta, SCHEMA_KEY, &4u16.to_be_bytes());
+    store.apply(&batch, 3).unwrap();
+    assert_eq!(upgrade_state_store(&store).unwrap(), 2);
+    let idem = views::decode_idempotency(&store.get(Keyspace::Idempotency, b"u1/k").unwrap().unwrap()).unwrap();
+    assert!(matches!(idem.outcome, Outcome::Ok(Reply::Notification(ref n)) if n.id == "0190-note"));
+    let kept = views::decode_notification(&store.get(Keyspace::Notifications, b"0190-note").unwrap().unwrap()).unwrap();
+    assert_eq!(kept, notification, "a schema 4 notification is already current");
 }

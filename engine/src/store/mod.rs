@@ -38,10 +38,12 @@ pub enum Keyspace {
     NotificationsByUser,
     Users,
     Meta,
+    /// Stored payment methods, one wallet per user (state store).
+    Wallets,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 12] = [
+    pub const ALL: [Keyspace; 13] = [
         Keyspace::Products,
         Keyspace::ProductsByCategory,
         Keyspace::ProductsByPrice,
@@ -54,6 +56,7 @@ impl Keyspace {
         Keyspace::NotificationsByUser,
         Keyspace::Users,
         Keyspace::Meta,
+        Keyspace::Wallets,
     ];
 
     /// Stable on-disk name (fjall keyspace / redb table). Never rename: it is the file format.
@@ -71,6 +74,7 @@ impl Keyspace {
             Keyspace::NotificationsByUser => "notifications_by_user",
             Keyspace::Users => "users",
             Keyspace::Meta => "meta",
+            Keyspace::Wallets => "wallets",
         }
     }
 

@@ -2,7 +2,7 @@
 //! the answers of the product shards.
 
 use super::super::*;
-use crate::core::validate::{check_map, check_text, check_user};
+use crate::core::validate::{check_map, check_text, check_token, check_user};
 
 impl Core {
     /// The user's basket and the payment's currency, if the checkout request is acceptable.
@@ -37,6 +37,29 @@ impl Core {
         Ok((basket.clone(), currency))
     }
 
+    /// The checkout charged with the stored method it names: the method's token, and its provider and
+    /// type where the request gives none (a different one is refused).
+    fn with_stored_method(&self, mut input: PaymentInput) -> Result<PaymentInput, EngineError> {
+        if input.payment_method_id.is_empty() {
+            return Ok(input);
+        }
+        check_text("payment_method_id", &input.payment_method_id, limits::ID_MAX, false)?;
+        if !input.token.is_empty() {
+            return Err(EngineError::invalid("validation failed: give a token or a payment_method_id, not both"));
+        }
+        check_user(&input.user_id)?;
+        let stored = self.stored_method(&input.user_id, &input.payment_method_id)?;
+        for (field, given, kept) in [("provider", &mut input.provider, &stored.provider), ("method", &mut input.method, &stored.kind)] {
+            if given.is_empty() {
+                given.clone_from(kept);
+            } else if given != kept {
+                return Err(EngineError::invalid(format!("validation failed: {field} {given} is not the stored method's ({kept})")));
+            }
+        }
+        input.token.clone_from(&stored.token);
+        Ok(input)
+    }
+
     pub(in crate::core) fn create_payment(
         &mut self,
         input: PaymentInput,
@@ -45,6 +68,7 @@ impl Core {
         now: Micros,
         fx: &mut Effects,
     ) -> Result<Option<Reply>, EngineError> {
+        let input = self.with_stored_method(input)?;
         let (basket, currency) = self.checkout_basket(&input, now)?;
         let id = self.new_id(now);
         let items: Vec<PaymentItem> = basket
@@ -71,7 +95,7 @@ impl Core {
             provider: input.provider,
             provider_id: String::new(),
             token: input.token,
-            payment_method_id: String::new(),
+            payment_method_id: input.payment_method_id,
             description: input.description,
             metadata: input.metadata,
             items,
@@ -487,17 +511,6 @@ impl Core {
             }
         }
     }
-}
-
-/// A token is the provider's stand-in for a card; a card number itself is refused, never stored.
-fn check_token(token: &str) -> Result<(), EngineError> {
-    check_text("token", token, limits::TEXT_SHORT_MAX, false)?;
-    let digits = token.chars().filter(char::is_ascii_digit).count();
-    let card_like = token.chars().all(|c| c.is_ascii_digit() || c == ' ' || c == '-');
-    if card_like && (12..=19).contains(&digits) {
-        return Err(EngineError::invalid("validation failed: token must be a provider token, never a card number"));
-    }
-    Ok(())
 }
 
 /// The stable code a refusal from a product shard fails a payment with.
