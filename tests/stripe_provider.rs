@@ -194,4 +194,19 @@ async fn a_refund_stripe_leaves_pending_is_settled_by_its_signed_webhook_either_
         "{refunds}"
     );
     assert_eq!(s.get(&format!("/api/payments/{id}")).await.1["refunded_amount"].as_f64(), Some(1.0));
+
+    // The first refund, which had succeeded, fails later: taken back, the payment is completed again
+    // (no second completion is announced), and the user is told.
+    let (status, body) = deliver(refund_event("evt_r3", &first, "failed")).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, p) = s.get(&format!("/api/payments/{id}")).await;
+    assert_eq!((p["status"].as_str(), p["refunded_amount"].as_f64()), (Some("completed"), Some(0.0)), "{p}");
+    let (_, refunds) = s.get(&format!("/api/payments/{id}/refunds")).await;
+    assert_eq!((refunds[0]["status"].as_str(), refunds[0]["failure_reason"].as_str()), (Some("failed"), Some("lost_or_stolen_card")));
+    let (_, notes) = s.get("/api/v1/notifications?user_id=fio").await;
+    let titles: Vec<&str> = notes["notifications"].as_array().unwrap().iter().filter_map(|n| n["title"].as_str()).collect();
+    assert!(titles.contains(&"Refund Failed"), "{notes}");
+    // The same event again changes nothing.
+    assert_eq!(deliver(refund_event("evt_r3", &first, "failed")).await.0, 200);
+    assert_eq!(s.get(&format!("/api/payments/{id}")).await.1["refunded_amount"].as_f64(), Some(0.0));
 }

@@ -63,6 +63,8 @@ impl PaymentCause {
         let Some(before) = before else { return PaymentCause::Created };
         if before.status != after.status {
             return match after.status {
+                // A refund taken back by the provider: no second completion.
+                S::Completed if before.status == S::Refunded => PaymentCause::Bookkeeping,
                 S::Pending => PaymentCause::Retried,
                 S::Processing => PaymentCause::Processing,
                 S::Completed => PaymentCause::Completed,

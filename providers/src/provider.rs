@@ -1,6 +1,6 @@
 //! The one trait every payment provider implements.
 
-use kassa_engine::{ChargeCall, RefundCall};
+use kassa_engine::{ChargeCall, ProviderNotice, RefundCall, WebhookRefusal};
 
 /// A charge the provider made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,4 +42,11 @@ pub trait PaymentProvider: Send + Sync {
 
     /// Gives `call.amount` of the charge `call.charge_id` back; answers the provider's id of the refund.
     async fn refund(&self, call: &RefundCall) -> Result<String, ProviderError>;
+
+    /// Checks a webhook delivery from the provider (its headers and exact body, received at `now_secs`)
+    /// and says what it settles. A provider that sends no webhooks refuses every one.
+    fn webhook(&self, headers: &reqwest::header::HeaderMap, body: &[u8], now_secs: i64) -> Result<ProviderNotice, WebhookRefusal> {
+        let _ = (headers, body, now_secs);
+        Err(WebhookRefusal::UnknownProvider)
+    }
 }

@@ -35,7 +35,8 @@ pub struct Payments {
     stop: watch::Sender<bool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     simulated: Option<Arc<SimulatedProvider>>,
-    stripe: Option<Arc<StripeProvider>>,
+    /// Every running provider, by name, for its webhooks.
+    providers: HashMap<String, Arc<dyn PaymentProvider>>,
     metrics: Arc<ProviderMetrics>,
 }
 
@@ -45,17 +46,12 @@ impl Payments {
         self.simulated.as_deref()
     }
 
-    /// Checks a webhook delivery for `provider` and says what it settles (only `stripe` sends them: the
-    /// simulated provider always answers at once).
+    /// Checks a webhook delivery for `provider` and says what it settles (the provider's own check:
+    /// `stripe` sends them; the simulated provider always answers at once, so it refuses every one).
     pub fn webhook(&self, provider: &str, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<ProviderNotice, WebhookRefusal> {
-        match (provider, &self.stripe) {
-            ("stripe", Some(stripe)) => {
-                let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-                stripe.webhook(signature, body, now)
-            }
-            _ => Err(WebhookRefusal::UnknownProvider),
-        }
+        let Some(p) = self.providers.get(provider) else { return Err(WebhookRefusal::UnknownProvider) };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        p.webhook(headers, body, now)
     }
 
     /// The figures of every provider call, for `/metrics`.
@@ -84,6 +80,7 @@ pub fn start(intake: CallIntake, cfg: &PaymentsConfig, engine: Engine) -> std::i
         providers.insert(p.name().to_string(), p.clone());
     }
     let metrics = Arc::new(ProviderMetrics::new(providers.keys().map(String::as_str)));
+    let webhook_takers = providers.clone();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (stop, stopped) = watch::channel(false);
     let tries = Tries::of(cfg);
@@ -92,7 +89,7 @@ pub fn start(intake: CallIntake, cfg: &PaymentsConfig, engine: Engine) -> std::i
     let thread = std::thread::Builder::new()
         .name("kassa-payments".into())
         .spawn(move || runtime.block_on(run(intake, providers, engine, tries, slots, figures, stopped)))?;
-    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated, stripe, metrics })
+    Ok(Payments { stop, thread: Mutex::new(Some(thread)), simulated, providers: webhook_takers, metrics })
 }
 
 /// How hard the runner tries one provider step.

@@ -75,16 +75,6 @@ impl StripeProvider {
         })
     }
 
-    /// A webhook delivery: its `Stripe-Signature` checked, then what it settles.
-    pub fn webhook(
-        &self,
-        signature: Option<&str>,
-        body: &[u8],
-        now_secs: i64,
-    ) -> Result<kassa_engine::ProviderNotice, kassa_engine::WebhookRefusal> {
-        crate::stripe_webhook::verify(&self.webhook_secret, signature, body, now_secs)
-    }
-
     /// The create-and-confirm request of `call`: the same bytes every time, as Stripe's idempotency wants.
     async fn create(&self, call: &ChargeCall) -> Result<StripeObject, ProviderError> {
         let amount = call.amount.to_string();
@@ -143,6 +133,17 @@ async fn read_object(response: reqwest::Response) -> Result<StripeObject, Provid
 
 #[async_trait::async_trait]
 impl PaymentProvider for StripeProvider {
+    /// Its `Stripe-Signature` checked, then what it settles.
+    fn webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<kassa_engine::ProviderNotice, kassa_engine::WebhookRefusal> {
+        let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+        crate::stripe_webhook::verify(&self.webhook_secret, signature, body, now_secs)
+    }
+
     fn name(&self) -> &str {
         NAME
     }

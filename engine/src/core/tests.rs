@@ -655,3 +655,16 @@ fn a_payment_naming_a_stored_method_is_charged_with_its_token() {
     let [ProviderCall::Charge(call)] = &charges[..] else { panic!("one charge call: {charges:?}") };
     assert_eq!(call.token, "tok_chargeDeclined", "charged with the stored token");
 }
+
+#[test]
+fn a_refund_taken_back_is_not_a_second_completion() {
+    let (_, p) = charging_checkout();
+    let mut refunded = p.clone();
+    (refunded.status, refunded.refunded_amount) = (PaymentStatus::Refunded, p.amount);
+    let mut back = refunded.clone();
+    (back.status, back.refunded_amount) = (PaymentStatus::Completed, 0);
+    assert_eq!(PaymentCause::of(Some(&refunded), &back), PaymentCause::Bookkeeping, "no second payment.completed");
+    let mut processing = p.clone();
+    processing.status = PaymentStatus::Processing;
+    assert_eq!(PaymentCause::of(Some(&processing), &back), PaymentCause::Completed);
+}

@@ -70,6 +70,28 @@ impl Core {
     }
 
     /// The provider runner's report on a refund. A report for a refund no longer pending changes nothing.
+    /// Takes back a refund that had succeeded and then failed at the provider: the refund is `failed`,
+    /// the refunded amount shrinks by it, and a payment with nothing refunded left is `completed` again.
+    /// Goods that a full refund put back on sale stay on sale (they may be sold already); the user is told.
+    fn refund_reversed(&mut self, p: &mut Payment, refund_id: &str, reason: String, now: Micros, fx: &mut Effects) {
+        let Some(r) = p.refunds.iter_mut().find(|r| r.id == refund_id) else { return };
+        r.status = RefundStatus::Failed;
+        r.failure_reason.clone_from(&reason);
+        r.updated_at = now;
+        let amount = r.amount;
+        p.refunded_amount -= amount;
+        if p.refunded_amount == 0 {
+            p.status = PaymentStatus::Completed;
+        }
+        p.updated_at = now;
+        let data = vec![
+            ("payment_id".to_string(), p.id.clone()),
+            ("amount".to_string(), crate::money::format_minor(amount, self.cfg.currency)),
+            ("reason".to_string(), reason),
+        ];
+        self.notify(&p.user_id, "Refund Failed", "A refund of your payment could not be completed", "payment", "high", data, now, fx);
+    }
+
     pub(in crate::core) fn refund_outcome(
         &mut self,
         payment_id: &str,
@@ -79,6 +101,14 @@ impl Core {
         fx: &mut Effects,
     ) -> Result<Reply, EngineError> {
         let mut p = self.payment_mut_checked(payment_id)?;
+        // The provider says a refund it had made has failed after all (Stripe's `refund.updated`): the
+        // money stayed with the shop, so the payment no longer counts it as refunded.
+        if let CallOutcome::Declined { reason, .. } = &result
+            && p.refunds.iter().any(|r| r.id == refund_id && r.status == RefundStatus::Succeeded)
+        {
+            self.refund_reversed(&mut p, refund_id, reason.clone(), now, fx);
+            return Ok(Reply::Payment(self.put_payment(p, fx)));
+        }
         if p.pending_refund().is_none_or(|r| r.id != refund_id) {
             return Ok(Reply::Payment(p));
         }
