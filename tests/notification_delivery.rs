@@ -228,6 +228,52 @@ async fn a_scheduled_webhook_goes_out_when_it_is_due() {
     assert!(seen[0].wall >= UNIX_EPOCH + Duration::from_secs(due_s), "sent at its time, not before");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_and_push_go_to_their_own_endpoints_behind_the_same_sender() {
+    let (sms, push) = (Receiver::start(&[], Answer::Status(202)).await, Receiver::start(&[Answer::Status(503)], Answer::Status(200)).await);
+    let config = format!(
+        "[notifications.sms]\nurl = \"{}\"\nbackoff_ms = 50\n[notifications.push]\nurl = \"{}\"\nsecret = \"{SECRET}\"\nbackoff_ms = 50\n",
+        sms.url, push.url
+    );
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &config, &[]);
+    let text = urgent(&s, "sms", json!({"phone": "+4912345"})).await;
+    let note = urgent(&s, "push", json!({})).await;
+    let text = settled(&s, text["id"].as_str().unwrap()).await;
+    let note = settled(&s, note["id"].as_str().unwrap()).await;
+    assert_eq!((text["status"].as_str(), text["deliveries"].as_array().unwrap().len()), (Some("delivered"), 1), "{text}");
+    assert_eq!((note["status"].as_str(), note["deliveries"].as_array().unwrap().len()), (Some("delivered"), 2), "{note}");
+    let (sms_seen, push_seen) = (sms.seen(), push.seen());
+    assert_eq!((sms_seen.len(), push_seen.len()), (1, 2), "each channel to its own endpoint");
+    assert!(sms_seen[0].signature.is_empty(), "an endpoint without a secret gets no signature");
+    let body: Value = serde_json::from_slice(&sms_seen[0].body).unwrap();
+    assert_eq!((body["channel"].as_str(), body["data"]["phone"].as_str()), (Some("sms"), Some("+4912345")));
+    assert!(push_seen.iter().all(|r| r.signature == signed(&r.body)), "a push endpoint with a secret gets signed bodies");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_cut_off_by_kill_9_is_made_again_after_the_restart() {
+    let receiver = Receiver::start(&[], Answer::Hang).await;
+    let config = webhook_config(&receiver.url, 5, 50, 60_000);
+    let s = Server::start_configured(tempfile::tempdir().unwrap(), &config, &[]);
+    let sent = urgent(&s, "webhook", json!({})).await;
+    let id = sent["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.seen().is_empty() {
+        assert!(Instant::now() < deadline, "the first attempt never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Killed while the receiver holds the first attempt: its outcome is never recorded.
+    let dir = s.kill_keep_data();
+    receiver.answer_from_now(Answer::Status(200));
+    let s = Server::start_configured(dir, &config, &[]);
+    let done = settled(&s, &id).await;
+    assert_eq!(done["status"].as_str(), Some("delivered"), "{done}");
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 2, "made again once");
+    assert_eq!((seen[1].delivery.as_str(), seen[1].attempt), (seen[0].delivery.as_str(), 1), "the same attempt, so the receiver can tell");
+    assert_eq!(done["deliveries"].as_array().unwrap().len(), 1, "{done}");
+}
+
 /// `secs` since the epoch as RFC 3339 (UTC).
 fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
