@@ -260,12 +260,23 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
 fn serve_until_signal(http: Listeners, grpc: Listeners, suffix: &str, grace: Duration) {
     println!("kassa listening http={} grpc={}{suffix}", http.local_addr(), grpc.local_addr());
     let _ = std::io::stdout().flush();
+    // systemd (Type=notify) starts what depends on Kassa only now, with both listeners taking connections.
+    let status = format!("serving http={} grpc={}", http.local_addr(), grpc.local_addr());
+    notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
     match wait_for_signal() {
         Ok(signal) => tracing::info!(signal, "shutting down"),
         Err(e) => tracing::error!(error = %e, "cannot wait for signals; shutting down"),
     }
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     http.shutdown(grace);
     grpc.shutdown(grace);
+}
+
+/// Tells the service manager (systemd's `$NOTIFY_SOCKET`, when set) how the service stands.
+fn notify_service_manager(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
 }
 
 /// `kassa gateway`: the gateway's layers in front of remote nodes; no engine in this process.
