@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances, and a Mailpit SMTP sink, for
-# Kassa's tests and benchmarks, on non-default loopback ports, all state under one folder.
+# Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances and a Mailpit SMTP sink for Kassa's
+# tests and benchmarks, on non-default loopback ports, all state under one folder; and the promtool
+# the rule tests run, built once.
 #
 #   services.sh up       install what is missing, start everything, print `export` lines
 #   services.sh env      print `export` lines for the services that are up
@@ -22,6 +23,8 @@ KAFKA_LIBS="$KAFKA_HOME/libs"
 # Go programs are built from the Go module proxy into this folder, once.
 GO_BIN_DIR="$CACHE_DIR/go-bin"
 MAILPIT_VERSION=${KASSA_MAILPIT_VERSION:-1.33.1}
+# Prometheus's module version for promtool 3.x (v0.316.0 is Prometheus 3.16).
+PROMETHEUS_VERSION=${KASSA_PROMETHEUS_VERSION:-0.316.0}
 
 HOST=127.0.0.1
 PG_PORT=55432
@@ -40,6 +43,7 @@ MAILPIT_DIR="$SERVICES_DIR/mailpit"
 LOG_DIR="$SERVICES_DIR/logs"
 
 SERVICES=(postgres mariadb redis kafka mailpit)
+TOOLS=(promtool)
 
 # Bounded waits, in seconds.
 PG_START_TIMEOUT_S=60
@@ -670,6 +674,23 @@ stop_mailpit() {
     stop_pid mailpit "$pid" mailpit
 }
 
+# ---------------------------------------------------------------- tools
+# Programs the tests run rather than services they talk to: built once into GO_BIN_DIR.
+fetch_promtool() {
+    [[ -x $GO_BIN_DIR/promtool ]] && return 0
+    command -v go >/dev/null || { fail promtool "go is not installed, so promtool cannot be built"; return 1; }
+    local start
+    start=$(now_ms)
+    say "promtool: building prometheus v$PROMETHEUS_VERSION's promtool from the Go module proxy into $GO_BIN_DIR"
+    mkdir -p "$GO_BIN_DIR"
+    if ! GOBIN="$GO_BIN_DIR" timeout "$GO_BUILD_TIMEOUT_S" go install "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION" \
+        >>"$LOG_DIR/promtool-build.log" 2>&1; then
+        fail promtool "go install github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION failed (see $LOG_DIR/promtool-build.log)"
+        return 1
+    fi
+    say "promtool: built in $(elapsed "$start")"
+}
+
 # ---------------------------------------------------------------- commands
 print_env() {
     is_up postgres && echo "export KASSA_PG_URL=postgres://kassa:kassa@$HOST:$PG_PORT/kassa"
@@ -680,6 +701,7 @@ print_env() {
         echo "export KASSA_SMTP_HOST=$HOST KASSA_SMTP_PORT=$SMTP_PORT KASSA_SMTP_CA=$MAILPIT_DIR/ca.pem"
         echo "export KASSA_MAILPIT_URL=http://$HOST:$MAILPIT_HTTP_PORT"
     fi
+    [[ -x $GO_BIN_DIR/promtool ]] && echo "export KASSA_PROMTOOL=$GO_BIN_DIR/promtool"
     [[ -d $SERVICES_DIR ]] && echo "export KASSA_SERVICES_DIR=$SERVICES_DIR"
     return 0
 }
@@ -700,6 +722,7 @@ cmd_up() {
     # Fast path: everything already answers.
     local all=1
     for s in "${SERVICES[@]}"; do is_up "$s" || { all=0; break; }; done
+    for s in "${TOOLS[@]}"; do [[ -x $GO_BIN_DIR/$s ]] || { all=0; break; }; done
     if ((all == 1)); then
         say "all services already up ($(elapsed "$start"))"
         print_env
@@ -713,10 +736,11 @@ cmd_up() {
     # Services start concurrently (most of the time is fsync and JVM start-up, not CPU). Kafka
     # needs no Debian package, so it goes first: its Maven fetch overlaps with apt.
     local -A starting=()
-    # Mailpit is a Go build at most, independent of apt as well.
+    # Mailpit is a Go build at most, independent of apt as well; so are the tools.
     for s in kafka mailpit; do
         if is_up "$s"; then say "$s: already up"; else start_service "$s" & starting[$s]=$!; fi
     done
+    for s in "${TOOLS[@]}"; do "fetch_$s" & starting[$s]=$!; done
     install_packages
     for s in postgres mariadb redis; do
         if is_up "$s"; then say "$s: already up"; else start_service "$s" & starting[$s]=$!; fi
@@ -728,7 +752,7 @@ cmd_up() {
     done
     print_env
     local n_missing=0
-    for s in "${SERVICES[@]}"; do
+    for s in "${SERVICES[@]}" "${TOOLS[@]}"; do
         if [[ -f $SERVICES_DIR/.failed.$s ]]; then
             say "MISSING $s: $(cat "$SERVICES_DIR/.failed.$s")"
             n_missing=$((n_missing + 1))

@@ -313,6 +313,12 @@ impl Collector for EngineCollector {
         let gauge = |name: &str, help: &str, get: fn(&kassa_engine::ShardFigures) -> f64, e: &mut DescriptorEncoder| {
             encode_rows(e, name, help, stats.shards.iter().enumerate().map(|(i, s)| (shard(i), ConstGauge::new(get(s)))))
         };
+        gauge(
+            "kassa_shard_running",
+            "1 while the shard's thread runs and takes commands",
+            |s| f64::from(u8::from(s.running)),
+            &mut encoder,
+        )?;
         gauge("kassa_shard_batch_events_max", "Largest group commit (events)", |s| s.batch_events_max as f64, &mut encoder)?;
         gauge(
             "kassa_shard_sync_seconds_total",
