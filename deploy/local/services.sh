@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances and a Mailpit SMTP sink for Kassa's
 # tests and benchmarks, on non-default loopback ports, all state under one folder; and the promtool
-# the rule tests run, built once.
+# and Prometheus the rule tests run, built once.
 #
 #   services.sh up       install what is missing, start everything, print `export` lines
 #   services.sh env      print `export` lines for the services that are up
@@ -43,7 +43,7 @@ MAILPIT_DIR="$SERVICES_DIR/mailpit"
 LOG_DIR="$SERVICES_DIR/logs"
 
 SERVICES=(postgres mariadb redis kafka mailpit)
-TOOLS=(promtool)
+TOOLS=(promtool prometheus)
 
 # Bounded waits, in seconds.
 PG_START_TIMEOUT_S=60
@@ -618,20 +618,23 @@ stop_kafka() {
 }
 
 # ---------------------------------------------------------------- Mailpit
-fetch_mailpit() {
-    [[ -x $GO_BIN_DIR/mailpit ]] && return 0
-    command -v go >/dev/null || { fail mailpit "go is not installed, so mailpit cannot be built"; return 1; }
-    local start
+go_tool() {
+    # go_tool <service> <binary> <package@version>: build a Go program from the Go module proxy into
+    # GO_BIN_DIR, once; a failure is the service's.
+    local name=$1 binary=$2 package=$3 start
+    [[ -x $GO_BIN_DIR/$binary ]] && return 0
+    command -v go >/dev/null || { fail "$name" "go is not installed, so $binary cannot be built"; return 1; }
     start=$(now_ms)
-    say "mailpit: building $MAILPIT_VERSION from the Go module proxy into $GO_BIN_DIR"
+    say "$name: building $package from the Go module proxy into $GO_BIN_DIR"
     mkdir -p "$GO_BIN_DIR"
-    if ! GOBIN="$GO_BIN_DIR" timeout "$GO_BUILD_TIMEOUT_S" go install "github.com/axllent/mailpit@v$MAILPIT_VERSION" \
-        >>"$LOG_DIR/mailpit-build.log" 2>&1; then
-        fail mailpit "go install github.com/axllent/mailpit@v$MAILPIT_VERSION failed (see $LOG_DIR/mailpit-build.log)"
+    if ! GOBIN="$GO_BIN_DIR" timeout "$GO_BUILD_TIMEOUT_S" go install "$package" >>"$LOG_DIR/$binary-build.log" 2>&1; then
+        fail "$name" "go install $package failed (see $LOG_DIR/$binary-build.log)"
         return 1
     fi
-    say "mailpit: built in $(elapsed "$start")"
+    say "$name: built in $(elapsed "$start")"
 }
+
+fetch_mailpit() { go_tool mailpit mailpit "github.com/axllent/mailpit@v$MAILPIT_VERSION"; }
 
 start_mailpit() {
     fetch_mailpit || return 1
@@ -675,21 +678,10 @@ stop_mailpit() {
 }
 
 # ---------------------------------------------------------------- tools
-# Programs the tests run rather than services they talk to: built once into GO_BIN_DIR.
-fetch_promtool() {
-    [[ -x $GO_BIN_DIR/promtool ]] && return 0
-    command -v go >/dev/null || { fail promtool "go is not installed, so promtool cannot be built"; return 1; }
-    local start
-    start=$(now_ms)
-    say "promtool: building prometheus v$PROMETHEUS_VERSION's promtool from the Go module proxy into $GO_BIN_DIR"
-    mkdir -p "$GO_BIN_DIR"
-    if ! GOBIN="$GO_BIN_DIR" timeout "$GO_BUILD_TIMEOUT_S" go install "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION" \
-        >>"$LOG_DIR/promtool-build.log" 2>&1; then
-        fail promtool "go install github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION failed (see $LOG_DIR/promtool-build.log)"
-        return 1
-    fi
-    say "promtool: built in $(elapsed "$start")"
-}
+# Programs the tests run rather than services they talk to (each test starts its own Prometheus with
+# its own configuration): built once into GO_BIN_DIR.
+fetch_promtool() { go_tool promtool promtool "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"; }
+fetch_prometheus() { go_tool prometheus prometheus "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_VERSION"; }
 
 # ---------------------------------------------------------------- commands
 print_env() {
@@ -702,6 +694,7 @@ print_env() {
         echo "export KASSA_MAILPIT_URL=http://$HOST:$MAILPIT_HTTP_PORT"
     fi
     [[ -x $GO_BIN_DIR/promtool ]] && echo "export KASSA_PROMTOOL=$GO_BIN_DIR/promtool"
+    [[ -x $GO_BIN_DIR/prometheus ]] && echo "export KASSA_PROMETHEUS=$GO_BIN_DIR/prometheus"
     [[ -d $SERVICES_DIR ]] && echo "export KASSA_SERVICES_DIR=$SERVICES_DIR"
     return 0
 }
