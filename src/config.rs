@@ -279,6 +279,7 @@ impl Config {
                 }
             };
         }
+        c.adapters.apply_env(env);
         if let Some(v) = &o.data_dir {
             c.data_dir.clone_from(v);
         }
@@ -444,6 +445,25 @@ mod tests {
             (engine.mailbox_capacity, engine.redrive_after),
             "the engine's defaults"
         );
+    }
+
+    #[test]
+    fn mirror_addresses_come_from_the_environment_only_where_the_file_gives_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kassa.toml");
+        std::fs::write(&file, "[adapters.postgres]\n[adapters.redis]\nurl = \"redis://file:6379/0\"\n").unwrap();
+        let env = |name: &str| match name {
+            "KASSA_ADAPTERS_POSTGRES_URL" => Some("postgres://env/product_service".to_string()),
+            "KASSA_ADAPTERS_POSTGRES_NOTIFICATIONS_URL" => Some("postgres://env/notification_service".to_string()),
+            "KASSA_ADAPTERS_REDIS_URL" | "KASSA_ADAPTERS_MARIADB_URL" => Some("ignored://".to_string()),
+            _ => None,
+        };
+        let c = Config::load_with(&Overrides { config: Some(file), ..Default::default() }, &env).unwrap();
+        let pg = c.adapters.postgres.unwrap();
+        assert_eq!(pg.url, "postgres://env/product_service");
+        assert_eq!(pg.notifications_url.as_deref(), Some("postgres://env/notification_service"));
+        assert_eq!(c.adapters.redis.unwrap().url, "redis://file:6379/0", "the file's address wins");
+        assert!(c.adapters.mariadb.is_none(), "the environment never turns a mirror on");
     }
 
     #[test]

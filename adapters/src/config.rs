@@ -14,6 +14,38 @@ pub struct AdaptersConfig {
     pub kafka: Option<KafkaConfig>,
 }
 
+impl AdaptersConfig {
+    /// The targets' addresses from the environment where the file turns a mirror on without one (they
+    /// carry passwords): `KASSA_ADAPTERS_POSTGRES_URL`, `KASSA_ADAPTERS_POSTGRES_NOTIFICATIONS_URL`,
+    /// `KASSA_ADAPTERS_MARIADB_URL`, `KASSA_ADAPTERS_REDIS_URL`, `KASSA_ADAPTERS_KAFKA_BROKERS`.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let fill = |field: &mut String, name: &str| {
+            if field.is_empty()
+                && let Some(v) = env(name).filter(|v| !v.is_empty())
+            {
+                *field = v;
+            }
+        };
+        if let Some(pg) = &mut self.postgres {
+            fill(&mut pg.url, "KASSA_ADAPTERS_POSTGRES_URL");
+            if pg.notifications_url.as_deref().is_none_or(str::is_empty)
+                && let Some(v) = env("KASSA_ADAPTERS_POSTGRES_NOTIFICATIONS_URL").filter(|v| !v.is_empty())
+            {
+                pg.notifications_url = Some(v);
+            }
+        }
+        if let Some(m) = &mut self.mariadb {
+            fill(&mut m.url, "KASSA_ADAPTERS_MARIADB_URL");
+        }
+        if let Some(r) = &mut self.redis {
+            fill(&mut r.url, "KASSA_ADAPTERS_REDIS_URL");
+        }
+        if let Some(k) = &mut self.kafka {
+            fill(&mut k.brokers, "KASSA_ADAPTERS_KAFKA_BROKERS");
+        }
+    }
+}
+
 /// How an adapter batches and retries; every target section carries one (flattened into it).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

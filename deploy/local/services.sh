@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL, MariaDB, Redis and Kafka (KRaft) instances and a Mailpit SMTP sink for Kassa's
-# tests and benchmarks, on non-default loopback ports, all state under one folder; and the promtool
-# and Prometheus the rule tests run, built once.
+# tests and benchmarks, on non-default loopback ports, all state under one folder; and the tools the
+# deployment tests run (promtool, Prometheus, helm, the compose checker), built once.
 #
 #   services.sh up       install what is missing, start everything, print `export` lines
 #   services.sh env      print `export` lines for the services that are up
@@ -25,6 +25,7 @@ GO_BIN_DIR="$CACHE_DIR/go-bin"
 MAILPIT_VERSION=${KASSA_MAILPIT_VERSION:-1.33.1}
 # Prometheus's module version for promtool 3.x (v0.316.0 is Prometheus 3.16).
 PROMETHEUS_VERSION=${KASSA_PROMETHEUS_VERSION:-0.316.0}
+HELM_VERSION=${KASSA_HELM_VERSION:-4.3.2}
 
 HOST=127.0.0.1
 PG_PORT=55432
@@ -43,7 +44,7 @@ MAILPIT_DIR="$SERVICES_DIR/mailpit"
 LOG_DIR="$SERVICES_DIR/logs"
 
 SERVICES=(postgres mariadb redis kafka mailpit)
-TOOLS=(promtool prometheus)
+TOOLS=(promtool prometheus helm compose-check)
 
 # Bounded waits, in seconds.
 PG_START_TIMEOUT_S=60
@@ -682,6 +683,20 @@ stop_mailpit() {
 # its own configuration): built once into GO_BIN_DIR.
 fetch_promtool() { go_tool promtool promtool "github.com/prometheus/prometheus/cmd/promtool@v$PROMETHEUS_VERSION"; }
 fetch_prometheus() { go_tool prometheus prometheus "github.com/prometheus/prometheus/cmd/prometheus@v$PROMETHEUS_VERSION"; }
+fetch_helm() { go_tool helm helm "helm.sh/helm/v4/cmd/helm@v$HELM_VERSION"; }
+fetch_compose-check() {
+    # The repository's own Go program (deploy/compose/check), rebuilt whenever its sources are newer.
+    local src="$SCRIPT_DIR/../compose/check" bin="$GO_BIN_DIR/compose-check" start
+    if [[ -x $bin && ! $src/main.go -nt $bin && ! $src/go.mod -nt $bin && ! $src/go.sum -nt $bin ]]; then return 0; fi
+    command -v go >/dev/null || { fail compose-check "go is not installed, so the compose checker cannot be built"; return 1; }
+    start=$(now_ms)
+    mkdir -p "$GO_BIN_DIR"
+    if ! (cd "$src" && timeout "$GO_BUILD_TIMEOUT_S" go build -o "$bin" .) >>"$LOG_DIR/compose-check-build.log" 2>&1; then
+        fail compose-check "go build of deploy/compose/check failed (see $LOG_DIR/compose-check-build.log)"
+        return 1
+    fi
+    say "compose-check: built in $(elapsed "$start")"
+}
 
 # ---------------------------------------------------------------- commands
 print_env() {
@@ -695,6 +710,8 @@ print_env() {
     fi
     [[ -x $GO_BIN_DIR/promtool ]] && echo "export KASSA_PROMTOOL=$GO_BIN_DIR/promtool"
     [[ -x $GO_BIN_DIR/prometheus ]] && echo "export KASSA_PROMETHEUS=$GO_BIN_DIR/prometheus"
+    [[ -x $GO_BIN_DIR/helm ]] && echo "export KASSA_HELM=$GO_BIN_DIR/helm"
+    [[ -x $GO_BIN_DIR/compose-check ]] && echo "export KASSA_COMPOSE_CHECK=$GO_BIN_DIR/compose-check"
     [[ -d $SERVICES_DIR ]] && echo "export KASSA_SERVICES_DIR=$SERVICES_DIR"
     return 0
 }
