@@ -230,6 +230,14 @@ impl CursorBook {
         self.write(name, &cursor.lsns)
     }
 
+    /// Forgets a consumer: it pins nothing from now on.
+    pub(crate) fn remove(&self, name: &str) -> Result<(), FeedError> {
+        if self.cursors.lock().remove(name).is_some() {
+            std::fs::remove_file(self.dir.join(format!("{name}.cursor")))?;
+        }
+        Ok(())
+    }
+
     fn write(&self, name: &str, lsns: &[u64]) -> Result<(), FeedError> {
         let text: Vec<String> = lsns.iter().map(u64::to_string).collect();
         let tmp = self.dir.join(format!("{name}.tmp"));

@@ -12,6 +12,7 @@
 //! core, the journal and the stores are internal; the `internals` feature exposes the journal and store
 //! building blocks to the benchmarks and fuzz targets only.
 
+mod backup;
 pub mod cmd;
 mod command;
 mod core;
@@ -46,6 +47,7 @@ pub mod time;
 mod views;
 pub mod wire;
 
+pub use backup::{BackupError, BackupManifest, FileSum, ShardPart, restore, verify_backup};
 pub use cmd::{Answer, Cmd, Count, Deleted};
 pub use command::{
     Command, EngineError, ErrorKind, IdempotencyKey, NotificationInput, PaymentInput, PaymentMethodInput, ProductInput, Refusal,

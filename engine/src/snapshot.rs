@@ -12,8 +12,8 @@ use crate::views::{self, DecodeError};
 pub struct ShardSnapshot {
     shard: usize,
     lsn: u64,
-    catalog: Box<dyn StoreSnapshot>,
-    state: Box<dyn StoreSnapshot>,
+    pub(crate) catalog: Box<dyn StoreSnapshot>,
+    pub(crate) state: Box<dyn StoreSnapshot>,
 }
 
 impl ShardSnapshot {

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 pub use durable::DurableWatch;
 pub use reader::{JournalReader, read_all};
+pub(crate) use segment::{start_empty_at, sync_dir as sync_path};
 pub use writer::JournalWriter;
 
 /// The retained segments of the journal in `dir`: each one's first LSN and size in bytes, oldest first.

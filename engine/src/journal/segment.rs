@@ -190,6 +190,22 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Starts an empty journal in `dir` whose first record will be `first_lsn`: one segment holding only
+/// its header, synced with the directory. For a journal that continues one kept elsewhere (a restored
+/// backup); `dir` must hold no segment yet.
+pub(crate) fn start_empty_at(dir: &Path, first_lsn: Lsn) -> Result<(), JournalError> {
+    std::fs::create_dir_all(dir)?;
+    if !list_segments(dir)?.is_empty() {
+        return Err(JournalError::InvalidConfig(format!("{} already holds a journal", dir.display())));
+    }
+    let segment = SegmentFile::new(dir, first_lsn);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&segment.path)?;
+    io::Write::write_all(&mut file, &super::format::encode_segment_header(first_lsn))?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
