@@ -23,3 +23,6 @@ fi
 # The benchmark harness's smoke test drives a release-built kassa, as the benchmarks do.
 cargo build --release -p kassa
 cargo test --workspace --no-fail-fast
+
+# Every fuzz target for a fixed number of inputs from its kept corpus (fuzz/README.md).
+fuzz/run.sh

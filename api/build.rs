@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("kassa_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Requests are decoded by `grpc::codec::StrictCodec` (a message that does not decode is INVALID_ARGUMENT).
+    tonic_prost_build::configure().build_server(true).build_client(true).codec_path("crate::grpc::codec::StrictCodec").compile_fds(fds)?;
     Ok(())
 }

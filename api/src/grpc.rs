@@ -18,6 +18,7 @@ use crate::error::grpc_status;
 use crate::pb::{basket as bpb, payment as ppb, product as pb};
 use crate::wire;
 
+pub(crate) mod codec;
 mod reflection;
 
 type R<T> = Result<Response<T>, Status>;

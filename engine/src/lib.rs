@@ -88,5 +88,13 @@ pub use views::StoreChoice;
 pub mod internals {
     pub use crate::event::{EVENT_KIND, EVENT_SCHEMA};
     pub use crate::journal;
+    pub use crate::migrate::{SCHEMA as RECORD_SCHEMA, decode_event as decode_event_of_schema};
     pub use crate::store;
+    /// The stored records' codecs.
+    pub mod records {
+        pub use crate::views::{
+            decode_basket, decode_idempotency, decode_notification, decode_payment, decode_product, decode_reservation, decode_wallet,
+            encode,
+        };
+    }
 }
