@@ -8,6 +8,7 @@
 //! front of remote nodes; `kassa token` prints a signed access token.
 
 mod adapters_cli;
+mod backup_cli;
 mod config;
 mod seed;
 
@@ -46,6 +47,12 @@ enum Cmd {
     /// The mirrors into PostgreSQL, MariaDB, Redis and Kafka: schema, status, verify.
     #[command(subcommand)]
     Adapters(adapters_cli::AdaptersCmd),
+    /// Take an online backup of a running node into a new directory, and check it.
+    Backup(backup_cli::BackupArgs),
+    /// Restore a backup into a new data directory.
+    Restore(backup_cli::RestoreArgs),
+    /// Check a backup: every file's size and CRC, every record and event.
+    VerifyBackup(backup_cli::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,6 +102,9 @@ fn main() -> std::process::ExitCode {
             Ok(false) => return std::process::ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Cmd::Backup(args) => backup_cli::backup(args),
+        Cmd::Restore(args) => backup_cli::restore(args),
+        Cmd::VerifyBackup(args) => backup_cli::verify_backup(args),
         Cmd::Config(o) => Config::load(&o).map_err(anyhow::Error::from).and_then(|cfg| {
             println!("{}", toml::to_string_pretty(&cfg).context("config cannot be shown as TOML")?);
             Ok(())

@@ -263,6 +263,7 @@ pub const GATEWAY_ROUTES: &[(Method, &str, Access)] = &[
     (Method::GET, "/admin/adapters", Access::Admin),
     (Method::GET, "/admin/adapters/dead-letters", Access::Admin),
     (Method::POST, "/admin/adapters/verify", Access::Admin),
+    (Method::POST, "/admin/backup", Access::Admin),
     (Method::POST, "/auth/register", Access::Public),
     (Method::POST, "/auth/login", Access::Public),
     (Method::POST, "/auth/refresh", Access::Public),

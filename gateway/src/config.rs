@@ -422,10 +422,16 @@ pub struct TimeoutConfig {
 /// big catalog, and an operator waiting for its answer wants the answer.
 const VERIFY_PATH: &str = "/admin/adapters/verify";
 const VERIFY_MS: u64 = 900_000;
+/// A backup is taken in full before its first byte is sent.
+const BACKUP_MS: u64 = 3_600_000;
 
 impl Default for TimeoutConfig {
     fn default() -> Self {
-        TimeoutConfig { request_ms: 30_000, routes: BTreeMap::from([(VERIFY_PATH.to_owned(), VERIFY_MS)]), upstream_connect_ms: 2_000 }
+        TimeoutConfig {
+            request_ms: 30_000,
+            routes: BTreeMap::from([(VERIFY_PATH.to_owned(), VERIFY_MS), (crate::backup::BACKUP_PATH.to_owned(), BACKUP_MS)]),
+            upstream_connect_ms: 2_000,
+        }
     }
 }
 

@@ -186,6 +186,7 @@ fn own_routes(shared: &Arc<Shared>) -> Router {
     let mut r = health::routes(shared.clone(), shared.engine.is_none());
     if shared.engine.is_some() {
         r = r.merge(crate::adapters::routes(shared.clone()));
+        r = r.merge(crate::backup::routes(shared.clone()));
     }
     if shared.users.is_some() {
         r = r.merge(users::routes(shared.clone()));

@@ -7,6 +7,7 @@ pub mod access_log;
 mod actor;
 mod adapters;
 pub mod auth;
+mod backup;
 pub mod breaker;
 pub mod config;
 pub mod cors;
