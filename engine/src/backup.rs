@@ -3,8 +3,9 @@
 //!
 //! A backup is a directory. Per shard it holds the two stores' records as one snapshot saw them
 //! (`catalog.kv`, `state.kv`, at the snapshot's LSN) and the journal's events after that snapshot up to
-//! at least the LSN that was durable when the backup started (`tail.journal`), so every write
-//! acknowledged before the backup started is in it, and each event is whole. `MANIFEST.json` is written
+//! a consistent cut of all shards taken after every snapshot (`tail.journal`), so every write
+//! acknowledged before the backup started is in it, each event is whole, and no shard holds the answer
+//! to a message another shard's part does not hold the sending of (`Engine::consistent_cut`). `MANIFEST.json` is written
 //! last, with each file's size, record count and CRC-32C: a backup without it is incomplete. Restoring
 //! writes the records into new stores, starts a journal that continues at the snapshot's LSN with the
 //! tail, and lets the engine's own recovery replay it — the same path as after a crash.
@@ -92,13 +93,9 @@ impl Engine {
         // Holds each shard's journal from its snapshot on until the tail is copied.
         let pin = format!("backup-{taken_at_micros}");
         let mut written = 0u64;
-        let mut shards = Vec::with_capacity(self.shards());
-        for (shard, &durable_at_start) in durable_at_start.iter().enumerate() {
-            let part = self.backup_shard(dest, shard, durable_at_start, &pin, &mut written, progress);
-            let unpinned = self.cursors().remove(&pin).map_err(engine_error);
-            shards.push(part?);
-            unpinned?;
-        }
+        let parts = self.backup_shards(dest, &durable_at_start, &pin, &mut written, progress);
+        self.cursors().remove(&pin).map_err(engine_error)?;
+        let shards = parts?;
         let manifest = BackupManifest {
             format: FORMAT,
             record_schema: EVENT_SCHEMA,
@@ -114,26 +111,45 @@ impl Engine {
         Ok(manifest)
     }
 
-    fn backup_shard(
+    /// Every shard's snapshot first (each pins its journal), then one cut of all shards after them, then
+    /// each shard's records and its journal up to the cut.
+    fn backup_shards(
         &self,
         dest: &Path,
-        shard: usize,
-        durable_at_start: u64,
+        durable_at_start: &[u64],
         pin: &str,
         written: &mut u64,
         progress: Progress,
+    ) -> Result<Vec<ShardPart>, BackupError> {
+        let snapshots = (0..self.shards()).map(|s| self.snapshot(s, Some(pin))).collect::<Result<Vec<_>, _>>().map_err(engine_error)?;
+        let cut = self.consistent_cut().ok_or_else(|| BackupError::Engine("a shard stopped during the backup".into()))?;
+        let mut parts = Vec::with_capacity(snapshots.len());
+        for (shard, (snapshot, end)) in snapshots.into_iter().zip(cut).enumerate() {
+            parts.push(self.backup_shard(dest, snapshot, durable_at_start[shard], end, written, progress)?);
+        }
+        Ok(parts)
+    }
+
+    fn backup_shard(
+        &self,
+        dest: &Path,
+        snapshot: crate::snapshot::ShardSnapshot,
+        durable_at_start: u64,
+        end: u64,
+        written: &mut u64,
+        progress: Progress,
     ) -> Result<ShardPart, BackupError> {
+        let shard = snapshot.shard();
         let dir = dest.join(shard_name(shard));
         std::fs::create_dir_all(&dir)?;
-        let snapshot = self.snapshot(shard, Some(pin)).map_err(engine_error)?;
         let snapshot_lsn = snapshot.lsn();
         let mut files = Vec::with_capacity(3);
         for (name, store) in [("catalog.kv", &snapshot.catalog), ("state.kv", &snapshot.state)] {
             files.push(write_kv(&dir.join(name), &**store, written, progress)?);
         }
         drop(snapshot);
-        // Every event after the snapshot up to what is durable now (at least what was at the start).
-        let end = self.durable_watch(shard).get().max(durable_at_start);
+        // The cut comes after the start and after the snapshot, so it covers both.
+        debug_assert!(end >= durable_at_start && end >= snapshot_lsn);
         let mut feed = self.subscribe(shard, snapshot_lsn + 1).map_err(engine_error)?;
         let mut tail = SumWriter::create(&dir.join("tail.journal"), TAIL_MAGIC)?;
         while feed.position() <= end {

@@ -426,6 +426,30 @@ impl Engine {
         Ok(())
     }
 
+    /// A consistent cut of every shard's journal: the durable LSN of each, read while all of them stand
+    /// still (for as long as the slowest takes to reach its mail, about one journal sync). `None` if a
+    /// shard has stopped.
+    pub(crate) fn consistent_cut(&self) -> Option<Vec<u64>> {
+        let n = self.shards();
+        let resume = Arc::new(crate::shard::Resume::default());
+        let (durable, told) = std::sync::mpsc::channel();
+        let mut cut = vec![0; n];
+        let mut heard = 0;
+        if self.inner.mailboxes.iter().all(|m| m.send(Mail::Cut { durable: durable.clone(), resume: resume.clone() }).is_ok()) {
+            drop(durable);
+            // A shard that never reaches its mail is not waited for past the guard.
+            while let Ok((shard, lsn)) = told.recv_timeout(std::time::Duration::from_secs(30)) {
+                cut[shard] = lsn;
+                heard += 1;
+                if heard == n {
+                    break;
+                }
+            }
+        }
+        resume.release();
+        (heard == n).then_some(cut)
+    }
+
     pub fn info(&self) -> EngineInfo {
         EngineInfo { shards: self.shards(), recovery: self.inner.recovery, io_backend: self.inner.io_backend }
     }

@@ -49,6 +49,40 @@ pub enum Mail {
     Shutdown {
         done: std::sync::mpsc::Sender<()>,
     },
+    /// Every shard stops at once for a consistent cut: each tells its durable LSN, then waits until the
+    /// caller has heard from all of them. A shard only sends to peers what is durable, and a paused shard
+    /// makes nothing durable, so no message received below one shard's LSN was sent above another's.
+    Cut {
+        durable: std::sync::mpsc::Sender<(usize, u64)>,
+        resume: Arc<Resume>,
+    },
+}
+
+/// Released once by whoever asked for a cut; a shard never waits for it longer than `CUT_WAIT_MAX` (a
+/// caller that went away must not stop the engine).
+#[derive(Default)]
+pub struct Resume {
+    released: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+const CUT_WAIT_MAX: Duration = Duration::from_secs(10);
+
+impl Resume {
+    pub fn release(&self) {
+        *self.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.cond.notify_all();
+    }
+
+    fn wait(&self) {
+        let released = self.released.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (released, timeout) =
+            self.cond.wait_timeout_while(released, CUT_WAIT_MAX, |released| !*released).unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(released);
+        if timeout.timed_out() {
+            tracing::warn!("a consistent cut was not released in time; the shard goes on");
+        }
+    }
 }
 
 /// Figures a shard publishes for metrics (read from any thread).
@@ -214,6 +248,10 @@ impl Shard {
                 let _ = done.send(());
             }
             Mail::Shutdown { done } => return Some(done),
+            Mail::Cut { durable, resume } => {
+                let _ = durable.send((self.core.shard as usize, self.journal.durable_lsn()));
+                resume.wait();
+            }
         }
         None
     }
