@@ -119,3 +119,47 @@ async fn a_damaged_backup_is_refused_by_the_check_and_the_restore() {
 fn size(f: &Path) -> u64 {
     std::fs::metadata(f).map_or(0, |m| m.len())
 }
+
+#[tokio::test]
+async fn only_an_administrator_may_take_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+    command.args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "on", "--data-dir", &data]);
+    let (child, field) = common::spawn_kassa(command);
+    let _node = Killed(child);
+    let http = format!("http://{}", field("http="));
+    let token = |role: &str| {
+        let out = kassa(&["token", "--role", role, "--subject", "ops", "--data-dir", &data]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let client = reqwest::Client::new();
+    let post = |token: Option<String>| {
+        let mut req = client.post(format!("{http}/admin/backup"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(None).await, 401);
+    assert_eq!(post(Some(token("user"))).await, 403);
+    let work = tempfile::tempdir().unwrap();
+    let dest = work.path().join("backup").display().to_string();
+    let refused = kassa(&["backup", "--url", &http, &dest]);
+    assert!(!refused.status.success() && text(&refused).contains("401"), "{}", text(&refused));
+    assert!(!Path::new(&dest).exists(), "a refused backup leaves no directory behind");
+    let admin = token("admin");
+    let taken = kassa(&["backup", "--url", &http, "--token", &admin, &dest]);
+    assert!(taken.status.success(), "{}", text(&taken));
+}
+
+/// A node stopped when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
