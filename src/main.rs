@@ -156,6 +156,7 @@ fn serve(cfg: Config) -> anyhow::Result<()> {
     engine_cfg.provider_calls = Some(calls);
     engine_cfg.deliveries = Some(deliveries);
     let engine = Engine::open(engine_cfg).with_context(|| format!("cannot open the engine in {}", cfg.data_dir.display()))?;
+    kassa_gateway::clear_unsent_backups(&cfg.data_dir);
     let info = engine.info();
     tracing::info!(shards = info.shards, recovery_ms = info.recovery.as_millis() as u64, io = info.io_backend, data_dir = %cfg.data_dir.display(), "engine open");
     if cfg.seed_catalog {

@@ -121,14 +121,18 @@ fn size(f: &Path) -> u64 {
 }
 
 #[tokio::test]
-async fn only_an_administrator_may_take_a_backup() {
+async fn only_an_administrator_may_take_a_backup_and_unsent_ones_are_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data").display().to_string();
+    // A backup a node was sending when it died is no use to anyone: the next start removes it.
+    let unsent = dir.path().join("data/backups/backup-1/shard-000");
+    std::fs::create_dir_all(&unsent).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
     command.args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--auth", "on", "--data-dir", &data]);
     let (child, field) = common::spawn_kassa(command);
     let _node = Killed(child);
     let http = format!("http://{}", field("http="));
+    assert!(!dir.path().join("data/backups").exists(), "backups left unsent by an earlier run are removed");
     let token = |role: &str| {
         let out = kassa(&["token", "--role", role, "--subject", "ops", "--data-dir", &data]);
         assert!(out.status.success(), "{}", text(&out));

@@ -25,6 +25,17 @@ pub fn routes(shared: Arc<Shared>) -> Router {
     Router::new().route(BACKUP_PATH, post(backup)).with_state(shared)
 }
 
+/// Removes backups a node was sending when it stopped (`<data_dir>/backups/`): only a running node sends
+/// them, and a caller cut off by its end holds a copy without a manifest, which the check refuses.
+pub fn clear_unsent_backups(data_dir: &std::path::Path) {
+    let dir = data_dir.join("backups");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "removed backups left by an earlier run"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "backups left by an earlier run could not be removed"),
+    }
+}
+
 fn refused(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }

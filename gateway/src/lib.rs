@@ -22,6 +22,7 @@ pub mod upstream;
 pub mod users;
 
 pub use auth::{Principal, Role, TokenKeys, issue_token};
+pub use backup::clear_unsent_backups;
 pub use config::{GatewayConfig, TlsConfig, UpstreamConfig};
 pub use front::{Front, Shared, embedded, embedded_with, standalone, wrap};
 pub use listen::{ListenError, Listeners, RouterFactory, Tls, load_tls};
