@@ -111,17 +111,14 @@ pub fn backup(args: BackupArgs) -> anyhow::Result<()> {
         Ok(received)
     });
     drop(writer);
-    let unpacked = unpacker.join().map_err(|_| anyhow::anyhow!("the unpacking thread panicked"));
-    let received = match (fetched, unpacked) {
-        (Ok(received), Ok(Ok(()))) => received,
-        (fetched, unpacked) => {
-            // Nothing usable arrived: leave no directory behind, so the same command can be run again.
-            let _ = std::fs::remove_dir_all(&args.dest);
-            fetched?;
-            unpacked?.with_context(|| format!("unpacking into {}", args.dest.display()))?;
-            unreachable!("one of them failed")
-        }
+    let unpacked = match unpacker.join() {
+        Ok(result) => result.with_context(|| format!("unpacking into {}", args.dest.display())),
+        Err(_) => Err(anyhow::anyhow!("the unpacking thread panicked")),
     };
+    let received = fetched.and_then(|received| unpacked.map(|()| received)).inspect_err(|_| {
+        // Nothing usable arrived: leave no directory behind, so the same command can be run again.
+        let _ = std::fs::remove_dir_all(&args.dest);
+    })?;
     progress.done(received);
     verify(&args.dest)?;
     Ok(())

@@ -9,16 +9,12 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::Server;
+use common::{Server, output_text};
 use serde_json::json;
 use tokio::sync::watch;
 
 fn kassa(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kassa")).args(args).output().expect("kassa runs")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 /// Creates products and puts each in a basket (a hundred lines per buyer) until told to stop, counting
@@ -59,20 +55,20 @@ async fn a_backup_taken_under_load_is_checked_restored_and_served() {
     let taken = tokio::task::spawn_blocking(move || kassa(&["backup", "--url", &url, &dest_arg])).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let before = load.await.unwrap();
-    assert!(taken.status.success(), "{}", text(&taken));
-    assert!(text(&taken).contains("checked:"), "the fetched backup is checked: {}", text(&taken));
+    assert!(taken.status.success(), "{}", output_text(&taken));
+    assert!(output_text(&taken).contains("checked:"), "the fetched backup is checked: {}", output_text(&taken));
     assert!(!before.is_empty());
     let kept = std::fs::read_dir(s.dir.path().join("data/backups")).map_or(0, |d| d.count());
     assert_eq!(kept, 0, "the node keeps no copy once it is sent");
 
     let dest_arg = dest.display().to_string();
     let verified = kassa(&["verify-backup", &dest_arg]);
-    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(verified.status.success(), "{}", output_text(&verified));
 
     let restored = tempfile::tempdir().unwrap();
     let data = restored.path().join("data").display().to_string();
     let out = kassa(&["restore", &dest_arg, "--data-dir", &data]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let r = Server::start_in(restored, &[]);
     for (id, name) in &before {
         let (status, p) = r.get(&format!("/api/products/{id}")).await;
@@ -97,9 +93,9 @@ async fn a_damaged_backup_is_refused_by_the_check_and_the_restore() {
     let dest = work.path().join("backup");
     let dest_arg = dest.display().to_string();
     let taken = kassa(&["backup", "--url", &s.http, &dest_arg]);
-    assert!(taken.status.success(), "{}", text(&taken));
+    assert!(taken.status.success(), "{}", output_text(&taken));
     let again = kassa(&["backup", "--url", &s.http, &dest_arg]);
-    assert!(!again.status.success() && text(&again).contains("exists already"), "{}", text(&again));
+    assert!(!again.status.success() && output_text(&again).contains("exists already"), "{}", output_text(&again));
 
     // The seed catalog's products are in the catalog store of one shard or the other.
     let file = ["shard-000", "shard-001"].iter().map(|d| dest.join(d).join("catalog.kv")).max_by_key(|f| size(f)).unwrap();
@@ -109,10 +105,10 @@ async fn a_damaged_backup_is_refused_by_the_check_and_the_restore() {
     std::fs::write(&file, &bytes).unwrap();
     let checked = kassa(&["verify-backup", &dest_arg]);
     assert!(!checked.status.success());
-    assert!(text(&checked).contains("damaged backup"), "{}", text(&checked));
+    assert!(output_text(&checked).contains("damaged backup"), "{}", output_text(&checked));
     let data = work.path().join("data");
     let out = kassa(&["restore", &dest_arg, "--data-dir", &data.display().to_string()]);
-    assert!(!out.status.success() && text(&out).contains("damaged backup"), "{}", text(&out));
+    assert!(!out.status.success() && output_text(&out).contains("damaged backup"), "{}", output_text(&out));
     assert!(!data.exists(), "a refused restore leaves nothing behind");
 }
 
@@ -135,7 +131,7 @@ async fn only_an_administrator_may_take_a_backup_and_unsent_ones_are_cleared() {
     assert!(!dir.path().join("data/backups").exists(), "backups left unsent by an earlier run are removed");
     let token = |role: &str| {
         let out = kassa(&["token", "--role", role, "--subject", "ops", "--data-dir", &data]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let client = reqwest::Client::new();
@@ -151,11 +147,11 @@ async fn only_an_administrator_may_take_a_backup_and_unsent_ones_are_cleared() {
     let work = tempfile::tempdir().unwrap();
     let dest = work.path().join("backup").display().to_string();
     let refused = kassa(&["backup", "--url", &http, &dest]);
-    assert!(!refused.status.success() && text(&refused).contains("401"), "{}", text(&refused));
+    assert!(!refused.status.success() && output_text(&refused).contains("401"), "{}", output_text(&refused));
     assert!(!Path::new(&dest).exists(), "a refused backup leaves no directory behind");
     let admin = token("admin");
     let taken = kassa(&["backup", "--url", &http, "--token", &admin, &dest]);
-    assert!(taken.status.success(), "{}", text(&taken));
+    assert!(taken.status.success(), "{}", output_text(&taken));
 }
 
 /// A node stopped when the test ends, however it ends.

@@ -4,10 +4,13 @@
 //! publishes both ports, keeps its data on a volume, runs locked down, reaches each target by a service
 //! of the file, and this build of Kassa accepts its configuration with the environment the file gives it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::output_text;
 use serde_json::Value;
 
 const TARGETS: [&str; 4] = ["postgres", "mariadb", "redis", "kafka"];
@@ -24,13 +27,9 @@ fn check(file: &Path, env: &[&str]) -> Output {
     Command::new(checker).args(&args).output().expect("the compose checker runs")
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 fn project(env: &[&str]) -> Value {
     let out = check(&compose_dir().join("compose.yaml"), env);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     serde_json::from_slice(&out.stdout).expect("the checker prints JSON")
 }
 
@@ -87,7 +86,7 @@ fn kassa_accepts_the_files_configuration_and_reaches_every_target_by_its_service
         .chain(command[1..].iter().map(|a| if a == "/etc/kassa/kassa.toml" { config_file.display().to_string() } else { a.clone() }))
         .collect();
     let out = Command::new(env!("CARGO_BIN_EXE_kassa")).args(&args).envs(&env).output().unwrap();
-    assert!(out.status.success(), "kassa {args:?}: {}", text(&out));
+    assert!(out.status.success(), "kassa {args:?}: {}", output_text(&out));
     let effective: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     let adapters = &effective["adapters"];
     let addresses = [
@@ -120,5 +119,5 @@ fn the_checker_refuses_a_broken_file() {
     .unwrap();
     let out = check(&broken, &[]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("undefined service \"rediss\""), "{}", text(&out));
+    assert!(output_text(&out).contains("undefined service \"rediss\""), "{}", output_text(&out));
 }

@@ -4,9 +4,12 @@
 //! configuration from a ConfigMap that this build of Kassa accepts with the chart's own arguments,
 //! secrets only from a Secret, a ServiceMonitor and a PodDisruptionBudget that select the pod.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::output_text;
 use serde_json::Value;
 
 fn helm() -> String {
@@ -22,10 +25,6 @@ fn run_helm(args: &[&str]) -> Output {
     Command::new(helm()).args(args).output().expect("helm runs")
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// The manifests `helm template` renders with `sets` (`--set` pairs), one JSON value per document.
 fn render(sets: &[&str]) -> Vec<Value> {
     let chart = chart();
@@ -34,7 +33,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
         args.extend(["--set", set]);
     }
     let out = run_helm(&args);
-    assert!(out.status.success(), "helm template {sets:?}: {}", text(&out));
+    assert!(out.status.success(), "helm template {sets:?}: {}", output_text(&out));
     let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8(out.stdout).unwrap()).expect("the manifests are YAML");
     docs.into_iter().filter(|d| !d.is_null()).collect()
 }
@@ -57,7 +56,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 #[test]
 fn the_chart_passes_helm_lint_strict() {
     let out = run_helm(&["lint", "--strict", chart().to_str().unwrap()]);
-    let said = text(&out);
+    let said = output_text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("1 chart(s) linted, 0 chart(s) failed"), "{said}");
 }
@@ -127,7 +126,7 @@ fn the_statefulset_has_its_volume_probes_ports_and_a_locked_down_container() {
         });
     }
     let out = Command::new(env!("CARGO_BIN_EXE_kassa")).args(&config_args).output().unwrap();
-    assert!(out.status.success(), "kassa {config_args:?}: {}", text(&out));
+    assert!(out.status.success(), "kassa {config_args:?}: {}", output_text(&out));
     let effective: toml::Value = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
     assert_eq!(effective["http"].as_str(), Some("0.0.0.0:8080"));
     assert_eq!(effective["grpc"].as_str(), Some("0.0.0.0:50051"));
@@ -188,5 +187,5 @@ fn secrets_come_from_a_secret_only_and_a_second_replica_is_refused() {
     let chart = chart();
     let out = run_helm(&["template", "shop", chart.to_str().unwrap(), "--set", "replicas=2"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("replicas must be 1"), "{}", text(&out));
+    assert!(output_text(&out).contains("replicas must be 1"), "{}", output_text(&out));
 }

@@ -145,7 +145,7 @@ impl Engine {
         let snapshot_lsn = snapshot.lsn();
         let mut files = Vec::with_capacity(3);
         for (name, store) in [("catalog.kv", &snapshot.catalog), ("state.kv", &snapshot.state)] {
-            files.push(write_kv(&dir.join(name), &**store, written, progress)?);
+            files.push(write_kv(&dir, name, &**store, written, progress)?);
         }
         drop(snapshot);
         // The cut comes after the start and after the snapshot, so it covers both.
@@ -166,7 +166,7 @@ impl Engine {
             progress(*written);
         }
         files.push(tail.finish("tail.journal")?);
-        Ok(ShardPart { shard, snapshot_lsn, durable_at_start, tail_end: end.max(snapshot_lsn), files })
+        Ok(ShardPart { shard, snapshot_lsn, durable_at_start, tail_end: end, files })
     }
 }
 
@@ -174,8 +174,8 @@ fn shard_name(shard: usize) -> String {
     format!("shard-{shard:03}")
 }
 
-fn write_kv(path: &Path, store: &dyn StoreSnapshot, written: &mut u64, progress: Progress) -> Result<FileSum, BackupError> {
-    let mut out = SumWriter::create(path, KV_MAGIC)?;
+fn write_kv(dir: &Path, name: &str, store: &dyn StoreSnapshot, written: &mut u64, progress: Progress) -> Result<FileSum, BackupError> {
+    let mut out = SumWriter::create(&dir.join(name), KV_MAGIC)?;
     let mut failure = None;
     for (index, ks) in Keyspace::ALL.iter().enumerate() {
         store
@@ -199,8 +199,7 @@ fn write_kv(path: &Path, store: &dyn StoreSnapshot, written: &mut u64, progress:
             return Err(e.into());
         }
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-    out.finish(&name)
+    out.finish(name)
 }
 
 /// A file written with its size, record count and CRC-32C kept as it goes.

@@ -253,3 +253,8 @@ pub fn assert_key_order(text: &str, expected: &[&str]) {
     }
     assert_eq!(found, expected, "key order of {text}");
 }
+
+/// A finished command's stdout and stderr, for assertion messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
